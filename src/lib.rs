@@ -1,0 +1,8 @@
+//! llama-router: serves many GGUF models from one directory, each in its own
+//! worker process, driven over gRPC and an OpenAI-compatible HTTP API.
+//!
+//! The binary is `src/main.rs`; this library holds everything it is made of,
+//! so that tests and benchmarks can use the same code.
+
+pub mod cli;
+pub mod gguf;
