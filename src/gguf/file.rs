@@ -8,7 +8,7 @@ use memmap2::Mmap;
 
 use super::cursor::Stop;
 use super::error::{GgufError, Problem};
-use super::header::{GgufHeader, parse_prefix};
+use super::header::{GgufHeader, header_extent, parse_prefix};
 
 /// Largest header the header-only path reads before giving up.
 ///
@@ -63,8 +63,11 @@ pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
             // The file shrank since we sized it; parse what is really there.
             file_len = buf.len() as u64;
         }
-        match parse_prefix(&buf, file_len) {
-            Ok(header) => return Ok(header),
+        match header_extent(&buf, file_len) {
+            // The scan saw the whole header: parse it, once.
+            Ok(_) => {
+                return parse_prefix(&buf, file_len).map_err(|s| stop_to_error(s, path, file_len));
+            }
             Err(Stop::NeedBytes(n)) if n <= file_len && (buf.len() as u64) < file_len => {
                 if n > MAX_HEADER_BYTES {
                     return Err(GgufError::format(
@@ -80,7 +83,11 @@ pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
                     .min(file_len)
                     .min(MAX_HEADER_BYTES);
             }
-            Err(stop) => return Err(stop_to_error(stop, path, file_len)),
+            // The parse names the problem the way every other path does.
+            Err(scan_stop) => {
+                let stop = parse_prefix(&buf, file_len).err().unwrap_or(scan_stop);
+                return Err(stop_to_error(stop, path, file_len));
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use super::cursor::{Cursor, Parse, Stop, align_up};
 use super::error::Problem;
 use super::ggml_type::{GgmlType, TypeIdError};
-use super::value::{Array, Value, ValueType};
+use super::value::{Array, StringArray, Value, ValueType};
 
 /// Alignment of the data section when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -126,6 +126,60 @@ pub(crate) fn parse_prefix(buf: &[u8], file_len: u64) -> Parse<GgufHeader> {
         data_offset,
         file_len: cur.file_len(),
     })
+}
+
+/// How many bytes the header spans (to the end of the tensor infos), found by
+/// walking its structure without building any value: far cheaper than a parse,
+/// so the header-only reader can size its read before parsing once.
+///
+/// It applies the same bounds as the parse; content checks are left to it.
+pub(crate) fn header_extent(buf: &[u8], file_len: u64) -> Parse<u64> {
+    let mut cur = Cursor::new(buf, file_len);
+    read_preamble(&mut cur)?;
+    let tensor_count = cur.u64("tensor count")?;
+    let kv_count = cur.u64("metadata count")?;
+    cur.count(kv_count, 8 + 4 + 1, "metadata")?;
+    for _ in 0..kv_count {
+        cur.string_bytes("metadata key")?;
+        let value_type = read_value_type(&mut cur)?;
+        skip_value(&mut cur, value_type, 0)?;
+    }
+    cur.count(tensor_count, 8 + 1 + 4 + 4 + 8, "tensor")?;
+    for _ in 0..tensor_count {
+        read_tensor_info(&mut cur)?;
+    }
+    Ok(cur.offset())
+}
+
+fn skip_value(cur: &mut Cursor<'_>, ty: ValueType, depth: usize) -> Parse<()> {
+    match (ty, ty.fixed_size()) {
+        (_, Some(size)) => cur.take(size, "metadata value").map(drop),
+        (ValueType::String, None) => cur.string_bytes("string value").map(drop),
+        _ => skip_array(cur, depth.saturating_add(1)),
+    }
+}
+
+fn skip_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<()> {
+    if depth > MAX_ARRAY_DEPTH {
+        return Err(Stop::bad(
+            cur.offset(),
+            Problem::ArrayTooDeep {
+                limit: MAX_ARRAY_DEPTH,
+            },
+        ));
+    }
+    let element_type = read_value_type(cur)?;
+    let len = cur.u64("array length")?;
+    cur.count(len, element_type.min_size(), "array element")?;
+    if let Some(size) = element_type.fixed_size() {
+        return cur
+            .take(len.saturating_mul(size), "array elements")
+            .map(drop);
+    }
+    for _ in 0..len {
+        skip_value(cur, element_type, depth)?;
+    }
+    Ok(())
 }
 
 fn read_preamble(cur: &mut Cursor<'_>) -> Parse<u32> {
@@ -275,11 +329,13 @@ fn read_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<Array> {
         });
     }
     if element_type == ValueType::String {
-        let mut out = Vec::with_capacity(capacity);
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(capacity);
         for _ in 0..len {
-            out.push(lossy(cur.string_bytes("string element")?));
+            bytes.extend_from_slice(cur.string_bytes("string element")?);
+            ends.push(bytes.len());
         }
-        Ok(Array::String(out))
+        Ok(Array::String(StringArray::from_utf8_lossy(bytes, ends)))
     } else {
         let mut out = Vec::with_capacity(capacity);
         for _ in 0..len {

@@ -58,7 +58,7 @@ fn array_to_json(array: &Array) -> Json {
         Array::F32(v) => list(v, |x| float(f64::from(*x))),
         Array::F64(v) => list(v, |x| float(*x)),
         Array::Bool(v) => list(v, |x| (*x).into()),
-        Array::String(v) => list(v, |x| x.as_str().into()),
+        Array::String(v) => Json::Array(v.iter().map(Json::from).collect()),
         Array::Array(v) => list(v, array_to_json),
     }
 }
@@ -89,7 +89,7 @@ mod tests {
     fn nested_and_empty_arrays() {
         let v = Value::Array(Array::Array(vec![
             Array::I8(vec![-1, 2]),
-            Array::String(vec![]),
+            Array::String(Default::default()),
         ]));
         assert_eq!(value_to_json(&v).to_string(), "[[-1,2],[]]");
     }

@@ -34,4 +34,4 @@ pub use split::{
     shard_paths,
 };
 pub use summary::{ModelSummary, file_type_name};
-pub use value::{Array, Value, ValueType};
+pub use value::{Array, StringArray, Value, ValueType};

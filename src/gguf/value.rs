@@ -126,7 +126,7 @@ pub enum Array {
     I32(Vec<i32>),
     F32(Vec<f32>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StringArray),
     /// Arrays of arrays: each inner array carries its own element type.
     Array(Vec<Array>),
     U64(Vec<u64>),
@@ -246,5 +246,136 @@ impl Array {
             Array::I64(v) => max_of(v, |x| u64::try_from(x).ok()),
             _ => None,
         }
+    }
+}
+
+/// The strings of an array stored back to back: two allocations however many
+/// strings there are (a 262k-token vocabulary is one of these).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StringArray {
+    text: String,
+    /// End offset in `text` of each string.
+    ends: Vec<usize>,
+}
+
+impl StringArray {
+    /// An empty array with room for `strings` strings of `bytes` bytes in all.
+    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
+        StringArray {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Builds the array from raw bytes laid back to back and each string's end.
+    ///
+    /// Validates the UTF-8 of all the bytes at once (far cheaper than string by
+    /// string); only if that fails, or a character straddles two strings, does
+    /// it fall back to replacing invalid sequences string by string.
+    pub fn from_utf8_lossy(bytes: Vec<u8>, ends: Vec<usize>) -> Self {
+        let fits = ends.windows(2).all(|w| w.first() <= w.get(1))
+            && ends.last().is_none_or(|&end| end <= bytes.len());
+        match String::from_utf8(bytes) {
+            Ok(text) if fits && ends.iter().all(|&end| text.is_char_boundary(end)) => {
+                StringArray { text, ends }
+            }
+            Ok(text) => Self::lossy_each(text.as_bytes(), &ends),
+            Err(e) => Self::lossy_each(e.as_bytes(), &ends),
+        }
+    }
+
+    fn lossy_each(bytes: &[u8], ends: &[usize]) -> Self {
+        let mut out = StringArray::with_capacity(ends.len(), bytes.len());
+        let mut start = 0;
+        for &end in ends {
+            let piece = bytes.get(start..end).unwrap_or_default();
+            out.push(&String::from_utf8_lossy(piece));
+            start = end.max(start);
+        }
+        out
+    }
+
+    /// Appends a string.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are no strings.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The string at `index`.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(prev) => *self.ends.get(prev)?,
+            None => 0,
+        };
+        self.text.get(start..end)
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .filter_map(|(start, &end)| self.text.get(start..end))
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StringArray {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut out = StringArray::default();
+        for s in iter {
+            out.push(s.as_ref());
+        }
+        out
+    }
+}
+
+impl<S: AsRef<str>> From<Vec<S>> for StringArray {
+    fn from(strings: Vec<S>) -> Self {
+        strings.into_iter().collect()
+    }
+}
+
+impl fmt::Debug for StringArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_array_keeps_order_and_empties() {
+        let a = StringArray::from(vec!["ab", "", "ç"]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec!["ab", "", "ç"]);
+        assert_eq!(
+            (a.get(0), a.get(1), a.get(2), a.get(3)),
+            (Some("ab"), Some(""), Some("ç"), None)
+        );
+        assert!(StringArray::default().is_empty());
+    }
+
+    #[test]
+    fn raw_strings_are_validated_once_and_repaired_when_needed() {
+        let a = StringArray::from_utf8_lossy(b"abc\xc3\xa7".to_vec(), vec![1, 3, 5]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec!["a", "bc", "ç"]);
+        // Valid as a whole, but "ç" is cut in two between strings.
+        let a = StringArray::from_utf8_lossy(b"\xc3\xa7".to_vec(), vec![1, 2]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec!["\u{fffd}", "\u{fffd}"]);
+        let a = StringArray::from_utf8_lossy(b"a\xffb".to_vec(), vec![1, 3]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec!["a", "\u{fffd}b"]);
     }
 }

@@ -63,19 +63,22 @@ fn every_value() -> Vec<(&'static str, Value)> {
         ("arr.bool", Value::Array(Array::Bool(vec![true, false]))),
         (
             "arr.string",
-            Value::Array(Array::String(vec!["a".into(), String::new()])),
+            Value::Array(Array::String(vec!["a", ""].into())),
         ),
         ("arr.u64", Value::Array(Array::U64(vec![u64::MAX]))),
         ("arr.i64", Value::Array(Array::I64(vec![i64::MAX, -1]))),
         ("arr.f64", Value::Array(Array::F64(vec![1e-300]))),
         ("arr.empty.u32", Value::Array(Array::U32(vec![]))),
-        ("arr.empty.string", Value::Array(Array::String(vec![]))),
+        (
+            "arr.empty.string",
+            Value::Array(Array::String(Default::default())),
+        ),
         ("arr.empty.array", Value::Array(Array::Array(vec![]))),
         (
             "arr.nested",
             Value::Array(Array::Array(vec![
                 Array::Array(vec![
-                    Array::String(vec!["deep".into()]),
+                    Array::String(vec!["deep"].into()),
                     Array::Bool(vec![]),
                 ]),
                 Array::U8(vec![1, 2]),
@@ -506,7 +509,10 @@ fn header_only_read_matches_a_full_parse_and_grows_past_the_first_chunk() {
     // ~1.3 MiB of strings: more than the first read.
     let tokens: Vec<String> = (0..100_000).map(|i| format!("token-{i}")).collect();
     let w = GgufWriter::new()
-        .kv("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
+        .kv(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(tokens.into())),
+        )
         .tensor("t", GgmlType::F32, &[16]);
     w.write(&path).unwrap();
     let from_file = read_header(&path).unwrap();

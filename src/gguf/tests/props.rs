@@ -30,7 +30,7 @@ fn array() -> impl Strategy<Value = Array> {
         prop::collection::vec(any::<u32>(), 0..8).prop_map(Array::U32),
         prop::collection::vec(prop::num::f32::NORMAL, 0..8).prop_map(Array::F32),
         prop::collection::vec(any::<bool>(), 0..8).prop_map(Array::Bool),
-        prop::collection::vec(".{0,6}", 0..6).prop_map(Array::String),
+        prop::collection::vec(".{0,6}", 0..6).prop_map(|v| Array::String(v.into())),
         prop::collection::vec(any::<i64>(), 0..4).prop_map(Array::I64),
         prop::collection::vec(prop::num::f64::NORMAL, 0..4).prop_map(Array::F64),
     ];
@@ -50,7 +50,7 @@ fn seed_file() -> Vec<u8> {
         .kv("general.alignment", Value::U32(64))
         .kv(
             "t",
-            Value::Array(Array::Array(vec![Array::String(vec!["x".into()])])),
+            Value::Array(Array::Array(vec![Array::String(vec!["x"].into())])),
         )
         .kv("f", Value::F32(0.5))
         .tensor("a", GgmlType::Q4_0, &[32, 2])

@@ -260,7 +260,7 @@ fn summary_reads_metadata_and_tensors() {
         .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .kv(
             "tokenizer.ggml.tokens",
-            Value::Array(Array::String(vec!["a".into(), "b".into()])),
+            Value::Array(Array::String(vec!["a", "b"].into())),
         )
         .kv("tokenizer.chat_template", Value::String("{{ x }}".into()))
         .tensor("tok", GgmlType::Q4_K, &[256, 4])
