@@ -6,3 +6,7 @@
 
 pub mod cli;
 pub mod gguf;
+pub mod catalog;
+pub mod config;
+pub mod loader;
+pub mod supervisor;

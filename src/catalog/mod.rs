@@ -1,0 +1,202 @@
+//! The catalog actor: owns the list of models in `--models-dir` and keeps it
+//! current (inotify with a debounce, `Rescan`, SIGHUP).
+//!
+//! Snapshots are published on a `watch` channel; the supervisor reconciles
+//! its models against each new one.
+
+pub mod scan;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub use scan::{CatalogEntry, HeaderCache, ScanResult};
+
+/// How often the actor checks whether a missing directory has appeared.
+const DIR_POLL: Duration = Duration::from_secs(2);
+
+/// The models directory's contents at one point in time.
+#[derive(Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Increases with every change.
+    pub generation: u64,
+    /// Whether the directory exists.
+    pub dir_exists: bool,
+    /// Models, sorted by id.
+    pub entries: Vec<CatalogEntry>,
+}
+
+/// The catalog actor has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the catalog actor has stopped")]
+pub struct CatalogStopped;
+
+enum Msg {
+    Rescan(oneshot::Sender<Arc<Snapshot>>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// Talks to the catalog actor; cheap to clone.
+#[derive(Clone)]
+pub struct CatalogHandle {
+    tx: mpsc::Sender<Msg>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl CatalogHandle {
+    /// Starts the actor on `root`; the first snapshot comes from `rescan`.
+    pub fn spawn(root: PathBuf, debounce: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let (snap_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let actor = CatalogActor {
+            root,
+            debounce,
+            cache: HeaderCache::default(),
+            snapshots: snap_tx,
+            watcher: None,
+        };
+        tokio::spawn(actor.run(rx));
+        CatalogHandle { tx, snapshots }
+    }
+
+    /// Scans now and returns the resulting snapshot (also published).
+    pub async fn rescan(&self) -> Result<Arc<Snapshot>, CatalogStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Rescan(reply)).await.map_err(|_| CatalogStopped)?;
+        rx.await.map_err(|_| CatalogStopped)
+    }
+
+    /// Answers once the actor has handled everything sent before (liveness probe).
+    pub async fn ping(&self) -> Result<(), CatalogStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Ping(reply)).await.map_err(|_| CatalogStopped)?;
+        rx.await.map_err(|_| CatalogStopped)
+    }
+
+    /// New snapshots as they are published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+}
+
+struct CatalogActor {
+    root: PathBuf,
+    debounce: Duration,
+    cache: HeaderCache,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    watcher: Option<RecommendedWatcher>,
+}
+
+impl CatalogActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let (fs_tx, mut fs_rx) = mpsc::channel::<()>(1);
+        let mut poll = tokio::time::interval(DIR_POLL);
+        let mut rescan_at: Option<Instant> = None;
+        loop {
+            let deadline = rescan_at;
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(Msg::Rescan(reply)) => {
+                        let snapshot = self.scan(&mut rescan_at).await;
+                        let _ = reply.send(snapshot);
+                    }
+                    Some(Msg::Ping(reply)) => {
+                        let _ = reply.send(());
+                    }
+                },
+                Some(()) = fs_rx.recv() => {
+                    // Coalesce a burst of events into one scan after it settles.
+                    rescan_at = Some(Instant::now() + self.debounce);
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    rescan_at = None;
+                    self.scan(&mut rescan_at).await;
+                }
+                _ = poll.tick() => self.check_watch(&fs_tx, &mut rescan_at),
+            }
+        }
+    }
+
+    /// Starts watching when the directory appears; notices when it goes away.
+    fn check_watch(&mut self, fs_tx: &mpsc::Sender<()>, rescan_at: &mut Option<Instant>) {
+        let exists = self.root.is_dir();
+        match (&self.watcher, exists) {
+            (None, true) => {
+                let tx = fs_tx.clone();
+                let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                    if res.is_ok() {
+                        // Full means a scan is already due; dropping is fine.
+                        let _ = tx.try_send(());
+                    }
+                })
+                .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
+                match watcher {
+                    Ok(w) => {
+                        tracing::info!(dir = %self.root.display(), "watching the models directory");
+                        self.watcher = Some(w);
+                        *rescan_at = Some(Instant::now());
+                    }
+                    Err(e) => tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the models directory; will retry"),
+                }
+            }
+            (Some(_), false) => {
+                tracing::warn!(dir = %self.root.display(), "the models directory disappeared; waiting for it to come back");
+                self.watcher = None;
+                *rescan_at = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+
+    async fn scan(&mut self, rescan_at: &mut Option<Instant>) -> Arc<Snapshot> {
+        let root = self.root.clone();
+        let settle = self.debounce;
+        let mut cache = std::mem::take(&mut self.cache);
+        let scanned = tokio::task::spawn_blocking(move || {
+            let result = scan::scan(&root, &mut cache, settle);
+            (result, cache, root.is_dir())
+        })
+        .await;
+        let (result, dir_exists) = match scanned {
+            Ok((result, cache, exists)) => {
+                self.cache = cache;
+                (result, exists)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "catalog scan panicked; keeping the previous list");
+                return self.snapshots.borrow().clone();
+            }
+        };
+        if !dir_exists {
+            tracing::warn!(dir = %self.root.display(), "models directory does not exist; listing no models");
+        }
+        if result.pending {
+            // A file is still being written: look again once it may have settled.
+            *rescan_at = Some(Instant::now() + self.debounce);
+        }
+        let current = self.snapshots.borrow().clone();
+        if current.entries == result.entries && current.dir_exists == dir_exists && current.generation > 0 {
+            return current;
+        }
+        let snapshot = Arc::new(Snapshot {
+            generation: current.generation.saturating_add(1),
+            dir_exists,
+            entries: result.entries,
+        });
+        tracing::debug!(models = snapshot.entries.len(), generation = snapshot.generation, "catalog updated");
+        self.snapshots.send_replace(snapshot.clone());
+        snapshot
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

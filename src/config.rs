@@ -1,0 +1,191 @@
+//! Daemon configuration: built-in defaults < config file < `LLAMA_ROUTER_*`
+//! environment < command-line flags, merged with figment.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Config file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/llama-router/config.toml";
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "LLAMA_ROUTER_";
+/// Environment variables with the prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["endpoint"];
+
+/// Everything `llama-router serve` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory scanned for models.
+    pub models_dir: PathBuf,
+    /// Most models loaded at once (0 = no limit).
+    pub models_max: u32,
+    /// Load a model on first request instead of refusing it.
+    pub models_autoload: bool,
+    /// Address the TCP listener binds (only with `port`).
+    pub host: String,
+    /// TCP port for gRPC; none means Unix socket only.
+    pub port: Option<u16>,
+    /// Unix socket path; none means the default in the runtime directory.
+    pub socket: Option<PathBuf>,
+    /// Seconds an idle, unpinned model stays loaded (0 = forever).
+    pub idle_ttl: u64,
+    /// Bytes of host RAM the resident tier may hold (0 = no limit).
+    pub host_cache_bytes: u64,
+    /// Lock loaded models' pages in RAM (mlock).
+    pub mlock: bool,
+    /// Load requests that may wait for a free slot before RESOURCE_EXHAUSTED.
+    pub load_queue: usize,
+    /// Threads reading a model into RAM.
+    pub prefetch_threads: usize,
+    /// Milliseconds the directory watcher waits for changes to settle.
+    pub watch_debounce_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            models_dir: PathBuf::from("/var/lib/llama/models"),
+            models_max: 4,
+            models_autoload: true,
+            host: "127.0.0.1".to_owned(),
+            port: None,
+            socket: None,
+            idle_ttl: 0,
+            host_cache_bytes: 0,
+            mlock: false,
+            load_queue: 64,
+            prefetch_threads: 4,
+            watch_debounce_ms: 500,
+        }
+    }
+}
+
+/// A configuration that could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist.
+    #[error("config file {} not found", .0.display())]
+    FileNotFound(PathBuf),
+    /// A key is unknown or has a bad value; figment names the key and its source.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+impl Config {
+    /// Merges defaults, `file` (or the default file if present), the environment and `flags`.
+    ///
+    /// `flags` holds only what was given on the command line.
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.is_file() => return Err(ConfigError::FileNotFound(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE)),
+        }
+        figment
+            .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The Unix socket to listen on (or to connect to).
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(default_socket_path)
+    }
+}
+
+/// `$RUNTIME_DIRECTORY` (set by systemd), else `/run/llama-router` when
+/// writable, else `$XDG_RUNTIME_DIR`, else the temp dir; plus `llama-router.sock`.
+pub fn default_socket_path() -> PathBuf {
+    const NAME: &str = "llama-router.sock";
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may list several directories separated by ':'; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first).join(NAME);
+    }
+    let system = Path::new("/run/llama-router");
+    if system.is_dir() && is_writable(system) {
+        return system.join(NAME);
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("llama-router")
+        .join(NAME)
+}
+
+fn is_writable(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
+        && tempfile_probe(dir)
+}
+
+/// Whether a file can be created in `dir` (permissions alone do not say, for root or ACLs).
+fn tempfile_probe(dir: &Path) -> bool {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let ok = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        models_max: Option<u32>,
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "models_max = 2\nidle_ttl = 30\nmlock = true\n")?;
+            jail.set_env("LLAMA_ROUTER_IDLE_TTL", "60");
+            jail.set_env("LLAMA_ROUTER_ENDPOINT", "unix:/x"); // the client's, not config
+            let c = Config::load(Some(Path::new("c.toml")), Flags::default()).map_err(|e| e.to_string())?;
+            assert_eq!((c.models_max, c.idle_ttl, c.mlock), (2, 60, true));
+            let c = Config::load(Some(Path::new("c.toml")), Flags { models_max: Some(7) })
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.models_max, 7);
+            assert_eq!(c.load_queue, Config::default().load_queue);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "models_maxx = 2\n")?;
+            let err = Config::load(Some(Path::new("c.toml")), Flags::default()).unwrap_err().to_string();
+            assert!(err.contains("models_maxx") && err.contains("c.toml"), "{err}");
+            jail.create_file("d.toml", "models_max = \"lots\"\n")?;
+            let err = Config::load(Some(Path::new("d.toml")), Flags::default()).unwrap_err().to_string();
+            assert!(err.contains("models_max") && err.contains("d.toml"), "{err}");
+            jail.set_env("LLAMA_ROUTER_MODELS_MAX", "-1");
+            let err = Config::load(None, Flags::default()).unwrap_err().to_string();
+            assert!(err.contains("models_max") && err.contains("LLAMA_ROUTER_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::FileNotFound(_)));
+    }
+
+    #[test]
+    fn runtime_directory_decides_the_socket() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RUNTIME_DIRECTORY", "/run/x:/run/y");
+            assert_eq!(default_socket_path(), PathBuf::from("/run/x/llama-router.sock"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,354 @@
+//! The loader: maps a model's shards, validates them and brings them into host RAM.
+//!
+//! Pages are brought in with `pread` into a scratch buffer (plus
+//! `MADV_WILLNEED` on the mapping), never by touching the mapping: a file that
+//! shrinks or vanishes mid-load then gives a short read and a clean error, not
+//! a SIGBUS in the daemon. Each shard keeps its own mapping (and its mlock,
+//! when asked) until the model is unloaded.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use memmap2::{Advice, Mmap};
+
+use crate::gguf::{GgufError, GgufModel, Shard, read_header};
+
+/// Bytes read per prefetch request.
+const CHUNK: u64 = 8 << 20;
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Lock the pages in RAM once read.
+    pub mlock: bool,
+    /// Threads reading in parallel.
+    pub threads: usize,
+}
+
+/// What the loader is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading headers, mapping and validating.
+    Mapping,
+    /// Reading the files into RAM.
+    Prefetching,
+}
+
+/// Progress of one load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Current phase.
+    pub phase: Phase,
+    /// Bytes read so far.
+    pub bytes_done: u64,
+    /// Bytes to read in all.
+    pub bytes_total: u64,
+}
+
+/// Why a load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file is not a valid GGUF model (or split set).
+    #[error(transparent)]
+    Invalid(#[from] GgufError),
+    /// A file could not be opened, mapped or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file changed size (was truncated, replaced or removed) during the load.
+    #[error("{}: file changed during load: expected {expected} bytes, found {found}", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Length when the load started.
+        expected: u64,
+        /// Length now.
+        found: u64,
+    },
+    /// mlock failed, usually RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity).
+    #[error("{}: cannot lock {bytes} bytes in RAM: {source} (raise the memlock limit or drop --mlock)", path.display())]
+    Mlock {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The load was cancelled (the model was unloaded or removed meanwhile).
+    #[error("load cancelled")]
+    Cancelled,
+}
+
+/// One mapped shard.
+struct MappedShard {
+    file: File,
+    map: Mmap,
+}
+
+/// A model resident in host RAM: its validated headers and one mapping per shard.
+pub struct ResidentModel {
+    model: GgufModel,
+    shards: Vec<MappedShard>,
+}
+
+impl ResidentModel {
+    /// The validated model.
+    pub fn model(&self) -> &GgufModel {
+        &self.model
+    }
+
+    /// Bytes held (all shard files).
+    pub fn bytes(&self) -> u64 {
+        self.model.total_bytes()
+    }
+
+    /// The mapped bytes of shard `index`, for code that checked the file still has its length.
+    pub fn mapping(&self, index: usize) -> Option<&[u8]> {
+        self.shards.get(index).map(|s| &s.map[..])
+    }
+}
+
+impl std::fmt::Debug for ResidentModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentModel").field("bytes", &self.bytes()).finish()
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Loads the model made of `files` (in shard order).
+///
+/// Blocking: run it on a blocking thread. `progress` is called from the
+/// reading threads; `cancel` is checked between chunks.
+pub fn load(
+    files: &[PathBuf],
+    options: LoadOptions,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<ResidentModel, LoadError> {
+    let mut headers = Vec::with_capacity(files.len());
+    let mut mapped = Vec::with_capacity(files.len());
+    for path in files {
+        let header = read_header(path)?;
+        let file = File::open(path).map_err(io_error(path))?;
+        let len = file.metadata().map_err(io_error(path))?.len();
+        if len != header.file_len {
+            return Err(LoadError::Changed {
+                path: path.clone(),
+                expected: header.file_len,
+                found: len,
+            });
+        }
+        // SAFETY: read-only private mapping. The daemon never dereferences it
+        // for tensor data (prefetch uses pread), so a file truncated under it
+        // cannot raise SIGBUS here.
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
+        // Readahead is advisory; a refusal is harmless.
+        let _ = map.advise(Advice::WillNeed);
+        headers.push(Shard {
+            path: path.clone(),
+            header,
+        });
+        mapped.push(MappedShard { file, map });
+        progress(Progress {
+            phase: Phase::Mapping,
+            bytes_done: 0,
+            bytes_total: 0,
+        });
+    }
+    let mut headers = headers.into_iter();
+    let Some(first) = headers.next() else {
+        return Err(LoadError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "model has no files"),
+        });
+    };
+    let model = GgufModel::from_shards(first, headers.collect())?;
+    prefetch(&model, &mapped, options.threads, cancel, progress)?;
+    if options.mlock {
+        for (shard, m) in model.shards().zip(&mapped) {
+            check_len(&m.file, &shard.path, shard.header.file_len)?;
+            m.map.lock().map_err(|source| LoadError::Mlock {
+                path: shard.path.clone(),
+                bytes: shard.header.file_len,
+                source,
+            })?;
+        }
+    }
+    Ok(ResidentModel {
+        model,
+        shards: mapped,
+    })
+}
+
+fn check_len(file: &File, path: &Path, expected: u64) -> Result<(), LoadError> {
+    let found = file.metadata().map_err(io_error(path))?.len();
+    if found < expected {
+        return Err(LoadError::Changed {
+            path: path.to_path_buf(),
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Reads every byte of every shard once, in parallel, reporting progress.
+fn prefetch(
+    model: &GgufModel,
+    mapped: &[MappedShard],
+    threads: usize,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(), LoadError> {
+    let total = model.total_bytes();
+    let chunks: Vec<(&Path, &File, u64, u64)> = model
+        .shards()
+        .zip(mapped)
+        .flat_map(|(shard, m)| {
+            let len = shard.header.file_len;
+            (0..len.div_ceil(CHUNK)).map(move |i| {
+                let start = i.saturating_mul(CHUNK);
+                (shard.path.as_path(), &m.file, start, CHUNK.min(len.saturating_sub(start)))
+            })
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    progress(Progress {
+        phase: Phase::Prefetching,
+        bytes_done: 0,
+        bytes_total: total,
+    });
+    let reader = || -> Result<(), LoadError> {
+        let mut buf = vec![0u8; CHUNK as usize];
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(path, file, start, len)) = chunks.get(i) else {
+                return Ok(());
+            };
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LoadError::Cancelled);
+            }
+            let want = buf.get_mut(..len as usize).unwrap_or_default();
+            let mut filled = 0usize;
+            while filled < want.len() {
+                let rest = want.get_mut(filled..).unwrap_or_default();
+                match file.read_at(rest, start.saturating_add(filled as u64)) {
+                    Ok(0) => {
+                        let found = file.metadata().map(|m| m.len()).unwrap_or(0);
+                        return Err(LoadError::Changed {
+                            path: path.to_path_buf(),
+                            expected: start.saturating_add(len),
+                            found,
+                        });
+                    }
+                    Ok(n) => filled = filled.saturating_add(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_error(path)(e)),
+                }
+            }
+            let now = done.fetch_add(len, Ordering::Relaxed).saturating_add(len);
+            progress(Progress {
+                phase: Phase::Prefetching,
+                bytes_done: now,
+                bytes_total: total,
+            });
+        }
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(reader)).collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or(Err(LoadError::Cancelled));
+            if result.is_ok() {
+                if r.is_err() {
+                    // Stop the other readers early.
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use crate::gguf::writer::GgufWriter;
+    use std::sync::Mutex;
+
+    fn opts() -> LoadOptions {
+        LoadOptions { mlock: false, threads: 3 }
+    }
+
+    #[test]
+    fn loads_and_reports_progress_to_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        GgufWriter::new().tensor("t", GgmlType::F32, &[5 << 20]).write(&path).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let cancel = AtomicBool::new(false);
+        let model = load(&[path.clone()], opts(), &cancel, &|p| seen.lock().unwrap().push(p)).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(model.bytes(), len);
+        let seen = seen.into_inner().unwrap();
+        let last = seen.iter().filter(|p| p.phase == Phase::Prefetching).map(|p| p.bytes_done).max();
+        assert_eq!(last, Some(len));
+        assert_eq!(model.mapping(0).unwrap().len() as u64, len);
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        GgufWriter::new().tensor("t", GgmlType::F32, &[1 << 20]).write(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(1000).unwrap();
+        let err = load(&[path], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
+        assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn a_file_shrinking_mid_load_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        GgufWriter::new().tensor("t", GgmlType::F32, &[16 << 20]).write(&path).unwrap();
+        let shrunk = AtomicBool::new(false);
+        let result = load(&[path.clone()], LoadOptions { mlock: false, threads: 1 }, &AtomicBool::new(false), &|p| {
+            if p.phase == Phase::Prefetching && !shrunk.swap(true, Ordering::SeqCst) {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(4096).unwrap();
+            }
+        });
+        assert!(matches!(result, Err(LoadError::Changed { found: 4096, .. })), "{result:?}");
+    }
+
+    #[test]
+    fn cancel_stops_the_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        GgufWriter::new().tensor("t", GgmlType::F32, &[16 << 20]).write(&path).unwrap();
+        let cancel = AtomicBool::new(true);
+        let err = load(&[path], opts(), &cancel, &|_| {}).unwrap_err();
+        assert!(matches!(err, LoadError::Cancelled));
+    }
+}

@@ -1,0 +1,196 @@
+//! The supervisor actor: owns every model's state machine and the rules of
+//! `--models-max`, LRU eviction, single-flight loads, pins and the idle TTL.
+//!
+//! `discovered → loading → ready → unloading → unloaded`, plus `failed`.
+//! A loading or busy model is never evicted; loads that find no free slot
+//! wait in a bounded FIFO queue; the least recently used idle model goes first.
+
+mod model;
+mod table;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::catalog::{CatalogHandle, Snapshot};
+use crate::loader::LoadOptions;
+
+pub use types::{
+    LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
+};
+
+use model::Tagged;
+use table::Table;
+
+/// How often idle models are checked against the TTL.
+const TTL_TICK: Duration = Duration::from_millis(500);
+
+/// The supervisor's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most active models (0 = no limit).
+    pub models_max: u32,
+    /// Host RAM the resident tier may hold (0 = no limit).
+    pub host_cache_bytes: u64,
+    /// Loads that may wait for a slot.
+    pub load_queue: usize,
+    /// Idle time before an unpinned model is unloaded (None = never).
+    pub idle_ttl: Option<Duration>,
+    /// How loads run.
+    pub load: LoadOptions,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
+
+enum Msg {
+    List(oneshot::Sender<Vec<ModelView>>),
+    Get(String, Reply<ModelView>),
+    Load(String, Reply<watch::Receiver<LoadStatus>>),
+    Unload(String, Reply<ModelView>),
+    Pin(String, bool, Reply<ModelView>),
+    Status(oneshot::Sender<StatusView>),
+    Rescan(Reply<RescanSummary>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// Talks to the supervisor actor; cheap to clone.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::Sender<Msg>,
+    events: broadcast::Sender<ModelEvent>,
+}
+
+impl SupervisorHandle {
+    /// Starts the supervisor; it follows `catalog`'s snapshots.
+    pub fn spawn(catalog: CatalogHandle, limits: Limits) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(1024);
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let table = Table::new(limits, events.clone(), reports_tx);
+        tokio::spawn(run(table, catalog, rx, reports));
+        SupervisorHandle { tx, events }
+    }
+
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SupervisorError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(msg(reply)).await.map_err(|_| SupervisorError::Stopped)?;
+        rx.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Every model, sorted by id.
+    pub async fn list(&self) -> Result<Vec<ModelView>, SupervisorError> {
+        self.ask(Msg::List).await
+    }
+
+    /// One model.
+    pub async fn get(&self, id: &str) -> Result<ModelView, SupervisorError> {
+        self.ask(|r| Msg::Get(id.to_owned(), r)).await?
+    }
+
+    /// Loads a model (or joins the load in progress); watch the status until Ready or Failed.
+    pub async fn load(&self, id: &str) -> Result<watch::Receiver<LoadStatus>, SupervisorError> {
+        self.ask(|r| Msg::Load(id.to_owned(), r)).await?
+    }
+
+    /// Loads a model and waits for the outcome.
+    pub async fn load_and_wait(&self, id: &str) -> Result<ModelView, SupervisorError> {
+        let mut status = self.load(id).await?;
+        loop {
+            match &*status.borrow_and_update() {
+                LoadStatus::Ready(view) => return Ok((**view).clone()),
+                LoadStatus::Failed(e) => return Err(e.clone()),
+                _ => {}
+            }
+            status.changed().await.map_err(|_| SupervisorError::Stopped)?;
+        }
+    }
+
+    /// Unloads a model (cancels its load, or drops it from the queue); returns once released.
+    pub async fn unload(&self, id: &str) -> Result<ModelView, SupervisorError> {
+        self.ask(|r| Msg::Unload(id.to_owned(), r)).await?
+    }
+
+    /// Pins (never evicted) or unpins a model.
+    pub async fn pin(&self, id: &str, pinned: bool) -> Result<ModelView, SupervisorError> {
+        self.ask(|r| Msg::Pin(id.to_owned(), pinned, r)).await?
+    }
+
+    /// Counts by state and cache use.
+    pub async fn status(&self) -> Result<StatusView, SupervisorError> {
+        self.ask(Msg::Status).await
+    }
+
+    /// Rescans the models directory and reconciles with it.
+    pub async fn rescan(&self) -> Result<RescanSummary, SupervisorError> {
+        self.ask(Msg::Rescan).await?
+    }
+
+    /// Answers once the actor has handled everything sent before (liveness probe).
+    pub async fn ping(&self) -> Result<(), SupervisorError> {
+        self.ask(Msg::Ping).await
+    }
+
+    /// Every state change from now on.
+    pub fn events(&self) -> broadcast::Receiver<ModelEvent> {
+        self.events.subscribe()
+    }
+}
+
+async fn run(
+    mut table: Table,
+    catalog: CatalogHandle,
+    mut rx: mpsc::Receiver<Msg>,
+    mut reports: mpsc::UnboundedReceiver<Tagged>,
+) {
+    let mut snapshots = catalog.subscribe();
+    let mut tick = tokio::time::interval(TTL_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                handle(&mut table, &catalog, msg).await;
+            }
+            Some(report) = reports.recv() => table.on_report(report),
+            Ok(()) = snapshots.changed() => {
+                let snapshot: Arc<Snapshot> = snapshots.borrow_and_update().clone();
+                table.reconcile(&snapshot);
+            }
+            _ = tick.tick() => table.expire_idle(),
+        }
+    }
+    table.unload_all();
+}
+
+async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
+    match msg {
+        Msg::List(reply) => {
+            let _ = reply.send(table.list());
+        }
+        Msg::Get(id, reply) => {
+            let _ = reply.send(table.view(&id));
+        }
+        Msg::Load(id, reply) => {
+            let _ = reply.send(table.load(&id));
+        }
+        Msg::Unload(id, reply) => table.unload(&id, reply),
+        Msg::Pin(id, pinned, reply) => {
+            let _ = reply.send(table.pin(&id, pinned));
+        }
+        Msg::Status(reply) => {
+            let _ = reply.send(table.status());
+        }
+        Msg::Rescan(reply) => {
+            let result = match catalog.rescan().await {
+                Ok(snapshot) => Ok(table.reconcile(&snapshot)),
+                Err(_) => Err(SupervisorError::Stopped),
+            };
+            let _ = reply.send(result);
+        }
+        Msg::Ping(reply) => {
+            let _ = reply.send(());
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The supervisor's state: every model's slot and the rules that move them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::model::{ModelHandle, ModelReport, Tagged};
+use super::types::{
+    LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
+};
+use super::{Limits, Reply};
+use crate::catalog::{CatalogEntry, Snapshot};
+use crate::loader::{LoadError, Phase, Progress};
+
+struct Slot {
+    entry: CatalogEntry,
+    state: ModelState,
+    failure: Option<String>,
+    last_used: Option<SystemTime>,
+    pinned: bool,
+    /// Requests using the model right now (inference); a busy model is never evicted.
+    busy: u32,
+    resident_bytes: u64,
+    actor: Option<ModelHandle>,
+    /// Generation of the current load; reports of older loads are ignored.
+    load_generation: u64,
+    /// Present while a load is queued or running: every waiter watches it.
+    status: Option<watch::Sender<LoadStatus>>,
+    unload_waiters: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
+    /// Gone from the directory: delete once released.
+    removed: bool,
+}
+
+impl Slot {
+    fn new(entry: CatalogEntry) -> Self {
+        let (state, failure) = match &entry.info {
+            Ok(_) => (ModelState::Discovered, None),
+            Err(reason) => (ModelState::Failed, Some(reason.clone())),
+        };
+        Slot {
+            entry,
+            state,
+            failure,
+            last_used: None,
+            pinned: false,
+            busy: 0,
+            resident_bytes: 0,
+            actor: None,
+            load_generation: 0,
+            status: None,
+            unload_waiters: Vec::new(),
+            removed: false,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match &self.entry.info {
+            Ok(s) => s.total_bytes,
+            Err(_) => self.entry.fingerprint.iter().map(|(len, _)| len).sum(),
+        }
+    }
+
+    fn view(&self) -> ModelView {
+        let info = self.entry.info.as_ref().ok();
+        let text = |f: fn(&crate::gguf::ModelSummary) -> Option<String>| info.and_then(f).unwrap_or_default();
+        ModelView {
+            id: self.entry.id.clone(),
+            state: self.state,
+            files: self.entry.files.clone(),
+            projector: self.entry.projector.clone(),
+            size_bytes: self.size(),
+            name: text(|s| s.name.clone()),
+            architecture: text(|s| s.architecture.clone()),
+            quantization: text(|s| s.file_type.clone().or_else(|| s.dominant_type.clone())),
+            parameter_count: info.map_or(0, |s| s.parameter_count),
+            context_length: info.and_then(|s| s.context_length).unwrap_or(0),
+            failure_reason: self.failure.clone(),
+            last_used: self.last_used,
+            pinned: self.pinned,
+            resident_bytes: self.resident_bytes,
+        }
+    }
+
+    /// Whether the LRU may take this model's slot.
+    fn evictable(&self) -> bool {
+        self.state == ModelState::Ready && !self.pinned && self.busy == 0
+    }
+}
+
+pub(super) struct Table {
+    limits: Limits,
+    slots: BTreeMap<String, Slot>,
+    /// Loads waiting for a slot, oldest first.
+    queue: VecDeque<String>,
+    events: broadcast::Sender<ModelEvent>,
+    reports: mpsc::UnboundedSender<Tagged>,
+    next_generation: u64,
+    catalog_generation: u64,
+}
+
+impl Table {
+    pub(super) fn new(
+        limits: Limits,
+        events: broadcast::Sender<ModelEvent>,
+        reports: mpsc::UnboundedSender<Tagged>,
+    ) -> Self {
+        Table {
+            limits,
+            slots: BTreeMap::new(),
+            queue: VecDeque::new(),
+            events,
+            reports,
+            next_generation: 0,
+            catalog_generation: 0,
+        }
+    }
+
+    fn slot(&self, id: &str) -> Result<&Slot, SupervisorError> {
+        self.slots
+            .get(id)
+            .filter(|s| !s.removed)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))
+    }
+
+    /// Moves `id` to `state` and publishes the change.
+    fn transition(&mut self, id: &str, state: ModelState, reason: Option<String>) {
+        let Some(slot) = self.slots.get_mut(id) else { return };
+        let previous = slot.state;
+        slot.state = state;
+        if state == ModelState::Failed {
+            slot.failure = reason.clone();
+        } else if state != previous {
+            slot.failure = None;
+        }
+        if state != previous || reason.is_some() {
+            tracing::info!(model = %id, state = state.name(), previous = previous.name(), reason = reason.as_deref().unwrap_or(""), "model state changed");
+            let _ = self.events.send(ModelEvent {
+                id: id.to_owned(),
+                state,
+                previous,
+                reason,
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    pub(super) fn list(&self) -> Vec<ModelView> {
+        self.slots.values().filter(|s| !s.removed).map(Slot::view).collect()
+    }
+
+    pub(super) fn view(&self, id: &str) -> Result<ModelView, SupervisorError> {
+        self.slot(id).map(Slot::view)
+    }
+
+    pub(super) fn status(&self) -> StatusView {
+        let by_state = ModelState::ALL
+            .iter()
+            .map(|&st| {
+                let n = self.slots.values().filter(|s| !s.removed && s.state == st).count();
+                (st, u32::try_from(n).unwrap_or(u32::MAX))
+            })
+            .collect();
+        StatusView {
+            models_max: self.limits.models_max,
+            host_cache_used: self.cache_used(),
+            host_cache_limit: self.limits.host_cache_bytes,
+            by_state,
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.slots.values().filter(|s| s.state.is_active()).count()
+    }
+
+    fn cache_used(&self) -> u64 {
+        self.slots
+            .values()
+            .filter(|s| s.state.is_active())
+            .map(|s| s.resident_bytes.max(s.size()))
+            .sum()
+    }
+
+    fn has_room_for(&self, size: u64) -> bool {
+        let max = self.limits.models_max as usize;
+        let slots_ok = max == 0 || self.active() < max;
+        let limit = self.limits.host_cache_bytes;
+        slots_ok && (limit == 0 || self.cache_used().saturating_add(size) <= limit)
+    }
+
+    pub(super) fn load(&mut self, id: &str) -> Result<watch::Receiver<LoadStatus>, SupervisorError> {
+        let slot = self.slot(id)?;
+        if let Err(reason) = &slot.entry.info {
+            return Err(SupervisorError::FailedPrecondition(format!("model {id} cannot be loaded: {reason}")));
+        }
+        if let Some(status) = &slot.status {
+            return Ok(status.subscribe()); // single flight: join the load in progress
+        }
+        if slot.state == ModelState::Ready {
+            let view = slot.view();
+            if let Some(s) = self.slots.get_mut(id) {
+                s.last_used = Some(SystemTime::now());
+            }
+            return Ok(watch::channel(LoadStatus::Ready(Box::new(view))).1);
+        }
+        let limit = self.limits.host_cache_bytes;
+        if limit > 0 && slot.size() > limit {
+            return Err(SupervisorError::ResourceExhausted(format!(
+                "model {id} needs {} bytes but --host-cache-bytes is {limit}",
+                slot.size()
+            )));
+        }
+        if self.queue.len() >= self.limits.load_queue {
+            return Err(SupervisorError::ResourceExhausted(format!(
+                "{} loads are already waiting for a free slot (--load-queue {})",
+                self.queue.len(),
+                self.limits.load_queue
+            )));
+        }
+        let (tx, rx) = watch::channel(LoadStatus::Queued);
+        if let Some(s) = self.slots.get_mut(id) {
+            s.status = Some(tx);
+        }
+        self.queue.push_back(id.to_owned());
+        self.pump();
+        Ok(rx)
+    }
+
+    /// Starts queued loads while there is room, evicting idle models when there is not.
+    fn pump(&mut self) {
+        while let Some(id) = self.queue.front().cloned() {
+            let Some(slot) = self.slots.get(&id) else {
+                self.queue.pop_front();
+                continue;
+            };
+            if slot.state == ModelState::Unloading {
+                return; // it loads again once released
+            }
+            if self.has_room_for(slot.size()) {
+                self.queue.pop_front();
+                self.start_load(&id);
+                continue;
+            }
+            if self.slots.values().any(|s| s.state == ModelState::Unloading) {
+                return; // room is on its way
+            }
+            let victim = self
+                .slots
+                .iter()
+                .filter(|(vid, s)| s.evictable() && **vid != id)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(vid, _)| vid.clone());
+            match victim {
+                Some(victim) => self.begin_unload(&victim, format!("evicted (least recently used) to load {id}")),
+                None => tracing::debug!(model = %id, "load waits: every loaded model is busy, loading or pinned"),
+            }
+            return;
+        }
+    }
+
+    fn start_load(&mut self, id: &str) {
+        self.next_generation = self.next_generation.saturating_add(1);
+        let generation = self.next_generation;
+        let options = self.limits.load;
+        let reports = self.reports.clone();
+        let Some(slot) = self.slots.get_mut(id) else { return };
+        slot.load_generation = generation;
+        slot.actor = Some(ModelHandle::spawn(
+            id.to_owned(),
+            generation,
+            slot.entry.files.clone(),
+            options,
+            reports,
+        ));
+        let total = slot.size();
+        if let Some(status) = &slot.status {
+            status.send_replace(LoadStatus::Loading(Progress {
+                phase: Phase::Mapping,
+                bytes_done: 0,
+                bytes_total: total,
+            }));
+        }
+        self.transition(id, ModelState::Loading, None);
+    }
+
+    fn begin_unload(&mut self, id: &str, reason: String) {
+        let Some(slot) = self.slots.get_mut(id) else { return };
+        if let Some(actor) = slot.actor.as_mut() {
+            actor.unload();
+        }
+        if let Some(status) = slot.status.take() {
+            status.send_replace(LoadStatus::Failed(SupervisorError::Unavailable(format!(
+                "load of {id} cancelled: {reason}"
+            ))));
+        }
+        self.transition(id, ModelState::Unloading, Some(reason));
+    }
+
+    pub(super) fn unload(&mut self, id: &str, reply: Reply<ModelView>) {
+        let Some(slot) = self.slots.get_mut(id).filter(|s| !s.removed) else {
+            let _ = reply.send(Err(SupervisorError::NotFound(id.to_owned())));
+            return;
+        };
+        match slot.state {
+            ModelState::Loading | ModelState::Ready => {
+                slot.unload_waiters.push(reply);
+                self.begin_unload(id, "unload requested".to_owned());
+            }
+            ModelState::Unloading => slot.unload_waiters.push(reply),
+            _ => {
+                if let Some(status) = slot.status.take() {
+                    status.send_replace(LoadStatus::Failed(SupervisorError::Unavailable(format!(
+                        "load of {id} cancelled: unload requested"
+                    ))));
+                }
+                self.queue.retain(|q| q != id);
+                let _ = reply.send(Ok(slot.view()));
+            }
+        }
+    }
+
+    pub(super) fn pin(&mut self, id: &str, pinned: bool) -> Result<ModelView, SupervisorError> {
+        self.slot(id)?;
+        let slot = self.slots.get_mut(id).ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        slot.pinned = pinned;
+        Ok(slot.view())
+    }
+
+    pub(super) fn on_report(&mut self, tagged: Tagged) {
+        let Tagged { id, generation, report } = tagged;
+        let Some(slot) = self.slots.get_mut(&id).filter(|s| s.load_generation == generation) else {
+            return;
+        };
+        match report {
+            ModelReport::Progress(p) => {
+                if let Some(status) = &slot.status {
+                    status.send_replace(LoadStatus::Loading(p));
+                }
+            }
+            ModelReport::Ready { bytes } if slot.state == ModelState::Loading => {
+                slot.resident_bytes = bytes;
+                slot.last_used = Some(SystemTime::now());
+                let status = slot.status.take();
+                self.transition(&id, ModelState::Ready, None);
+                if let (Some(status), Ok(view)) = (status, self.view(&id)) {
+                    status.send_replace(LoadStatus::Ready(Box::new(view)));
+                }
+            }
+            ModelReport::Ready { .. } => {} // unloading already
+            ModelReport::Failed(LoadError::Cancelled) => {}
+            ModelReport::Failed(err) => {
+                let reason = err.to_string();
+                let error = match err {
+                    LoadError::Invalid(_) => SupervisorError::FailedPrecondition(reason.clone()),
+                    _ => SupervisorError::Unavailable(reason.clone()),
+                };
+                if let Some(status) = slot.status.take() {
+                    status.send_replace(LoadStatus::Failed(error));
+                }
+                tracing::error!(model = %id, error = %reason, "load failed");
+                self.transition(&id, ModelState::Failed, Some(reason));
+            }
+            ModelReport::Unloaded => self.on_released(&id),
+        }
+    }
+
+    /// The model actor has let go of everything.
+    fn on_released(&mut self, id: &str) {
+        let Some(slot) = self.slots.get_mut(id) else { return };
+        slot.actor = None;
+        slot.resident_bytes = 0;
+        let removed = slot.removed;
+        if slot.state != ModelState::Failed {
+            self.transition(id, ModelState::Unloaded, None);
+        }
+        let Some(slot) = self.slots.get_mut(id) else { return };
+        let view = slot.view();
+        for waiter in slot.unload_waiters.drain(..) {
+            let _ = waiter.send(Ok(view.clone()));
+        }
+        if removed {
+            self.slots.remove(id);
+        } else if slot.entry.info.is_err() {
+            let reason = slot.entry.info.clone().err();
+            self.transition(id, ModelState::Failed, reason);
+        }
+        self.pump();
+    }
+
+    /// Brings the table in line with the directory; returns what changed.
+    pub(super) fn reconcile(&mut self, snapshot: &Snapshot) -> RescanSummary {
+        let mut summary = RescanSummary {
+            models: u32::try_from(snapshot.entries.len()).unwrap_or(u32::MAX),
+            ..RescanSummary::default()
+        };
+        if snapshot.generation == self.catalog_generation {
+            return summary;
+        }
+        self.catalog_generation = snapshot.generation;
+        for entry in &snapshot.entries {
+            let id = entry.id.clone();
+            match self.slots.get_mut(&id) {
+                None => {
+                    summary.added = summary.added.saturating_add(1);
+                    let slot = Slot::new(entry.clone());
+                    let (state, reason) = (slot.state, slot.failure.clone());
+                    self.slots.insert(id.clone(), slot);
+                    let _ = self.events.send(ModelEvent {
+                        id: id.clone(),
+                        state,
+                        previous: ModelState::Discovered,
+                        reason,
+                        at: SystemTime::now(),
+                    });
+                }
+                Some(slot) if slot.entry != *entry => {
+                    summary.changed = summary.changed.saturating_add(1);
+                    slot.entry = entry.clone();
+                    slot.removed = false;
+                    if slot.state.is_active() {
+                        self.begin_unload(&id, "its files changed on disk".to_owned());
+                    } else {
+                        let (state, reason) = match &entry.info {
+                            Ok(_) => (ModelState::Discovered, None),
+                            Err(r) => (ModelState::Failed, Some(r.clone())),
+                        };
+                        self.transition(&id, state, reason);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let gone: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|id| !snapshot.entries.iter().any(|e| &e.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            summary.removed = summary.removed.saturating_add(1);
+            self.queue.retain(|q| q != &id);
+            let Some(slot) = self.slots.get_mut(&id) else { continue };
+            slot.removed = true;
+            let reason = "removed from the models directory".to_owned();
+            if slot.state.is_active() {
+                self.begin_unload(&id, reason);
+            } else {
+                if let Some(status) = slot.status.take() {
+                    status.send_replace(LoadStatus::Failed(SupervisorError::NotFound(id.clone())));
+                }
+                self.transition(&id, ModelState::Unloaded, Some(reason));
+                self.slots.remove(&id);
+            }
+        }
+        self.pump();
+        summary
+    }
+
+    /// Unloads ready, idle, unpinned models unused for longer than the TTL.
+    pub(super) fn expire_idle(&mut self) {
+        let Some(ttl) = self.limits.idle_ttl else { return };
+        let now = SystemTime::now();
+        let expired: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.evictable())
+            .filter(|(_, s)| s.last_used.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ttl))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.begin_unload(&id, format!("idle for {} s (--idle-ttl)", ttl.as_secs()));
+        }
+    }
+
+    /// Shutdown: release every model.
+    pub(super) fn unload_all(&mut self) {
+        for slot in self.slots.values_mut() {
+            if let Some(actor) = slot.actor.as_mut() {
+                actor.unload();
+            }
+        }
+    }
+}

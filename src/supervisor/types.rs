@@ -1,0 +1,159 @@
+//! What the supervisor tells the outside world: model views, states, events, errors.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::loader::Progress;
+
+/// Where a model is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelState {
+    /// Listed; nothing loaded.
+    Discovered,
+    /// Being mapped and prefetched.
+    Loading,
+    /// Resident and ready.
+    Ready,
+    /// Being released.
+    Unloading,
+    /// Released after having been loaded.
+    Unloaded,
+    /// Unusable; see the failure reason.
+    Failed,
+}
+
+impl ModelState {
+    /// Every state.
+    pub const ALL: [ModelState; 6] = [
+        ModelState::Discovered,
+        ModelState::Loading,
+        ModelState::Ready,
+        ModelState::Unloading,
+        ModelState::Unloaded,
+        ModelState::Failed,
+    ];
+
+    /// Lower-case name (`ready`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelState::Discovered => "discovered",
+            ModelState::Loading => "loading",
+            ModelState::Ready => "ready",
+            ModelState::Unloading => "unloading",
+            ModelState::Unloaded => "unloaded",
+            ModelState::Failed => "failed",
+        }
+    }
+
+    /// Whether the model occupies a slot under `--models-max`.
+    pub fn is_active(self) -> bool {
+        matches!(self, ModelState::Loading | ModelState::Ready | ModelState::Unloading)
+    }
+}
+
+/// A model as clients see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelView {
+    /// Name.
+    pub id: String,
+    /// State.
+    pub state: ModelState,
+    /// Files in shard order.
+    pub files: Vec<PathBuf>,
+    /// Attached projector.
+    pub projector: Option<PathBuf>,
+    /// Total size of the files.
+    pub size_bytes: u64,
+    /// `general.name`.
+    pub name: String,
+    /// Architecture.
+    pub architecture: String,
+    /// File type or dominant tensor type.
+    pub quantization: String,
+    /// Parameters.
+    pub parameter_count: u64,
+    /// Context length.
+    pub context_length: u64,
+    /// Why it is failed.
+    pub failure_reason: Option<String>,
+    /// Last load or use.
+    pub last_used: Option<SystemTime>,
+    /// Never evicted.
+    pub pinned: bool,
+    /// Bytes resident in host RAM.
+    pub resident_bytes: u64,
+}
+
+/// A state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEvent {
+    /// Which model.
+    pub id: String,
+    /// New state.
+    pub state: ModelState,
+    /// Previous state.
+    pub previous: ModelState,
+    /// Why, when there is more to say.
+    pub reason: Option<String>,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Where a load request stands; the last value is `Ready` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadStatus {
+    /// Waiting for a slot.
+    Queued,
+    /// Loading.
+    Loading(Progress),
+    /// Done.
+    Ready(Box<ModelView>),
+    /// Failed or cancelled.
+    Failed(SupervisorError),
+}
+
+/// The daemon's state in numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusView {
+    /// `--models-max` (0 = no limit).
+    pub models_max: u32,
+    /// Bytes held by loaded models.
+    pub host_cache_used: u64,
+    /// `--host-cache-bytes` (0 = no limit).
+    pub host_cache_limit: u64,
+    /// Models per state.
+    pub by_state: Vec<(ModelState, u32)>,
+}
+
+/// What changed in a rescan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RescanSummary {
+    /// Models listed now.
+    pub models: u32,
+    /// New ones.
+    pub added: u32,
+    /// Gone ones.
+    pub removed: u32,
+    /// Ones whose files changed.
+    pub changed: u32,
+}
+
+/// Why a supervisor request failed; maps onto gRPC status codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SupervisorError {
+    /// No model has this id.
+    #[error("no model named {0:?}")]
+    NotFound(String),
+    /// The model's files are bad, or autoload is off.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Too many waiting loads, or the model cannot fit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The load failed or was cancelled.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The supervisor is not running (shutting down).
+    #[error("the supervisor has stopped")]
+    Stopped,
+}
