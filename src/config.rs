@@ -83,7 +83,10 @@ impl Config {
         match file {
             Some(path) if !path.is_file() => return Err(ConfigError::FileNotFound(path.into())),
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE)),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
         }
         figment
             .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV))
@@ -104,7 +107,12 @@ pub fn default_socket_path() -> PathBuf {
     const NAME: &str = "llama-router.sock";
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several directories separated by ':'; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         return PathBuf::from(first).join(NAME);
     }
     let system = Path::new("/run/llama-router");
@@ -119,8 +127,7 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 fn is_writable(dir: &Path) -> bool {
-    std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
-        && tempfile_probe(dir)
+    std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly()) && tempfile_probe(dir)
 }
 
 /// Whether a file can be created in `dir` (permissions alone do not say, for root or ACLs).
@@ -131,7 +138,9 @@ fn tempfile_probe(dir: &Path) -> bool {
     ok
 }
 
+// figment::Jail's closures return figment::Error, which is large.
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -148,10 +157,16 @@ mod tests {
             jail.create_file("c.toml", "models_max = 2\nidle_ttl = 30\nmlock = true\n")?;
             jail.set_env("LLAMA_ROUTER_IDLE_TTL", "60");
             jail.set_env("LLAMA_ROUTER_ENDPOINT", "unix:/x"); // the client's, not config
-            let c = Config::load(Some(Path::new("c.toml")), Flags::default()).map_err(|e| e.to_string())?;
-            assert_eq!((c.models_max, c.idle_ttl, c.mlock), (2, 60, true));
-            let c = Config::load(Some(Path::new("c.toml")), Flags { models_max: Some(7) })
+            let c = Config::load(Some(Path::new("c.toml")), Flags::default())
                 .map_err(|e| e.to_string())?;
+            assert_eq!((c.models_max, c.idle_ttl, c.mlock), (2, 60, true));
+            let c = Config::load(
+                Some(Path::new("c.toml")),
+                Flags {
+                    models_max: Some(7),
+                },
+            )
+            .map_err(|e| e.to_string())?;
             assert_eq!(c.models_max, 7);
             assert_eq!(c.load_queue, Config::default().load_queue);
             Ok(())
@@ -162,21 +177,37 @@ mod tests {
     fn unknown_keys_and_bad_values_name_key_and_source() {
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", "models_maxx = 2\n")?;
-            let err = Config::load(Some(Path::new("c.toml")), Flags::default()).unwrap_err().to_string();
-            assert!(err.contains("models_maxx") && err.contains("c.toml"), "{err}");
+            let err = Config::load(Some(Path::new("c.toml")), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("models_maxx") && err.contains("c.toml"),
+                "{err}"
+            );
             jail.create_file("d.toml", "models_max = \"lots\"\n")?;
-            let err = Config::load(Some(Path::new("d.toml")), Flags::default()).unwrap_err().to_string();
-            assert!(err.contains("models_max") && err.contains("d.toml"), "{err}");
+            let err = Config::load(Some(Path::new("d.toml")), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("models_max") && err.contains("d.toml"),
+                "{err}"
+            );
             jail.set_env("LLAMA_ROUTER_MODELS_MAX", "-1");
-            let err = Config::load(None, Flags::default()).unwrap_err().to_string();
-            assert!(err.contains("models_max") && err.contains("LLAMA_ROUTER_"), "{err}");
+            let err = Config::load(None, Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("models_max") && err.contains("LLAMA_ROUTER_"),
+                "{err}"
+            );
             Ok(())
         });
     }
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Flags::default()).unwrap_err();
+        let err =
+            Config::load(Some(Path::new("/nonexistent/c.toml")), Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::FileNotFound(_)));
     }
 
@@ -184,7 +215,10 @@ mod tests {
     fn runtime_directory_decides_the_socket() {
         Jail::expect_with(|jail| {
             jail.set_env("RUNTIME_DIRECTORY", "/run/x:/run/y");
-            assert_eq!(default_socket_path(), PathBuf::from("/run/x/llama-router.sock"));
+            assert_eq!(
+                default_socket_path(),
+                PathBuf::from("/run/x/llama-router.sock")
+            );
             Ok(())
         });
     }

@@ -4,9 +4,9 @@
 //! The binary is `src/main.rs`; this library holds everything it is made of,
 //! so that tests and benchmarks can use the same code.
 
-pub mod cli;
-pub mod gguf;
 pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod gguf;
 pub mod loader;
 pub mod supervisor;

@@ -66,14 +66,20 @@ impl CatalogHandle {
     /// Scans now and returns the resulting snapshot (also published).
     pub async fn rescan(&self) -> Result<Arc<Snapshot>, CatalogStopped> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Rescan(reply)).await.map_err(|_| CatalogStopped)?;
+        self.tx
+            .send(Msg::Rescan(reply))
+            .await
+            .map_err(|_| CatalogStopped)?;
         rx.await.map_err(|_| CatalogStopped)
     }
 
     /// Answers once the actor has handled everything sent before (liveness probe).
     pub async fn ping(&self) -> Result<(), CatalogStopped> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Ping(reply)).await.map_err(|_| CatalogStopped)?;
+        self.tx
+            .send(Msg::Ping(reply))
+            .await
+            .map_err(|_| CatalogStopped)?;
         rx.await.map_err(|_| CatalogStopped)
     }
 
@@ -128,20 +134,23 @@ impl CatalogActor {
         match (&self.watcher, exists) {
             (None, true) => {
                 let tx = fs_tx.clone();
-                let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                    if res.is_ok() {
-                        // Full means a scan is already due; dropping is fine.
-                        let _ = tx.try_send(());
-                    }
-                })
-                .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
+                let watcher =
+                    notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                        if res.is_ok() {
+                            // Full means a scan is already due; dropping is fine.
+                            let _ = tx.try_send(());
+                        }
+                    })
+                    .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
                 match watcher {
                     Ok(w) => {
                         tracing::info!(dir = %self.root.display(), "watching the models directory");
                         self.watcher = Some(w);
                         *rescan_at = Some(Instant::now());
                     }
-                    Err(e) => tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the models directory; will retry"),
+                    Err(e) => {
+                        tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the models directory; will retry")
+                    }
                 }
             }
             (Some(_), false) => {
@@ -180,7 +189,10 @@ impl CatalogActor {
             *rescan_at = Some(Instant::now() + self.debounce);
         }
         let current = self.snapshots.borrow().clone();
-        if current.entries == result.entries && current.dir_exists == dir_exists && current.generation > 0 {
+        if current.entries == result.entries
+            && current.dir_exists == dir_exists
+            && current.generation > 0
+        {
             return current;
         }
         let snapshot = Arc::new(Snapshot {
@@ -188,7 +200,11 @@ impl CatalogActor {
             dir_exists,
             entries: result.entries,
         });
-        tracing::debug!(models = snapshot.entries.len(), generation = snapshot.generation, "catalog updated");
+        tracing::debug!(
+            models = snapshot.entries.len(),
+            generation = snapshot.generation,
+            "catalog updated"
+        );
         self.snapshots.send_replace(snapshot.clone());
         snapshot
     }

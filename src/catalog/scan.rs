@@ -182,7 +182,10 @@ fn entries_inside(dir: &Path, root: &Path) -> Vec<(String, PathBuf)> {
 fn add_candidate(out: &mut BTreeMap<String, Candidate>, c: Candidate) {
     match out.get(&c.id) {
         // Later shards of a set join the entry its first-seen shard made.
-        Some(existing) if SplitName::parse(&c.main).is_some_and(|s| Some(s.prefix) == SplitName::parse(&existing.main).map(|e| e.prefix)) => {}
+        Some(existing)
+            if SplitName::parse(&c.main).is_some_and(|s| {
+                Some(s.prefix) == SplitName::parse(&existing.main).map(|e| e.prefix)
+            }) => {}
         Some(existing) => {
             tracing::warn!(model = %c.id, kept = %existing.main.display(), ignored = %c.main.display(), "two models have the same name; ignoring the second");
         }
@@ -221,13 +224,20 @@ fn folder_candidate(name: &str, dir: &Path, root: &Path) -> Option<Candidate> {
         .into_iter()
         .filter(|(n, p)| is_gguf(n) && p.is_file())
         .collect();
-    let projector = ggufs.iter().find(|(n, _)| n.contains("mmproj")).map(|(_, p)| p.clone());
-    let models: Vec<&PathBuf> = ggufs.iter().filter(|(n, _)| !n.contains("mmproj")).map(|(_, p)| p).collect();
+    let projector = ggufs
+        .iter()
+        .find(|(n, _)| n.contains("mmproj"))
+        .map(|(_, p)| p.clone());
+    let models: Vec<&PathBuf> = ggufs
+        .iter()
+        .filter(|(n, _)| !n.contains("mmproj"))
+        .map(|(_, p)| p)
+        .collect();
     let first = *models.first()?;
     let one_set = SplitName::parse(first).is_some_and(|s| {
-        models
-            .iter()
-            .all(|p| SplitName::parse(p).is_some_and(|o| o.prefix == s.prefix && o.count == s.count))
+        models.iter().all(|p| {
+            SplitName::parse(p).is_some_and(|o| o.prefix == s.prefix && o.count == s.count)
+        })
     });
     let problem = (models.len() > 1 && !one_set).then(|| {
         format!(

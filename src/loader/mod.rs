@@ -119,7 +119,9 @@ impl ResidentModel {
 
 impl std::fmt::Debug for ResidentModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResidentModel").field("bytes", &self.bytes()).finish()
+        f.debug_struct("ResidentModel")
+            .field("bytes", &self.bytes())
+            .finish()
     }
 }
 
@@ -224,7 +226,12 @@ fn prefetch(
             let len = shard.header.file_len;
             (0..len.div_ceil(CHUNK)).map(move |i| {
                 let start = i.saturating_mul(CHUNK);
-                (shard.path.as_path(), &m.file, start, CHUNK.min(len.saturating_sub(start)))
+                (
+                    shard.path.as_path(),
+                    &m.file,
+                    start,
+                    CHUNK.min(len.saturating_sub(start)),
+                )
             })
         })
         .collect();
@@ -297,21 +304,34 @@ mod tests {
     use std::sync::Mutex;
 
     fn opts() -> LoadOptions {
-        LoadOptions { mlock: false, threads: 3 }
+        LoadOptions {
+            mlock: false,
+            threads: 3,
+        }
     }
 
     #[test]
     fn loads_and_reports_progress_to_the_total() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        GgufWriter::new().tensor("t", GgmlType::F32, &[5 << 20]).write(&path).unwrap();
+        GgufWriter::new()
+            .tensor("t", GgmlType::F32, &[5 << 20])
+            .write(&path)
+            .unwrap();
         let seen = Mutex::new(Vec::new());
         let cancel = AtomicBool::new(false);
-        let model = load(&[path.clone()], opts(), &cancel, &|p| seen.lock().unwrap().push(p)).unwrap();
+        let model = load(std::slice::from_ref(&path), opts(), &cancel, &|p| {
+            seen.lock().unwrap().push(p)
+        })
+        .unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(model.bytes(), len);
         let seen = seen.into_inner().unwrap();
-        let last = seen.iter().filter(|p| p.phase == Phase::Prefetching).map(|p| p.bytes_done).max();
+        let last = seen
+            .iter()
+            .filter(|p| p.phase == Phase::Prefetching)
+            .map(|p| p.bytes_done)
+            .max();
         assert_eq!(last, Some(len));
         assert_eq!(model.mapping(0).unwrap().len() as u64, len);
     }
@@ -320,7 +340,10 @@ mod tests {
     fn a_truncated_file_is_an_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        GgufWriter::new().tensor("t", GgmlType::F32, &[1 << 20]).write(&path).unwrap();
+        GgufWriter::new()
+            .tensor("t", GgmlType::F32, &[1 << 20])
+            .write(&path)
+            .unwrap();
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(1000).unwrap();
         let err = load(&[path], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
@@ -331,22 +354,39 @@ mod tests {
     fn a_file_shrinking_mid_load_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        GgufWriter::new().tensor("t", GgmlType::F32, &[16 << 20]).write(&path).unwrap();
+        GgufWriter::new()
+            .tensor("t", GgmlType::F32, &[16 << 20])
+            .write(&path)
+            .unwrap();
         let shrunk = AtomicBool::new(false);
-        let result = load(&[path.clone()], LoadOptions { mlock: false, threads: 1 }, &AtomicBool::new(false), &|p| {
-            if p.phase == Phase::Prefetching && !shrunk.swap(true, Ordering::SeqCst) {
-                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-                f.set_len(4096).unwrap();
-            }
-        });
-        assert!(matches!(result, Err(LoadError::Changed { found: 4096, .. })), "{result:?}");
+        let result = load(
+            std::slice::from_ref(&path),
+            LoadOptions {
+                mlock: false,
+                threads: 1,
+            },
+            &AtomicBool::new(false),
+            &|p| {
+                if p.phase == Phase::Prefetching && !shrunk.swap(true, Ordering::SeqCst) {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.set_len(4096).unwrap();
+                }
+            },
+        );
+        assert!(
+            matches!(result, Err(LoadError::Changed { found: 4096, .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn cancel_stops_the_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        GgufWriter::new().tensor("t", GgmlType::F32, &[16 << 20]).write(&path).unwrap();
+        GgufWriter::new()
+            .tensor("t", GgmlType::F32, &[16 << 20])
+            .write(&path)
+            .unwrap();
         let cancel = AtomicBool::new(true);
         let err = load(&[path], opts(), &cancel, &|_| {}).unwrap_err();
         assert!(matches!(err, LoadError::Cancelled));

@@ -73,9 +73,15 @@ impl SupervisorHandle {
         SupervisorHandle { tx, events }
     }
 
-    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SupervisorError> {
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> Msg,
+    ) -> Result<T, SupervisorError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(msg(reply)).await.map_err(|_| SupervisorError::Stopped)?;
+        self.tx
+            .send(msg(reply))
+            .await
+            .map_err(|_| SupervisorError::Stopped)?;
         rx.await.map_err(|_| SupervisorError::Stopped)
     }
 
@@ -103,7 +109,10 @@ impl SupervisorHandle {
                 LoadStatus::Failed(e) => return Err(e.clone()),
                 _ => {}
             }
-            status.changed().await.map_err(|_| SupervisorError::Stopped)?;
+            status
+                .changed()
+                .await
+                .map_err(|_| SupervisorError::Stopped)?;
         }
     }
 

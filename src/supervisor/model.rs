@@ -52,7 +52,15 @@ impl ModelHandle {
     ) -> Self {
         let cancel = Arc::new(AtomicBool::new(false));
         let (unload, unload_rx) = oneshot::channel();
-        tokio::spawn(run(id, generation, files, options, reports, cancel.clone(), unload_rx));
+        tokio::spawn(run(
+            id,
+            generation,
+            files,
+            options,
+            reports,
+            cancel.clone(),
+            unload_rx,
+        ));
         ModelHandle {
             cancel,
             unload: Some(unload),
@@ -89,7 +97,9 @@ async fn run(
     };
     let progress_send = send.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        loader::load(&files, options, &cancel, &|p| progress_send(ModelReport::Progress(p)))
+        loader::load(&files, options, &cancel, &|p| {
+            progress_send(ModelReport::Progress(p))
+        })
     })
     .await;
     let resident = match loaded {

@@ -63,7 +63,9 @@ impl Slot {
 
     fn view(&self) -> ModelView {
         let info = self.entry.info.as_ref().ok();
-        let text = |f: fn(&crate::gguf::ModelSummary) -> Option<String>| info.and_then(f).unwrap_or_default();
+        let text = |f: fn(&crate::gguf::ModelSummary) -> Option<String>| {
+            info.and_then(f).unwrap_or_default()
+        };
         ModelView {
             id: self.entry.id.clone(),
             state: self.state,
@@ -125,7 +127,9 @@ impl Table {
 
     /// Moves `id` to `state` and publishes the change.
     fn transition(&mut self, id: &str, state: ModelState, reason: Option<String>) {
-        let Some(slot) = self.slots.get_mut(id) else { return };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         let previous = slot.state;
         slot.state = state;
         if state == ModelState::Failed {
@@ -146,7 +150,11 @@ impl Table {
     }
 
     pub(super) fn list(&self) -> Vec<ModelView> {
-        self.slots.values().filter(|s| !s.removed).map(Slot::view).collect()
+        self.slots
+            .values()
+            .filter(|s| !s.removed)
+            .map(Slot::view)
+            .collect()
     }
 
     pub(super) fn view(&self, id: &str) -> Result<ModelView, SupervisorError> {
@@ -157,7 +165,11 @@ impl Table {
         let by_state = ModelState::ALL
             .iter()
             .map(|&st| {
-                let n = self.slots.values().filter(|s| !s.removed && s.state == st).count();
+                let n = self
+                    .slots
+                    .values()
+                    .filter(|s| !s.removed && s.state == st)
+                    .count();
                 (st, u32::try_from(n).unwrap_or(u32::MAX))
             })
             .collect();
@@ -188,10 +200,15 @@ impl Table {
         slots_ok && (limit == 0 || self.cache_used().saturating_add(size) <= limit)
     }
 
-    pub(super) fn load(&mut self, id: &str) -> Result<watch::Receiver<LoadStatus>, SupervisorError> {
+    pub(super) fn load(
+        &mut self,
+        id: &str,
+    ) -> Result<watch::Receiver<LoadStatus>, SupervisorError> {
         let slot = self.slot(id)?;
         if let Err(reason) = &slot.entry.info {
-            return Err(SupervisorError::FailedPrecondition(format!("model {id} cannot be loaded: {reason}")));
+            return Err(SupervisorError::FailedPrecondition(format!(
+                "model {id} cannot be loaded: {reason}"
+            )));
         }
         if let Some(status) = &slot.status {
             return Ok(status.subscribe()); // single flight: join the load in progress
@@ -241,7 +258,11 @@ impl Table {
                 self.start_load(&id);
                 continue;
             }
-            if self.slots.values().any(|s| s.state == ModelState::Unloading) {
+            if self
+                .slots
+                .values()
+                .any(|s| s.state == ModelState::Unloading)
+            {
                 return; // room is on its way
             }
             let victim = self
@@ -251,8 +272,13 @@ impl Table {
                 .min_by_key(|(_, s)| s.last_used)
                 .map(|(vid, _)| vid.clone());
             match victim {
-                Some(victim) => self.begin_unload(&victim, format!("evicted (least recently used) to load {id}")),
-                None => tracing::debug!(model = %id, "load waits: every loaded model is busy, loading or pinned"),
+                Some(victim) => self.begin_unload(
+                    &victim,
+                    format!("evicted (least recently used) to load {id}"),
+                ),
+                None => {
+                    tracing::debug!(model = %id, "load waits: every loaded model is busy, loading or pinned")
+                }
             }
             return;
         }
@@ -263,7 +289,9 @@ impl Table {
         let generation = self.next_generation;
         let options = self.limits.load;
         let reports = self.reports.clone();
-        let Some(slot) = self.slots.get_mut(id) else { return };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         slot.load_generation = generation;
         slot.actor = Some(ModelHandle::spawn(
             id.to_owned(),
@@ -284,7 +312,9 @@ impl Table {
     }
 
     fn begin_unload(&mut self, id: &str, reason: String) {
-        let Some(slot) = self.slots.get_mut(id) else { return };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         if let Some(actor) = slot.actor.as_mut() {
             actor.unload();
         }
@@ -321,14 +351,25 @@ impl Table {
 
     pub(super) fn pin(&mut self, id: &str, pinned: bool) -> Result<ModelView, SupervisorError> {
         self.slot(id)?;
-        let slot = self.slots.get_mut(id).ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        let slot = self
+            .slots
+            .get_mut(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
         slot.pinned = pinned;
         Ok(slot.view())
     }
 
     pub(super) fn on_report(&mut self, tagged: Tagged) {
-        let Tagged { id, generation, report } = tagged;
-        let Some(slot) = self.slots.get_mut(&id).filter(|s| s.load_generation == generation) else {
+        let Tagged {
+            id,
+            generation,
+            report,
+        } = tagged;
+        let Some(slot) = self
+            .slots
+            .get_mut(&id)
+            .filter(|s| s.load_generation == generation)
+        else {
             return;
         };
         match report {
@@ -366,14 +407,18 @@ impl Table {
 
     /// The model actor has let go of everything.
     fn on_released(&mut self, id: &str) {
-        let Some(slot) = self.slots.get_mut(id) else { return };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         slot.actor = None;
         slot.resident_bytes = 0;
         let removed = slot.removed;
         if slot.state != ModelState::Failed {
             self.transition(id, ModelState::Unloaded, None);
         }
-        let Some(slot) = self.slots.get_mut(id) else { return };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         let view = slot.view();
         for waiter in slot.unload_waiters.drain(..) {
             let _ = waiter.send(Ok(view.clone()));
@@ -439,7 +484,9 @@ impl Table {
         for id in gone {
             summary.removed = summary.removed.saturating_add(1);
             self.queue.retain(|q| q != &id);
-            let Some(slot) = self.slots.get_mut(&id) else { continue };
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
             slot.removed = true;
             let reason = "removed from the models directory".to_owned();
             if slot.state.is_active() {
@@ -458,13 +505,18 @@ impl Table {
 
     /// Unloads ready, idle, unpinned models unused for longer than the TTL.
     pub(super) fn expire_idle(&mut self) {
-        let Some(ttl) = self.limits.idle_ttl else { return };
+        let Some(ttl) = self.limits.idle_ttl else {
+            return;
+        };
         let now = SystemTime::now();
         let expired: Vec<String> = self
             .slots
             .iter()
             .filter(|(_, s)| s.evictable())
-            .filter(|(_, s)| s.last_used.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ttl))
+            .filter(|(_, s)| {
+                s.last_used
+                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ttl)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {

@@ -47,7 +47,10 @@ impl ModelState {
 
     /// Whether the model occupies a slot under `--models-max`.
     pub fn is_active(self) -> bool {
-        matches!(self, ModelState::Loading | ModelState::Ready | ModelState::Unloading)
+        matches!(
+            self,
+            ModelState::Loading | ModelState::Ready | ModelState::Unloading
+        )
     }
 }
 
