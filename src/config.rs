@@ -197,7 +197,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("models_max") && err.contains("LLAMA_ROUTER_"),
+                err.contains("MODELS_MAX") && err.contains("LLAMA_ROUTER_"),
                 "{err}"
             );
             Ok(())
