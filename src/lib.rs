@@ -4,9 +4,11 @@
 //! The binary is `src/main.rs`; this library holds everything it is made of,
 //! so that tests and benchmarks can use the same code.
 
+pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod gguf;
 pub mod loader;
 pub mod supervisor;

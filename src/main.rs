@@ -4,7 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llama_router::cli::{Cli, Command, inspect};
+use llama_router::cli::{Cli, Command, client, inspect, serve::ServeArgs};
+use llama_router::config::Config;
 
 /// Exit status for input the program refuses (a bad file, a bad request).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -19,6 +20,73 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Command::Serve(args) => serve(&args),
+        command => run_client(command),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    init_logging();
+    let result = (|| -> anyhow::Result<()> {
+        let config = Config::load(args.config.as_deref(), args.overrides())?;
+        runtime()?.block_on(llama_router::daemon::serve(config))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "llama-router stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_client(command: Command) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match command {
+            Command::Models { json, endpoint } => client::models(&endpoint.resolve(), json).await,
+            Command::Load { name, endpoint } => client::load(&endpoint.resolve(), &name).await,
+            Command::Unload { name, endpoint } => client::unload(&endpoint.resolve(), &name).await,
+            Command::Pin {
+                name,
+                off,
+                endpoint,
+            } => client::pin(&endpoint.resolve(), &name, !off).await,
+            Command::Watch { json, endpoint } => client::watch(&endpoint.resolve(), json).await,
+            Command::Status { json, endpoint } => client::status(&endpoint.resolve(), json).await,
+            Command::Serve(_) | Command::Inspect(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

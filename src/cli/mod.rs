@@ -1,6 +1,8 @@
 //! The command line: `llama-router <command>`.
 
+pub mod client;
 pub mod inspect;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -13,9 +15,82 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where client commands reach the daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArg {
+    /// Daemon address: a Unix socket path or http://HOST:PORT [default: the daemon's socket].
+    #[arg(long, env = "LLAMA_ROUTER_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+}
+
+impl EndpointArg {
+    /// The endpoint to use.
+    pub fn resolve(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(client::default_endpoint)
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon.
+    Serve(serve::ServeArgs),
     /// Show a GGUF model's summary and tensors (any shard of a split set opens the set).
     Inspect(inspect::InspectArgs),
+    /// List the daemon's models.
+    Models {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// Load a model into RAM and wait until it is ready.
+    Load {
+        /// Model id.
+        name: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// Unload a model.
+    Unload {
+        /// Model id.
+        name: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// Pin a model so it is never evicted (or unpin it with --off).
+    Pin {
+        /// Model id.
+        name: String,
+        /// Unpin instead.
+        #[arg(long)]
+        off: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// Print model state changes as they happen.
+    Watch {
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// Show the daemon's status.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
 }

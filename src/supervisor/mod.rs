@@ -154,6 +154,8 @@ async fn run(
     mut reports: mpsc::UnboundedReceiver<Tagged>,
 ) {
     let mut snapshots = catalog.subscribe();
+    let first: Arc<Snapshot> = snapshots.borrow_and_update().clone();
+    table.reconcile(&first);
     let mut tick = tokio::time::interval(TTL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

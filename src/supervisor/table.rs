@@ -403,6 +403,8 @@ impl Table {
             }
             ModelReport::Unloaded => self.on_released(&id),
         }
+        // A finished load may leave an idle model that a queued load can now evict.
+        self.pump();
     }
 
     /// The model actor has let go of everything.
@@ -429,7 +431,6 @@ impl Table {
             let reason = slot.entry.info.clone().err();
             self.transition(id, ModelState::Failed, reason);
         }
-        self.pump();
     }
 
     /// Brings the table in line with the directory; returns what changed.

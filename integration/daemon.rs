@@ -1,0 +1,549 @@
+//! `llama-router serve` driven over gRPC as a client would: catalog, hot
+//! reload, the supervisor's rules, health, reflection, signals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use llama_router::api::pb::{self, load_progress::Phase};
+use llama_router::gguf::writer::GgufWriter;
+use llama_router::gguf::{GgmlType, Value};
+use support::{Daemon, sparse_model, state, tiny_model};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+async fn load(d: &Daemon, id: &str) -> Result<pb::Model, tonic::Status> {
+    load_via(d.socket.display().to_string(), id.to_owned()).await
+}
+
+/// Loads `id` through a connection of its own and returns the final model.
+async fn load_via(socket: String, id: String) -> Result<pb::Model, tonic::Status> {
+    let mut stream = llama_router::cli::client::connect(&socket)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?
+        .load_model(pb::LoadModelRequest { id })
+        .await?
+        .into_inner();
+    while let Some(p) = stream.next().await {
+        if let Some(m) = p?.model {
+            return Ok(m);
+        }
+    }
+    Err(tonic::Status::unknown("stream ended without a model"))
+}
+
+fn write_split_set(dir: &std::path::Path, prefix: &str) {
+    for i in 0..3u16 {
+        let mut w = GgufWriter::new();
+        if i == 0 {
+            w = w.kv("general.architecture", Value::String("llama".into()));
+        }
+        w.kv("split.no", Value::U16(i))
+            .kv("split.count", Value::U16(3))
+            .kv("split.tensors.count", Value::I32(3))
+            .tensor(&format!("t{i}"), GgmlType::F32, &[64])
+            .write(&dir.join(format!("{prefix}-{:05}-of-00003.gguf", i + 1)))
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lists_files_split_sets_folders_and_failed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("single.gguf"), "Single");
+    write_split_set(dir.path(), "sharded");
+    std::fs::create_dir(dir.path().join("in-folder")).unwrap();
+    tiny_model(&dir.path().join("in-folder/weights.gguf"), "Folder");
+    tiny_model(&dir.path().join("in-folder/mmproj-f16.gguf"), "Projector");
+    std::fs::create_dir_all(dir.path().join("in-folder/deeper")).unwrap();
+    tiny_model(&dir.path().join("in-folder/deeper/ignored.gguf"), "Deep");
+    std::fs::write(
+        dir.path().join("corrupt.gguf"),
+        b"GGUF\x03\x00\x00\x00garbage",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a model").unwrap();
+    tiny_model(&dir.path().join(".hidden.gguf"), "Hidden");
+    let outside = tempfile::tempdir().unwrap();
+    tiny_model(&outside.path().join("outside.gguf"), "Outside");
+    std::os::unix::fs::symlink(
+        outside.path().join("outside.gguf"),
+        dir.path().join("escape.gguf"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("single.gguf"),
+        dir.path().join("alias.gguf"),
+    )
+    .unwrap();
+
+    let d = Daemon::start(dir.path(), &[]).await;
+    // Files written just now are held back until they settle (they may be mid-copy).
+    d.wait_for("all five models", |m| m.len() == 5).await;
+    let models = d.models().await;
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["alias", "corrupt", "in-folder", "sharded", "single"],
+        "{models:#?}"
+    );
+
+    let sharded = &models[3];
+    assert_eq!(state(sharded), "discovered");
+    assert_eq!(sharded.files.len(), 3);
+    assert!(sharded.files[2].ends_with("sharded-00003-of-00003.gguf"));
+    let folder = &models[2];
+    assert_eq!(folder.name, "Folder");
+    assert!(folder.projector.ends_with("mmproj-f16.gguf"), "{folder:?}");
+    let corrupt = &models[1];
+    assert_eq!(state(corrupt), "failed");
+    assert!(
+        corrupt.failure_reason.contains("corrupt.gguf: at byte"),
+        "{corrupt:?}"
+    );
+
+    // A bad file cannot be loaded, and says why.
+    let err = load(&d, "corrupt").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("corrupt.gguf"), "{err:?}");
+    let err = load(&d, "no-such-model").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = d
+        .client()
+        .await
+        .get_model(pb::GetModelRequest { id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The split set loads as one model, all three shards.
+    let m = load(&d, "sharded").await.unwrap();
+    assert_eq!(state(&m), "ready");
+    assert_eq!(m.resident_bytes, m.size_bytes);
+}
+
+#[tokio::test]
+async fn hot_reload_adds_waits_for_complete_copies_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]).await;
+    assert!(d.models().await.is_empty());
+
+    tiny_model(&dir.path().join("added.gguf"), "Added");
+    d.wait_for("added model", |m| {
+        m.iter()
+            .any(|m| m.id == "added" && state(m) == "discovered")
+    })
+    .await;
+
+    // A copy in progress: written in pieces, never listed until complete.
+    let source = dir.path().join("source.bin");
+    tiny_model(&source, "Copied");
+    let bytes = std::fs::read(&source).unwrap();
+    std::fs::remove_file(&source).unwrap();
+    let target = dir.path().join("copied.gguf");
+    let mut file = std::fs::File::create(&target).unwrap();
+    for chunk in bytes.chunks(bytes.len() / 8 + 1) {
+        std::io::Write::write_all(&mut file, chunk).unwrap();
+        file.sync_data().unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let listed = d.model("copied").await;
+        assert!(
+            listed.is_none() || std::fs::metadata(&target).unwrap().len() == bytes.len() as u64,
+            "half-written file listed: {listed:?}"
+        );
+    }
+    drop(file);
+    d.wait_for("completed copy", |m| {
+        m.iter()
+            .any(|m| m.id == "copied" && state(m) == "discovered")
+    })
+    .await;
+
+    // Removing a loaded model unloads it first, then drops it from the list.
+    load(&d, "copied").await.unwrap();
+    let mut events = d
+        .client()
+        .await
+        .watch_events(pb::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::remove_file(&target).unwrap();
+    d.wait_for("removal", |m| m.iter().all(|m| m.id != "copied"))
+        .await;
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.state),
+        ("copied", pb::ModelState::Unloading as i32)
+    );
+    assert!(first.reason.contains("removed"), "{first:?}");
+}
+
+#[tokio::test]
+async fn a_missing_models_dir_is_watched_for() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("later");
+    let d = Daemon::start(&dir, &[]).await;
+    assert!(d.models().await.is_empty());
+    std::fs::create_dir(&dir).unwrap();
+    tiny_model(&dir.join("late.gguf"), "Late");
+    d.wait_for("model in a directory created after start", |m| {
+        m.iter().any(|m| m.id == "late")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn models_max_evicts_the_least_recently_used_idle_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["a", "b", "c"] {
+        tiny_model(&dir.path().join(format!("{id}.gguf")), id);
+    }
+    let d = Daemon::start(dir.path(), &["--models-max", "2"]).await;
+    load(&d, "a").await.unwrap();
+    load(&d, "b").await.unwrap();
+    load(&d, "a").await.unwrap(); // a is now more recently used than b
+    load(&d, "c").await.unwrap();
+    let states: Vec<(String, &str)> = d
+        .models()
+        .await
+        .iter()
+        .map(|m| (m.id.clone(), state(m)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a".into(), "ready"),
+            ("b".into(), "unloaded"),
+            ("c".into(), "ready")
+        ]
+    );
+    let status = d
+        .client()
+        .await
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.models_max, 2);
+    assert_eq!(status.models_by_state["ready"], 2);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_loads_of_one_model_load_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_model(&dir.path().join("big.gguf"), 256 << 20);
+    let d = Daemon::start(dir.path(), &["--prefetch-threads", "1"]).await;
+    let mut events = d
+        .client()
+        .await
+        .watch_events(pb::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let socket = d.socket.display().to_string();
+    let loads: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(load_via(socket.clone(), "big".to_owned())))
+        .collect();
+    for l in loads {
+        assert_eq!(state(&l.await.unwrap().unwrap()), "ready");
+    }
+    let mut transitions = Vec::new();
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
+        transitions.push(llama_router::api::convert::state_name(e.state));
+    }
+    assert_eq!(transitions, ["loading", "ready"], "one load, not twenty");
+}
+
+#[tokio::test]
+async fn a_loading_model_is_not_evicted_and_the_next_load_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_model(&dir.path().join("slow.gguf"), 1 << 30);
+    tiny_model(&dir.path().join("quick.gguf"), "quick");
+    let d = Daemon::start(
+        dir.path(),
+        &["--models-max", "1", "--prefetch-threads", "1"],
+    )
+    .await;
+    let slow = tokio::spawn({
+        let socket = d.socket.display().to_string();
+        async move {
+            let mut c = llama_router::cli::client::connect(&socket).await.unwrap();
+            let mut s = c
+                .load_model(pb::LoadModelRequest { id: "slow".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut last = None;
+            while let Some(p) = s.next().await {
+                last = Some(p);
+            }
+            last
+        }
+    });
+    d.wait_for("slow model loading", |m| {
+        m.iter().any(|m| m.id == "slow" && state(m) == "loading")
+    })
+    .await;
+    let mut quick = d
+        .client()
+        .await
+        .load_model(pb::LoadModelRequest { id: "quick".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = quick.next().await.unwrap().unwrap();
+    assert_eq!(
+        first.phase,
+        Phase::Queued as i32,
+        "must wait for the loading model"
+    );
+    // The slow load completes (it was not evicted) ...
+    let slow_last = slow.await.unwrap().unwrap().unwrap();
+    assert_eq!(state(&slow_last.model.unwrap()), "ready");
+    // ... then, idle, it is evicted for the waiting one.
+    let mut last = None;
+    while let Some(p) = quick.next().await {
+        last = Some(p.unwrap());
+    }
+    assert_eq!(state(&last.unwrap().model.unwrap()), "ready");
+    assert_eq!(state(&d.model("slow").await.unwrap()), "unloaded");
+}
+
+#[tokio::test]
+async fn pinned_models_are_never_evicted_and_unload_works() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("keep.gguf"), "keep");
+    tiny_model(&dir.path().join("other.gguf"), "other");
+    let d = Daemon::start(dir.path(), &["--models-max", "1"]).await;
+    let out = d.cli(&["pin", "keep"]);
+    assert!(out.status.success(), "{out:?}");
+    load(&d, "keep").await.unwrap();
+    let mut other = d
+        .client()
+        .await
+        .load_model(pb::LoadModelRequest { id: "other".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        other.next().await.unwrap().unwrap().phase,
+        Phase::Queued as i32
+    );
+    let waited = tokio::time::timeout(Duration::from_millis(700), other.next()).await;
+    assert!(
+        waited.is_err(),
+        "a pinned model must not be evicted: {waited:?}"
+    );
+    assert_eq!(state(&d.model("keep").await.unwrap()), "ready");
+
+    // Unloading the pinned model frees the slot for the waiting load.
+    let out = d.cli(&["unload", "keep"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "keep: unloaded\n");
+    let mut last = None;
+    while let Some(p) = other.next().await {
+        last = Some(p.unwrap());
+    }
+    assert_eq!(state(&last.unwrap().model.unwrap()), "ready");
+    let keep = d.model("keep").await.unwrap();
+    assert!(keep.pinned);
+    assert_eq!(keep.resident_bytes, 0);
+}
+
+#[tokio::test]
+async fn idle_ttl_unloads_unused_models() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m.gguf"), "m");
+    let d = Daemon::start(dir.path(), &["--idle-ttl", "1"]).await;
+    load(&d, "m").await.unwrap();
+    d.wait_for("idle unload", |m| {
+        m.iter().any(|m| m.id == "m" && state(m) == "unloaded")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watch_streams_every_transition_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m.gguf"), "m");
+    let d = Daemon::start(dir.path(), &[]).await;
+    let mut events = d
+        .client()
+        .await
+        .watch_events(pb::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    load(&d, "m").await.unwrap();
+    d.client()
+        .await
+        .unload_model(pb::UnloadModelRequest { id: "m".into() })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = events.next().await.unwrap().unwrap();
+        seen.push(format!(
+            "{}:{}->{}",
+            e.id,
+            llama_router::api::convert::state_name(e.previous),
+            llama_router::api::convert::state_name(e.state)
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            "m:discovered->loading",
+            "m:loading->ready",
+            "m:ready->unloading",
+            "m:unloading->unloaded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]).await;
+    let channel = llama_router::cli::client::connect(&d.socket.display().to_string())
+        .await
+        .unwrap();
+    drop(channel);
+    let path = d.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "llama_router.v1.ModelService"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("unexpected reflection response");
+    };
+    let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains("llama_router.v1.ModelService"), "{names:?}");
+    assert!(names.contains("grpc.health.v1.Health"), "{names:?}");
+}
+
+#[tokio::test]
+async fn sighup_rescans_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long debounce: only SIGHUP can make the new file appear in time.
+    let mut d = Daemon::start(dir.path(), &["--watch-debounce-ms", "60000"]).await;
+    let mut events = d
+        .client()
+        .await
+        .watch_events(pb::WatchEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    tiny_model(&dir.path().join("new.gguf"), "new");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(d.model("new").await.is_none());
+    d.signal("HUP");
+    d.wait_for("rescan on SIGHUP", |m| m.iter().any(|m| m.id == "new"))
+        .await;
+
+    d.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("daemon must exit promptly on SIGTERM, even with a watch stream open");
+    assert!(status.success(), "{status:?}\n{}", d.log_text());
+    assert!(!d.socket.exists(), "socket removed on exit");
+    let _ = events.next().await; // the stream ended with the daemon
+}
+
+#[tokio::test]
+async fn cli_client_lists_and_reports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m.gguf"), "Tiny");
+    let d = Daemon::start(dir.path(), &["--models-max", "3"]).await;
+    let out = d.cli(&["load", "m"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("m: ready"));
+    let out = d.cli(&["models", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["id"], "m");
+    assert_eq!(list[0]["state"], "ready");
+    assert_eq!(list[0]["name"], "Tiny");
+    assert_eq!(list[0]["architecture"], "llama");
+    assert!(list[0]["last_used_unix_ms"].as_i64().unwrap() > 0);
+    let out = d.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["models_max"], 3);
+    assert_eq!(status["models_by_state"]["ready"], 1);
+    let out = d.cli(&["load", "missing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model named \"missing\""));
+}
+
+#[tokio::test]
+async fn tcp_listens_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m.gguf"), "m");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(dir.path(), &["--port", &port.to_string()]).await;
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "models",
+            "--json",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"id\":\"m\""));
+    assert!(d.log_text().contains(&format!("127.0.0.1:{port}")));
+}

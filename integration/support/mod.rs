@@ -1,0 +1,187 @@
+//! Shared test support: start the real daemon on a temp directory, talk to it over gRPC.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llama_router::api::pb::model_service_client::ModelServiceClient;
+use llama_router::api::pb::{self, ListModelsRequest};
+use llama_router::gguf::writer::{GgufWriter, TensorSpec};
+use llama_router::gguf::{GgmlType, Value, read_header};
+use tonic::transport::Channel;
+
+/// The daemon binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_llama-router")
+}
+
+/// A running `llama-router serve`, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts the daemon on `models_dir` with extra flags and waits until it answers.
+    pub async fn start(models_dir: &Path, args: &[&str]) -> Daemon {
+        let state = tempfile::tempdir().unwrap();
+        let socket = state.path().join("router.sock");
+        let log = state.path().join("daemon.log");
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--models-dir")
+            .arg(models_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .args(if args.contains(&"--watch-debounce-ms") {
+                &[][..]
+            } else {
+                &["--watch-debounce-ms", "200"][..]
+            })
+            .args(args)
+            .env("RUST_LOG", "llama_router=debug")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child,
+            socket,
+            log,
+            _state: state,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if daemon.socket.exists() {
+                if let Ok(mut c) = daemon.try_client().await {
+                    if c.list_models(ListModelsRequest {}).await.is_ok() {
+                        return daemon;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("daemon did not come up; log:\n{}", daemon.log_text());
+    }
+
+    async fn try_client(
+        &self,
+    ) -> Result<ModelServiceClient<Channel>, llama_router::cli::client::ClientError> {
+        llama_router::cli::client::connect(&self.socket.display().to_string()).await
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> ModelServiceClient<Channel> {
+        self.try_client().await.unwrap()
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Runs a CLI client command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .env("LLAMA_ROUTER_ENDPOINT", &self.socket)
+            .output()
+            .unwrap()
+    }
+
+    /// The daemon's models by id.
+    pub async fn models(&self) -> Vec<pb::Model> {
+        self.client()
+            .await
+            .list_models(ListModelsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .models
+    }
+
+    /// One model, or None if not listed.
+    pub async fn model(&self, id: &str) -> Option<pb::Model> {
+        self.models().await.into_iter().find(|m| m.id == id)
+    }
+
+    /// Waits until `check` holds for the model list (panics after 10 s with the log).
+    pub async fn wait_for(&self, what: &str, check: impl Fn(&[pb::Model]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let models = self.models().await;
+            if check(&models) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; models: {models:#?}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small valid model file.
+pub fn tiny_model(path: &Path, name: &str) {
+    GgufWriter::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .kv("general.name", Value::String(name.into()))
+        .kv("llama.context_length", Value::U32(2048))
+        .tensor("token_embd.weight", GgmlType::Q8_0, &[64, 32])
+        .tensor("output_norm.weight", GgmlType::F32, &[64])
+        .write(path)
+        .unwrap();
+}
+
+/// A valid model whose one tensor is `bytes` long, stored sparse (no disk used).
+pub fn sparse_model(path: &Path, bytes: u64) {
+    let header = GgufWriter::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .raw_tensor(TensorSpec {
+            name: b"big.weight".to_vec(),
+            dims: vec![bytes],
+            type_id: GgmlType::I8 as u32,
+            offset: Some(0),
+            data_len: 0,
+        })
+        .to_bytes();
+    std::fs::write(path, &header).unwrap();
+    let data_offset = header.len() as u64;
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(data_offset + bytes)
+        .unwrap();
+    read_header(path).expect("sparse model must be valid");
+}
+
+/// State of a model as a lower-case name.
+pub fn state(m: &pb::Model) -> &'static str {
+    llama_router::api::convert::state_name(m.state)
+}

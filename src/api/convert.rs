@@ -1,0 +1,100 @@
+//! Conversions between supervisor types and their gRPC messages and statuses.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tonic::Status;
+
+use super::pb;
+use crate::loader::{Phase, Progress};
+use crate::supervisor::{ModelEvent, ModelState, ModelView, SupervisorError};
+
+/// Milliseconds since the Unix epoch (0 for None or times before it).
+pub fn unix_ms(t: Option<SystemTime>) -> i64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The proto enum for a state.
+pub fn state(s: ModelState) -> pb::ModelState {
+    match s {
+        ModelState::Discovered => pb::ModelState::Discovered,
+        ModelState::Loading => pb::ModelState::Loading,
+        ModelState::Ready => pb::ModelState::Ready,
+        ModelState::Unloading => pb::ModelState::Unloading,
+        ModelState::Unloaded => pb::ModelState::Unloaded,
+        ModelState::Failed => pb::ModelState::Failed,
+    }
+}
+
+/// Lower-case name of a proto state (`ready`), as the CLI prints it.
+pub fn state_name(s: i32) -> &'static str {
+    match pb::ModelState::try_from(s) {
+        Ok(pb::ModelState::Discovered) => "discovered",
+        Ok(pb::ModelState::Loading) => "loading",
+        Ok(pb::ModelState::Ready) => "ready",
+        Ok(pb::ModelState::Unloading) => "unloading",
+        Ok(pb::ModelState::Unloaded) => "unloaded",
+        Ok(pb::ModelState::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+/// A model view as a message.
+pub fn model(v: &ModelView) -> pb::Model {
+    pb::Model {
+        id: v.id.clone(),
+        state: state(v.state).into(),
+        files: v.files.iter().map(|f| f.display().to_string()).collect(),
+        size_bytes: v.size_bytes,
+        architecture: v.architecture.clone(),
+        quantization: v.quantization.clone(),
+        parameter_count: v.parameter_count,
+        context_length: v.context_length,
+        failure_reason: v.failure_reason.clone().unwrap_or_default(),
+        last_used_unix_ms: unix_ms(v.last_used),
+        pinned: v.pinned,
+        projector: v
+            .projector
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        name: v.name.clone(),
+        resident_bytes: v.resident_bytes,
+    }
+}
+
+/// An event as a message.
+pub fn event(e: &ModelEvent) -> pb::ModelEvent {
+    pb::ModelEvent {
+        id: e.id.clone(),
+        state: state(e.state).into(),
+        previous: state(e.previous).into(),
+        reason: e.reason.clone().unwrap_or_default(),
+        at_unix_ms: unix_ms(Some(e.at)),
+    }
+}
+
+/// Load progress as a message.
+pub fn progress(p: &Progress) -> pb::LoadProgress {
+    let phase = match p.phase {
+        Phase::Mapping => pb::load_progress::Phase::Mapping,
+        Phase::Prefetching => pb::load_progress::Phase::Prefetching,
+    };
+    pb::LoadProgress {
+        phase: phase.into(),
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        model: None,
+    }
+}
+
+/// The gRPC status for a supervisor error.
+pub fn status(e: SupervisorError) -> Status {
+    let message = e.to_string();
+    match e {
+        SupervisorError::NotFound(_) => Status::not_found(message),
+        SupervisorError::FailedPrecondition(_) => Status::failed_precondition(message),
+        SupervisorError::ResourceExhausted(_) => Status::resource_exhausted(message),
+        SupervisorError::Unavailable(_) | SupervisorError::Stopped => Status::unavailable(message),
+    }
+}

@@ -1,0 +1,324 @@
+//! Client commands: `models`, `load`, `unload`, `pin`, `watch`, `status`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use hyper_util::rt::TokioIo;
+use serde_json::{Value as Json, json};
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
+
+use crate::api::convert::state_name;
+use crate::api::pb::model_service_client::ModelServiceClient;
+use crate::api::pb::{self, load_progress::Phase};
+use crate::cli::inspect::human_bytes;
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint string is not a socket path or URL.
+    #[error("bad endpoint {0:?}: use a socket path, unix:PATH or http://HOST:PORT")]
+    BadEndpoint(String),
+    /// Could not reach the daemon.
+    #[error("cannot connect to {endpoint}: {source} (is `llama-router serve` running?)")]
+    Connect {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The daemon refused the request.
+    #[error("{}", .0.message())]
+    Rpc(#[from] Status),
+    /// Writing the output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// Exit status: 2 for requests the daemon refused as invalid, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Rpc(s)
+                if matches!(
+                    s.code(),
+                    Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition
+                ) =>
+            {
+                2
+            }
+            ClientError::BadEndpoint(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where the CLI connects when no endpoint is given: the system daemon's
+/// socket if there is one, else where `serve` would put it for this user.
+pub fn default_endpoint() -> String {
+    let system = PathBuf::from("/run/llama-router/llama-router.sock");
+    let path = if system.exists() {
+        system
+    } else {
+        crate::config::default_socket_path()
+    };
+    path.display().to_string()
+}
+
+/// Connects to `endpoint`: a Unix socket path (`/run/...`, `unix:/run/...`) or `http://host:port`.
+pub async fn connect(endpoint: &str) -> Result<ModelServiceClient<Channel>, ClientError> {
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let channel = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|_| ClientError::BadEndpoint(endpoint.to_owned()))?
+            .connect()
+            .await
+            .map_err(connect_err)?
+    } else {
+        let path = PathBuf::from(endpoint.strip_prefix("unix:").unwrap_or(endpoint));
+        if path.as_os_str().is_empty() {
+            return Err(ClientError::BadEndpoint(endpoint.to_owned()));
+        }
+        // The URI is required by the API but unused: the connector dials the socket.
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await
+            .map_err(connect_err)?
+    };
+    Ok(ModelServiceClient::new(channel))
+}
+
+/// A model as `models --json` prints it.
+pub fn model_json(m: &pb::Model) -> Json {
+    let opt = |s: &str| {
+        if s.is_empty() {
+            Json::Null
+        } else {
+            Json::from(s)
+        }
+    };
+    json!({
+        "id": m.id,
+        "state": state_name(m.state),
+        "files": m.files,
+        "size_bytes": m.size_bytes,
+        "name": opt(&m.name),
+        "architecture": opt(&m.architecture),
+        "quantization": opt(&m.quantization),
+        "parameter_count": m.parameter_count,
+        "context_length": m.context_length,
+        "failure_reason": opt(&m.failure_reason),
+        "last_used_unix_ms": if m.last_used_unix_ms == 0 { Json::Null } else { m.last_used_unix_ms.into() },
+        "pinned": m.pinned,
+        "projector": opt(&m.projector),
+        "resident_bytes": m.resident_bytes,
+    })
+}
+
+fn print(out: &mut impl Write, text: &str) -> Result<(), ClientError> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `models [--json]`.
+pub async fn models(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let models = client
+        .list_models(pb::ListModelsRequest {})
+        .await?
+        .into_inner()
+        .models;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let list: Vec<Json> = models.iter().map(model_json).collect();
+        return print(&mut out, &format!("{}\n", Json::Array(list)));
+    }
+    let mut text = format!(
+        "{:<32} {:<10} {:>10} {:<12} {:<8} {:>12} {:>8}\n",
+        "ID", "STATE", "SIZE", "ARCH", "QUANT", "PARAMS", "CONTEXT"
+    );
+    for m in &models {
+        let pin = if m.pinned { " (pinned)" } else { "" };
+        text.push_str(&format!(
+            "{:<32} {:<10} {:>10} {:<12} {:<8} {:>12} {:>8}{pin}\n",
+            m.id,
+            state_name(m.state),
+            human_bytes(m.size_bytes),
+            m.architecture,
+            m.quantization,
+            m.parameter_count,
+            m.context_length
+        ));
+        if !m.failure_reason.is_empty() {
+            text.push_str(&format!("    {}\n", m.failure_reason));
+        }
+    }
+    print(&mut out, &text)
+}
+
+/// `load NAME`: progress on a terminal, one line at the end.
+pub async fn load(endpoint: &str, id: &str) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let started = Instant::now();
+    let mut stream = client
+        .load_model(pb::LoadModelRequest { id: id.to_owned() })
+        .await?
+        .into_inner();
+    let tty = std::io::stderr().is_terminal();
+    while let Some(progress) = stream.next().await {
+        let p = progress?;
+        if let Some(model) = p.model {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            let line = format!(
+                "{}: {} ({}) in {:.1} s\n",
+                model.id,
+                state_name(model.state),
+                human_bytes(model.size_bytes),
+                started.elapsed().as_secs_f64()
+            );
+            return print(&mut std::io::stdout().lock(), &line);
+        }
+        if tty {
+            let phase = match Phase::try_from(p.phase) {
+                Ok(Phase::Queued) => "waiting for a free slot",
+                Ok(Phase::Mapping) => "mapping",
+                _ => "reading into RAM",
+            };
+            let pct = (p.bytes_done as f64 * 100.0) / (p.bytes_total.max(1) as f64);
+            eprint!(
+                "\r\x1b[2K{id}: {phase} {pct:5.1}% ({} / {})",
+                human_bytes(p.bytes_done),
+                human_bytes(p.bytes_total)
+            );
+        }
+    }
+    Err(Status::unavailable("the daemon ended the load without a result").into())
+}
+
+/// `unload NAME`.
+pub async fn unload(endpoint: &str, id: &str) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let m = client
+        .unload_model(pb::UnloadModelRequest { id: id.to_owned() })
+        .await?
+        .into_inner();
+    print(
+        &mut std::io::stdout().lock(),
+        &format!("{}: {}\n", m.id, state_name(m.state)),
+    )
+}
+
+/// `pin NAME [--off]`.
+pub async fn pin(endpoint: &str, id: &str, pinned: bool) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let m = client
+        .pin_model(pb::PinModelRequest {
+            id: id.to_owned(),
+            pinned,
+        })
+        .await?
+        .into_inner();
+    let what = if m.pinned { "pinned" } else { "unpinned" };
+    print(
+        &mut std::io::stdout().lock(),
+        &format!("{}: {what}\n", m.id),
+    )
+}
+
+/// `watch [--json]`: one line per state change until interrupted.
+pub async fn watch(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let mut events = client
+        .watch_events(pb::WatchEventsRequest {})
+        .await?
+        .into_inner();
+    while let Some(e) = events.next().await {
+        let e = e?;
+        let line = if as_json {
+            json!({
+                "id": e.id,
+                "state": state_name(e.state),
+                "previous": state_name(e.previous),
+                "reason": if e.reason.is_empty() { Json::Null } else { e.reason.clone().into() },
+                "at_unix_ms": e.at_unix_ms,
+            })
+            .to_string()
+        } else {
+            let reason = if e.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.reason)
+            };
+            format!(
+                "{} {} -> {}{reason}",
+                e.id,
+                state_name(e.previous),
+                state_name(e.state)
+            )
+        };
+        print(&mut std::io::stdout().lock(), &format!("{line}\n"))?;
+    }
+    Ok(())
+}
+
+/// `status [--json]`.
+pub async fn status(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
+    let mut client = connect(endpoint).await?;
+    let s = client
+        .get_status(pb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    let mut by_state: Vec<(&String, &u32)> = s.models_by_state.iter().collect();
+    by_state.sort();
+    let text = if as_json {
+        json!({
+            "version": s.version,
+            "uptime_seconds": s.uptime_seconds,
+            "models_dir": s.models_dir,
+            "models_max": s.models_max,
+            "host_cache_bytes_used": s.host_cache_bytes_used,
+            "host_cache_bytes_limit": s.host_cache_bytes_limit,
+            "models_by_state": s.models_by_state,
+        })
+        .to_string()
+            + "\n"
+    } else {
+        let limit = if s.host_cache_bytes_limit == 0 {
+            "no limit".to_owned()
+        } else {
+            human_bytes(s.host_cache_bytes_limit)
+        };
+        let states: Vec<String> = by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        format!(
+            "version:     {}\nuptime:      {} s\nmodels dir:  {}\nmodels max:  {}\nhost cache:  {} of {limit}\nmodels:      {}\n",
+            s.version,
+            s.uptime_seconds,
+            s.models_dir,
+            if s.models_max == 0 {
+                "no limit".to_owned()
+            } else {
+                s.models_max.to_string()
+            },
+            human_bytes(s.host_cache_bytes_used),
+            states.join(", ")
+        )
+    };
+    print(&mut std::io::stdout().lock(), &text)
+}

@@ -1,0 +1,187 @@
+//! `llama-router serve`: starts the actors, serves gRPC on a Unix socket (and
+//! TCP when configured), rescans on SIGHUP, drains on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+
+use crate::api::grpc::ModelServiceImpl;
+use crate::api::pb;
+use crate::api::pb::model_service_server::ModelServiceServer;
+use crate::catalog::CatalogHandle;
+use crate::config::Config;
+use crate::loader::LoadOptions;
+use crate::supervisor::{Limits, SupervisorHandle};
+
+/// How long in-flight calls get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon answers on the socket.
+    #[error("another llama-router is already listening on {}", .0.display())]
+    SocketInUse(PathBuf),
+    /// A listener could not be set up.
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        /// The socket path or address.
+        what: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// An actor stopped during start-up.
+    #[error("{0} stopped during start-up")]
+    ActorStopped(&'static str),
+}
+
+fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.to_string();
+    move |source| DaemonError::Listen { what, source }
+}
+
+/// Removes a stale socket file; refuses when a daemon still answers on it.
+async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(listen_error(dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonError::SocketInUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(listen_error(path.display()))?;
+    }
+    Ok(())
+}
+
+async fn router(service: &ModelServiceImpl) -> Result<Router, DaemonError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ModelServiceServer<ModelServiceImpl>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(ModelServiceServer::new(service.clone())))
+}
+
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let models_dir = config.models_dir.clone();
+    let catalog = CatalogHandle::spawn(
+        models_dir.clone(),
+        Duration::from_millis(config.watch_debounce_ms),
+    );
+    let first = catalog
+        .rescan()
+        .await
+        .map_err(|_| DaemonError::ActorStopped("catalog"))?;
+    tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
+    let limits = Limits {
+        models_max: config.models_max,
+        host_cache_bytes: config.host_cache_bytes,
+        load_queue: config.load_queue,
+        idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
+        load: LoadOptions {
+            mlock: config.mlock,
+            threads: config.prefetch_threads.max(1),
+        },
+    };
+    let supervisor = SupervisorHandle::spawn(catalog.clone(), limits);
+    supervisor
+        .ping()
+        .await
+        .map_err(|_| DaemonError::ActorStopped("supervisor"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = ModelServiceImpl::new(
+        supervisor.clone(),
+        models_dir.display().to_string(),
+        stop_rx.clone(),
+    );
+
+    let socket = config.socket_path();
+    prepare_socket(&socket).await?;
+    let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
+    let tcp = match config.port {
+        Some(port) => {
+            let addr = format!("{}:{port}", config.host);
+            Some(
+                TcpListener::bind(&addr)
+                    .await
+                    .map_err(listen_error(&addr))?,
+            )
+        }
+        None => None,
+    };
+    let mut servers = vec![tokio::spawn(
+        router(&service).await?.serve_with_incoming_shutdown(
+            UnixListenerStream::new(uds),
+            shutdown_signal(stop_rx.clone()),
+        ),
+    )];
+    if let Some(tcp) = tcp {
+        let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
+        tracing::info!(%addr, "listening on TCP");
+        servers.push(tokio::spawn(
+            router(&service).await?.serve_with_incoming_shutdown(
+                TcpListenerStream::new(tcp),
+                shutdown_signal(stop_rx.clone()),
+            ),
+        ));
+    }
+    tracing::info!(socket = %socket.display(), "listening");
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(listen_error("SIGHUP"))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(listen_error("SIGTERM"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(listen_error("SIGINT"))?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match supervisor.rescan().await {
+                Ok(s) => tracing::info!(models = s.models, added = s.added, removed = s.removed, changed = s.changed, "SIGHUP: rescanned the models directory"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: rescan failed"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    drop(service);
+    for server in servers {
+        match tokio::time::timeout(DRAIN, server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server ended with an error"),
+            Err(_) => tracing::warn!(
+                "in-flight calls did not finish within {} s",
+                DRAIN.as_secs()
+            ),
+            _ => {}
+        }
+    }
+    drop(supervisor);
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}
