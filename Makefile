@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: help build demo demo-model venv test test-rust test-python lint bench fuzz clean
 
 help:
-	@echo "make demo        build, fetch the demo model and inspect it (the main job)"
+	@echo "make demo        build, fetch the demo model, serve it and load it (the main job)"
 	@echo "make test        every test: Rust unit + integration, Python conformance"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make bench       benchmarks under bench/ (ratios against a baseline)"
@@ -29,7 +29,7 @@ $(DEMO_MODEL):
 	$(PYTHON) scripts/fetch_demo_model.py --dest $(MODELS_CACHE)
 
 demo: build demo-model
-	$(BIN) inspect $(DEMO_MODEL)
+	BIN=$(BIN) MODELS_CACHE=$(MODELS_CACHE) scripts/demo.sh
 
 venv: $(VENV)/.installed
 
@@ -46,7 +46,7 @@ test-rust:
 # Uses the debug binary `cargo test` just built: one build serves every test.
 test-python: demo-model venv
 	$(CARGO) build --locked --bin llama-router
-	LLAMA_ROUTER_BIN=$(CURDIR)/target/debug/llama-router DEMO_MODEL=$(DEMO_MODEL) \
+	ROUTER_TEST_BIN=$(CURDIR)/target/debug/llama-router DEMO_MODEL=$(DEMO_MODEL) \
 		$(VENV)/bin/pytest -q integration/python
 
 lint:

@@ -1,7 +1,12 @@
 //! `llama-router serve` driven over gRPC as a client would: catalog, hot
 //! reload, the supervisor's rules, health, reflection, signals.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod support;
 

@@ -205,6 +205,16 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_config_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/llama-router.toml");
+        Jail::expect_with(|_| {
+            let c = Config::load(Some(&path), Flags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let err =
             Config::load(Some(Path::new("/nonexistent/c.toml")), Flags::default()).unwrap_err();

@@ -12,9 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def router_bin() -> Path:
-    path = Path(os.environ.get("LLAMA_ROUTER_BIN", REPO / "target" / "debug" / "llama-router"))
+    path = Path(os.environ.get("ROUTER_TEST_BIN", REPO / "target" / "debug" / "llama-router"))
     if not path.is_file():
-        pytest.fail(f"{path} not found: build it (make test-python does) or set LLAMA_ROUTER_BIN")
+        pytest.fail(f"{path} not found: build it (make test-python does) or set ROUTER_TEST_BIN")
     return path
 
 
