@@ -55,6 +55,7 @@ lint:
 
 bench: demo-model
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench gguf_header
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench daemon
 
 fuzz:
 	mkdir -p fuzz/corpus/gguf_parse

@@ -1,0 +1,223 @@
+//! Daemon benchmarks, each printed as a ratio to a baseline measured in the same run.
+//!
+//! 1. Catalog scan of 1,000 models (sparse copies of the demo model: real
+//!    headers, real lengths): a cold scan and a rescan of unchanged files, vs
+//!    plain `read`s of the same header bytes.
+//! 2. ListModels throughput over the Unix socket with 1,000 models, 8
+//!    concurrent clients, vs GetStatus (the cheapest call) in the same run.
+//! 3. Load-to-ready of the demo model with a cold page cache
+//!    (`echo 3 > /proc/sys/vm/drop_caches`) vs `cat FILE > /dev/null`, also cold.
+//!
+//! `make bench` runs it; or `DEMO_MODEL=path cargo bench --bench daemon`.
+
+// A benchmark runs the happy path; any failure should abort it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../integration/support/mod.rs"]
+mod support;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use llama_router::api::pb;
+use llama_router::catalog::HeaderCache;
+use llama_router::catalog::scan::scan;
+use llama_router::gguf::read_header;
+use support::Daemon;
+use tokio_stream::StreamExt;
+
+const MODELS: usize = 1000;
+const CLIENTS: usize = 8;
+const RPC_SECONDS: u64 = 3;
+
+fn ratio(name: &str, ours: Duration, base_name: &str, base: Duration) {
+    println!(
+        "{name:<40} {:>10.2} ms   {base_name:<24} {:>9.2} ms   ratio {:>6.2}x",
+        ours.as_secs_f64() * 1e3,
+        base.as_secs_f64() * 1e3,
+        ours.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// `MODELS` sparse copies of the demo model's header at its real length.
+fn catalog_dir(demo: &Path) -> (tempfile::TempDir, u64) {
+    let header = read_header(demo).unwrap();
+    let mut head = vec![0; header.data_offset as usize];
+    File::open(demo).unwrap().read_exact(&mut head).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..MODELS {
+        let path = dir.path().join(format!("model-{i:04}.gguf"));
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&head).unwrap();
+        f.set_len(header.file_len).unwrap();
+    }
+    (dir, header.data_offset)
+}
+
+fn bench_catalog(dir: &Path, header_len: u64) {
+    let paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let plain = timed(|| {
+        for p in &paths {
+            let mut buf = Vec::with_capacity(header_len as usize);
+            File::open(p)
+                .unwrap()
+                .take(header_len)
+                .read_to_end(&mut buf)
+                .unwrap();
+        }
+    });
+    let mut cache = HeaderCache::default();
+    let mut listed = 0;
+    let cold = timed(|| listed = scan(dir, &mut cache, Duration::ZERO).entries.len());
+    assert_eq!(listed, MODELS);
+    let warm = timed(|| listed = scan(dir, &mut cache, Duration::ZERO).entries.len());
+    assert_eq!(listed, MODELS);
+    ratio(
+        &format!("catalog scan, {MODELS} models (cold)"),
+        cold,
+        "plain header reads",
+        plain,
+    );
+    ratio(
+        &format!("catalog rescan, {MODELS} unchanged"),
+        warm,
+        "plain header reads",
+        plain,
+    );
+    println!(
+        "  per model: cold scan {:.3} ms, rescan {:.4} ms, plain read {:.3} ms",
+        cold.as_secs_f64() * 1e3 / MODELS as f64,
+        warm.as_secs_f64() * 1e3 / MODELS as f64,
+        plain.as_secs_f64() * 1e3 / MODELS as f64
+    );
+}
+
+/// Calls per second of `call` from `CLIENTS` concurrent connections.
+async fn throughput<F, Fut>(d: &Daemon, call: F) -> f64
+where
+    F: Fn(
+            llama_router::api::pb::model_service_client::ModelServiceClient<
+                tonic::transport::Channel,
+            >,
+        ) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(RPC_SECONDS);
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = d.client().await;
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                call(client.clone()).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / RPC_SECONDS as f64
+}
+
+async fn bench_list_models(dir: &Path) {
+    let d = Daemon::start(dir, &[]).await;
+    assert_eq!(d.models().await.len(), MODELS);
+    let list = throughput(&d, |mut c| async move {
+        c.list_models(pb::ListModelsRequest {}).await.unwrap();
+    })
+    .await;
+    let status = throughput(&d, |mut c| async move {
+        c.get_status(pb::GetStatusRequest {}).await.unwrap();
+    })
+    .await;
+    println!(
+        "ListModels ({MODELS} models, {CLIENTS} clients)    {list:>10.0} /s   GetStatus baseline {status:>12.0} /s   ratio {:>6.3}",
+        list / status
+    );
+}
+
+fn drop_caches() -> bool {
+    // SAFETY of intent: only the page cache is dropped; needs root.
+    std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+async fn bench_cold_load(demo: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("demo.gguf");
+    std::fs::copy(demo, &model).unwrap();
+    let d = Daemon::start(dir.path(), &[]).await;
+    let cold = drop_caches();
+    if !cold {
+        println!("  (cannot drop the page cache here: not root? the numbers below are warm)");
+    }
+    let started = Instant::now();
+    let mut stream = d
+        .client()
+        .await
+        .load_model(pb::LoadModelRequest { id: "demo".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = stream.next().await {
+        if p.unwrap().model.is_some() {
+            break;
+        }
+    }
+    let load = started.elapsed();
+    d.client()
+        .await
+        .unload_model(pb::UnloadModelRequest { id: "demo".into() })
+        .await
+        .unwrap();
+    drop_caches();
+    let cat = timed(|| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat '{}' > /dev/null", model.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    let which = if cold { "cold cache" } else { "warm cache" };
+    ratio(
+        &format!("load-to-ready, demo model ({which})"),
+        load,
+        "cat FILE > /dev/null",
+        cat,
+    );
+}
+
+fn main() {
+    let demo = std::env::var_os("DEMO_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            eprintln!("set DEMO_MODEL to the demo model's path (`make bench` does)");
+            std::process::exit(1);
+        });
+    let (dir, header_len) = catalog_dir(&demo);
+    bench_catalog(dir.path(), header_len);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(bench_list_models(dir.path()));
+    rt.block_on(bench_cold_load(&demo));
+}
