@@ -552,3 +552,72 @@ async fn tcp_listens_only_when_asked() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"id\":\"m\""));
     assert!(d.log_text().contains(&format!("127.0.0.1:{port}")));
 }
+
+#[tokio::test]
+async fn a_full_load_queue_is_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["a", "b", "c"] {
+        tiny_model(&dir.path().join(format!("{id}.gguf")), id);
+    }
+    let d = Daemon::start(dir.path(), &["--models-max", "1", "--load-queue", "1"]).await;
+    d.cli(&["pin", "a"]);
+    load(&d, "a").await.unwrap();
+    // b waits behind the pinned model and fills the queue ...
+    let mut b = d
+        .client()
+        .await
+        .load_model(pb::LoadModelRequest { id: "b".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.next().await.unwrap().unwrap().phase, Phase::Queued as i32);
+    // ... so c is refused at once.
+    let err = load(&d, "c").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("--load-queue"), "{err:?}");
+}
+
+#[tokio::test]
+async fn host_cache_bytes_limits_what_is_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_model(&dir.path().join("m1.gguf"), 6 << 20);
+    sparse_model(&dir.path().join("m2.gguf"), 6 << 20);
+    sparse_model(&dir.path().join("huge.gguf"), 64 << 20);
+    let limit = (10u64 << 20).to_string();
+    let d = Daemon::start(
+        dir.path(),
+        &["--host-cache-bytes", &limit, "--models-max", "0"],
+    )
+    .await;
+    let err = load(&d, "huge").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("--host-cache-bytes"), "{err:?}");
+    load(&d, "m1").await.unwrap();
+    load(&d, "m2").await.unwrap(); // both do not fit: m1 is evicted
+    assert_eq!(state(&d.model("m1").await.unwrap()), "unloaded");
+    let status = d
+        .client()
+        .await
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.host_cache_bytes_used <= 10 << 20, "{status:?}");
+    assert_eq!(status.host_cache_bytes_limit, 10 << 20);
+}
+
+#[tokio::test]
+async fn mlock_loads_and_locks_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m.gguf"), "m");
+    let d = Daemon::start(dir.path(), &["--mlock"]).await;
+    match load(&d, "m").await {
+        Ok(m) => assert_eq!(state(&m), "ready"),
+        // Without the privilege, a clear reason and a failed (not crashed) model.
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable);
+            assert!(e.message().contains("cannot lock"), "{e:?}");
+            assert_eq!(state(&d.model("m").await.unwrap()), "failed");
+        }
+    }
+}
