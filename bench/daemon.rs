@@ -17,14 +17,13 @@
 mod support;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use llama_router::api::pb;
 use llama_router::catalog::HeaderCache;
 use llama_router::catalog::scan::scan;
-use llama_router::gguf::read_header;
 use support::Daemon;
 use tokio_stream::StreamExt;
 
@@ -45,21 +44,6 @@ fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
     start.elapsed()
-}
-
-/// `MODELS` sparse copies of the demo model's header at its real length.
-fn catalog_dir(demo: &Path) -> (tempfile::TempDir, u64) {
-    let header = read_header(demo).unwrap();
-    let mut head = vec![0; header.data_offset as usize];
-    File::open(demo).unwrap().read_exact(&mut head).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for i in 0..MODELS {
-        let path = dir.path().join(format!("model-{i:04}.gguf"));
-        let mut f = File::create(&path).unwrap();
-        f.write_all(&head).unwrap();
-        f.set_len(header.file_len).unwrap();
-    }
-    (dir, header.data_offset)
 }
 
 fn bench_catalog(dir: &Path, header_len: u64) {
@@ -215,7 +199,8 @@ fn main() {
             eprintln!("set DEMO_MODEL to the demo model's path (`make bench` does)");
             std::process::exit(1);
         });
-    let (dir, header_len) = catalog_dir(&demo);
+    let dir = tempfile::tempdir().unwrap();
+    let header_len = support::sparse_copies(&demo, dir.path(), MODELS).data_offset;
     bench_catalog(dir.path(), header_len);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(bench_list_models(dir.path()));

@@ -13,8 +13,11 @@
 // A benchmark runs the happy path; any failure should abort it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../integration/support/mod.rs"]
+mod support;
+
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -105,16 +108,9 @@ fn main() {
 
     // 1,000 sparse copies: the real header bytes, the real file length, no data on disk.
     let dir = tempfile::tempdir().unwrap();
-    let mut head = vec![0; header_len as usize];
-    File::open(&demo).unwrap().read_exact(&mut head).unwrap();
+    support::sparse_copies(&demo, dir.path(), COPIES);
     let copies: Vec<PathBuf> = (0..COPIES)
-        .map(|i| {
-            let path = dir.path().join(format!("model-{i:04}.gguf"));
-            let mut f = File::create(&path).unwrap();
-            f.write_all(&head).unwrap();
-            f.set_len(header.file_len).unwrap();
-            path
-        })
+        .map(|i| dir.path().join(format!("model-{i:04}.gguf")))
         .collect();
     let catalog_baseline = time_rounds(CATALOG_ROUNDS, || {
         for p in &copies {

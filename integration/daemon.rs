@@ -26,12 +26,29 @@ async fn load(d: &Daemon, id: &str) -> Result<pb::Model, tonic::Status> {
 
 /// Loads `id` through a connection of its own and returns the final model.
 async fn load_via(socket: String, id: String) -> Result<pb::Model, tonic::Status> {
-    let mut stream = llama_router::cli::client::connect(&socket)
+    let stream = llama_router::cli::client::connect(&socket)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?
         .load_model(pb::LoadModelRequest { id })
         .await?
         .into_inner();
+    finish(stream).await
+}
+
+/// Starts loading `id` and returns the progress stream.
+async fn start_load(d: &Daemon, id: &str) -> tonic::Streaming<pb::LoadProgress> {
+    d.client()
+        .await
+        .load_model(pb::LoadModelRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Reads a load's progress to the end and returns the model it ended with.
+async fn finish(
+    mut stream: tonic::Streaming<pb::LoadProgress>,
+) -> Result<pb::Model, tonic::Status> {
     while let Some(p) = stream.next().await {
         if let Some(m) = p?.model {
             return Ok(m);
@@ -275,33 +292,12 @@ async fn a_loading_model_is_not_evicted_and_the_next_load_waits() {
         &["--models-max", "1", "--prefetch-threads", "1"],
     )
     .await;
-    let slow = tokio::spawn({
-        let socket = d.socket.display().to_string();
-        async move {
-            let mut c = llama_router::cli::client::connect(&socket).await.unwrap();
-            let mut s = c
-                .load_model(pb::LoadModelRequest { id: "slow".into() })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut last = None;
-            while let Some(p) = s.next().await {
-                last = Some(p);
-            }
-            last
-        }
-    });
+    let slow = tokio::spawn(load_via(d.socket.display().to_string(), "slow".to_owned()));
     d.wait_for("slow model loading", |m| {
         m.iter().any(|m| m.id == "slow" && state(m) == "loading")
     })
     .await;
-    let mut quick = d
-        .client()
-        .await
-        .load_model(pb::LoadModelRequest { id: "quick".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut quick = start_load(&d, "quick").await;
     let first = quick.next().await.unwrap().unwrap();
     assert_eq!(
         first.phase,
@@ -309,14 +305,9 @@ async fn a_loading_model_is_not_evicted_and_the_next_load_waits() {
         "must wait for the loading model"
     );
     // The slow load completes (it was not evicted) ...
-    let slow_last = slow.await.unwrap().unwrap().unwrap();
-    assert_eq!(state(&slow_last.model.unwrap()), "ready");
+    assert_eq!(state(&slow.await.unwrap().unwrap()), "ready");
     // ... then, idle, it is evicted for the waiting one.
-    let mut last = None;
-    while let Some(p) = quick.next().await {
-        last = Some(p.unwrap());
-    }
-    assert_eq!(state(&last.unwrap().model.unwrap()), "ready");
+    assert_eq!(state(&finish(quick).await.unwrap()), "ready");
     assert_eq!(state(&d.model("slow").await.unwrap()), "unloaded");
 }
 
@@ -329,13 +320,7 @@ async fn pinned_models_are_never_evicted_and_unload_works() {
     let out = d.cli(&["pin", "keep"]);
     assert!(out.status.success(), "{out:?}");
     load(&d, "keep").await.unwrap();
-    let mut other = d
-        .client()
-        .await
-        .load_model(pb::LoadModelRequest { id: "other".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut other = start_load(&d, "other").await;
     assert_eq!(
         other.next().await.unwrap().unwrap().phase,
         Phase::Queued as i32
@@ -351,11 +336,7 @@ async fn pinned_models_are_never_evicted_and_unload_works() {
     let out = d.cli(&["unload", "keep"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "keep: unloaded\n");
-    let mut last = None;
-    while let Some(p) = other.next().await {
-        last = Some(p.unwrap());
-    }
-    assert_eq!(state(&last.unwrap().model.unwrap()), "ready");
+    assert_eq!(state(&finish(other).await.unwrap()), "ready");
     let keep = d.model("keep").await.unwrap();
     assert!(keep.pinned);
     assert_eq!(keep.resident_bytes, 0);
@@ -563,13 +544,7 @@ async fn a_full_load_queue_is_resource_exhausted() {
     d.cli(&["pin", "a"]);
     load(&d, "a").await.unwrap();
     // b waits behind the pinned model and fills the queue ...
-    let mut b = d
-        .client()
-        .await
-        .load_model(pb::LoadModelRequest { id: "b".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut b = start_load(&d, "b").await;
     assert_eq!(b.next().await.unwrap().unwrap().phase, Phase::Queued as i32);
     // ... so c is refused at once.
     let err = load(&d, "c").await.unwrap_err();

@@ -185,3 +185,18 @@ pub fn sparse_model(path: &Path, bytes: u64) {
 pub fn state(m: &pb::Model) -> &'static str {
     llama_router::api::convert::state_name(m.state)
 }
+
+/// `count` sparse copies of `model` in `dir` (`model-0000.gguf` ...): its real
+/// header bytes at its real length, with no data on disk. Returns the header.
+pub fn sparse_copies(model: &Path, dir: &Path, count: usize) -> llama_router::gguf::GgufHeader {
+    use std::io::{Read, Write};
+    let header = read_header(model).unwrap();
+    let mut head = vec![0; header.data_offset as usize];
+    File::open(model).unwrap().read_exact(&mut head).unwrap();
+    for i in 0..count {
+        let mut f = File::create(dir.join(format!("model-{i:04}.gguf"))).unwrap();
+        f.write_all(&head).unwrap();
+        f.set_len(header.file_len).unwrap();
+    }
+    header
+}

@@ -303,6 +303,16 @@ mod tests {
     use crate::gguf::writer::GgufWriter;
     use std::sync::Mutex;
 
+    /// A model file with one F32 tensor of `elements` elements.
+    fn model_file(dir: &tempfile::TempDir, elements: u64) -> PathBuf {
+        let path = dir.path().join("m.gguf");
+        GgufWriter::new()
+            .tensor("t", GgmlType::F32, &[elements])
+            .write(&path)
+            .unwrap();
+        path
+    }
+
     fn opts() -> LoadOptions {
         LoadOptions {
             mlock: false,
@@ -313,11 +323,7 @@ mod tests {
     #[test]
     fn loads_and_reports_progress_to_the_total() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.gguf");
-        GgufWriter::new()
-            .tensor("t", GgmlType::F32, &[5 << 20])
-            .write(&path)
-            .unwrap();
+        let path = model_file(&dir, 5 << 20);
         let seen = Mutex::new(Vec::new());
         let cancel = AtomicBool::new(false);
         let model = load(std::slice::from_ref(&path), opts(), &cancel, &|p| {
@@ -339,11 +345,7 @@ mod tests {
     #[test]
     fn a_truncated_file_is_an_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.gguf");
-        GgufWriter::new()
-            .tensor("t", GgmlType::F32, &[1 << 20])
-            .write(&path)
-            .unwrap();
+        let path = model_file(&dir, 1 << 20);
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(1000).unwrap();
         let err = load(&[path], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
@@ -353,11 +355,7 @@ mod tests {
     #[test]
     fn a_file_shrinking_mid_load_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.gguf");
-        GgufWriter::new()
-            .tensor("t", GgmlType::F32, &[16 << 20])
-            .write(&path)
-            .unwrap();
+        let path = model_file(&dir, 16 << 20);
         let shrunk = AtomicBool::new(false);
         let result = load(
             std::slice::from_ref(&path),
@@ -382,11 +380,7 @@ mod tests {
     #[test]
     fn cancel_stops_the_load() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.gguf");
-        GgufWriter::new()
-            .tensor("t", GgmlType::F32, &[16 << 20])
-            .write(&path)
-            .unwrap();
+        let path = model_file(&dir, 16 << 20);
         let cancel = AtomicBool::new(true);
         let err = load(&[path], opts(), &cancel, &|_| {}).unwrap_err();
         assert!(matches!(err, LoadError::Cancelled));
