@@ -14,6 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::gguf::{GgufModel, ModelSummary, SplitName};
 
+/// Size and modification time of each of a model's files: a change to either means re-read.
+pub type Fingerprint = Vec<(u64, SystemTime)>;
+
 /// One model found in the directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CatalogEntry {
@@ -26,7 +29,7 @@ pub struct CatalogEntry {
     /// What its headers say, or why they could not be read.
     pub info: Result<ModelSummary, String>,
     /// Sizes and modification times of the files, to notice changes.
-    pub fingerprint: Vec<(u64, SystemTime)>,
+    pub fingerprint: Fingerprint,
 }
 
 /// The result of a scan.
@@ -57,7 +60,7 @@ pub struct HeaderCache {
 
 #[derive(Debug)]
 struct Cached {
-    fingerprint: Vec<(u64, SystemTime)>,
+    fingerprint: Fingerprint,
     files: Vec<PathBuf>,
     info: Result<ModelSummary, String>,
     /// Since when the files have had this fingerprint (epoch: since before we looked).
@@ -72,11 +75,32 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
         return ScanResult::default();
     };
     let now = SystemTime::now();
+    let candidates: Vec<(Candidate, Vec<PathBuf>, Fingerprint)> = candidates(&canonical_root)
+        .into_iter()
+        .map(|c| {
+            let (files, fingerprint) = model_files(&c.main);
+            (c, files, fingerprint)
+        })
+        .collect();
+    // Header reads are the slow part (a large vocabulary takes ~20 ms): only
+    // for new or changed files, spread over the cores.
+    let to_read: Vec<&Path> = candidates
+        .iter()
+        .filter(|(c, _, fp)| {
+            c.problem.is_none()
+                && cache
+                    .entries
+                    .get(&c.main)
+                    .is_none_or(|e| &e.fingerprint != fp)
+        })
+        .map(|(c, _, _)| c.main.as_path())
+        .collect();
+    let mut fresh: HashMap<PathBuf, Read> = read_all(&to_read);
+
     let mut result = ScanResult::default();
     let mut keep = Vec::new();
-    for c in candidates(&canonical_root) {
+    for (c, files, fingerprint) in candidates {
         let key = c.main.clone();
-        let (files, fingerprint) = model_files(&c.main);
         let previous = cache.entries.get(&key);
         let hit = previous.filter(|e| e.fingerprint == fingerprint);
         let stable_since = match (previous, hit) {
@@ -86,16 +110,12 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
             // First sight: only the modification times can tell.
             (None, _) => SystemTime::UNIX_EPOCH,
         };
-        let (info, files) = match (hit, &c.problem) {
-            (_, Some(problem)) => (Err(problem.clone()), files),
-            (Some(hit), None) => (hit.info.clone(), hit.files.clone()),
-            (None, None) => match GgufModel::open(&c.main) {
-                Ok(model) => (
-                    Ok(ModelSummary::of(&model)),
-                    model.shards().map(|s| s.path.clone()).collect(),
-                ),
-                Err(e) => (Err(e.to_string()), files),
-            },
+        let (info, files) = match (&c.problem, hit, fresh.remove(&key)) {
+            (Some(problem), _, _) => (Err(problem.clone()), files),
+            (None, Some(hit), _) => (hit.info.clone(), hit.files.clone()),
+            (None, None, Some(Ok((summary, shards)))) => (Ok(summary), shards),
+            (None, None, Some(Err(e))) => (Err(e), files),
+            (None, None, None) => (Err("header not read".to_owned()), files),
         };
         let recent = |t: SystemTime| now.duration_since(t).unwrap_or_default() < settle;
         let changing = recent(stable_since) || fingerprint.iter().any(|&(_, mtime)| recent(mtime));
@@ -126,8 +146,47 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
     result
 }
 
+/// A model's summary and shard files, or why its headers could not be read.
+type Read = Result<(ModelSummary, Vec<PathBuf>), String>;
+
+fn read_model(main: &Path) -> Read {
+    GgufModel::open(main)
+        .map(|model| {
+            let files = model.shards().map(|s| s.path.clone()).collect();
+            (ModelSummary::of(&model), files)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Reads the models at `paths` on up to one thread per core.
+fn read_all(paths: &[&Path]) -> HashMap<PathBuf, Read> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let per_thread = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| (p.to_path_buf(), read_model(p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A worker that panicked leaves its models unread; they show as failed.
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok())
+            .flatten()
+            .collect()
+    })
+}
+
 /// The model's shard files (those present) and their fingerprint.
-fn model_files(main: &Path) -> (Vec<PathBuf>, Vec<(u64, SystemTime)>) {
+fn model_files(main: &Path) -> (Vec<PathBuf>, Fingerprint) {
     let files = match SplitName::parse(main) {
         Some(split) => (1..=split.count)
             .map(|i| split.shard_path(i))
