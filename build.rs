@@ -4,6 +4,21 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `llama-router --version` names the backends this build can use.
+    let mut backends = vec!["cpu"];
+    for (feature, name) in [
+        ("CARGO_FEATURE_ROCM", "rocm"),
+        ("CARGO_FEATURE_CUDA", "cuda"),
+    ] {
+        if std::env::var_os(feature).is_some() {
+            backends.push(name);
+        }
+    }
+    println!(
+        "cargo:rustc-env=ROUTER_BUILD_BACKENDS={}",
+        backends.join(", ")
+    );
+
     let protos = ["llama_router/v1/models.proto"];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;

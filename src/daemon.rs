@@ -15,9 +15,10 @@ use crate::api::grpc::ModelServiceImpl;
 use crate::api::pb;
 use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::catalog::CatalogHandle;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::loader::LoadOptions;
 use crate::supervisor::{Limits, SupervisorHandle};
+use crate::systemd;
 
 /// How long in-flight calls get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -88,8 +89,126 @@ async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> Result<(), DaemonError> {
+/// Re-reads the configuration (file, environment, flags) on SIGHUP.
+pub type ConfigReload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// The supervisor's limits from a configuration.
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        models_max: config.models_max,
+        host_cache_bytes: config.host_cache_bytes,
+        load_queue: config.load_queue,
+        idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
+        load: LoadOptions {
+            mlock: config.mlock,
+            threads: config.prefetch_threads.max(1),
+        },
+    }
+}
+
+/// Keys that only take effect at start-up.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.models_dir != new.models_dir {
+        keys.push("models_dir");
+    }
+    if old.socket_path() != new.socket_path() {
+        keys.push("socket");
+    }
+    if old.port != new.port || old.host != new.host {
+        keys.push("host/port");
+    }
+    if old.watch_debounce_ms != new.watch_debounce_ms {
+        keys.push("watch_debounce_ms");
+    }
+    keys
+}
+
+/// SIGHUP: RELOADING=1, re-read the config (a bad one keeps the old), apply
+/// the limits, rescan the directory, READY=1. Running models that still fit stay.
+async fn reload(config: &mut Config, reread: &ConfigReload, supervisor: &SupervisorHandle) {
+    systemd::reloading();
+    match reread() {
+        Ok(new) => {
+            let restart = restart_only_changes(config, &new);
+            if !restart.is_empty() {
+                tracing::warn!(keys = %restart.join(", "), "SIGHUP: these settings change only on restart");
+            }
+            if limits_of(&new) != limits_of(config) {
+                if let Err(e) = supervisor.set_limits(limits_of(&new)).await {
+                    tracing::error!(error = %e, "SIGHUP: cannot apply the new limits");
+                }
+                tracing::info!(
+                    models_max = new.models_max,
+                    idle_ttl = new.idle_ttl,
+                    "SIGHUP: new limits applied"
+                );
+            }
+            *config = new;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration does not load; keeping the previous one")
+        }
+    }
+    match supervisor.rescan().await {
+        Ok(s) => tracing::info!(
+            models = s.models,
+            added = s.added,
+            removed = s.removed,
+            changed = s.changed,
+            "SIGHUP: rescanned the models directory"
+        ),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: rescan failed"),
+    }
+    let status = supervisor
+        .list()
+        .await
+        .map(|m| systemd::status_line(&m))
+        .unwrap_or_default();
+    systemd::ready(&status);
+}
+
+/// Keeps systemd's STATUS line current: recomputed on every model event.
+fn spawn_status_updates(supervisor: SupervisorHandle) {
+    let mut events = supervisor.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(models) = supervisor.list().await {
+                        systemd::status(&systemd::status_line(&models));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Pings systemd's watchdog while the supervisor and catalog answer probes.
+fn spawn_watchdog(supervisor: SupervisorHandle, catalog: CatalogHandle) {
+    let Some(period) = systemd::watchdog_period() else {
+        return;
+    };
+    tracing::info!(period_ms = period.as_millis(), "systemd watchdog enabled");
+    tokio::spawn(systemd::watchdog_loop(
+        period,
+        move || {
+            let (supervisor, catalog) = (supervisor.clone(), catalog.clone());
+            async move {
+                supervisor
+                    .ping()
+                    .await
+                    .map_err(|_| "supervisor".to_owned())?;
+                catalog.ping().await.map_err(|_| "catalog".to_owned())
+            }
+        },
+        systemd::watchdog_ping,
+    ));
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; `reread` loads the config again on SIGHUP.
+pub async fn serve(mut config: Config, reread: ConfigReload) -> Result<(), DaemonError> {
     let models_dir = config.models_dir.clone();
     let catalog = CatalogHandle::spawn(
         models_dir.clone(),
@@ -100,16 +219,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(|_| DaemonError::ActorStopped("catalog"))?;
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
-    let limits = Limits {
-        models_max: config.models_max,
-        host_cache_bytes: config.host_cache_bytes,
-        load_queue: config.load_queue,
-        idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
-        load: LoadOptions {
-            mlock: config.mlock,
-            threads: config.prefetch_threads.max(1),
-        },
-    };
+    let limits = limits_of(&config);
     let supervisor = SupervisorHandle::spawn(catalog.clone(), limits);
     supervisor
         .ping()
@@ -153,20 +263,26 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         ));
     }
     tracing::info!(socket = %socket.display(), "listening");
+    let status = supervisor
+        .list()
+        .await
+        .map(|m| systemd::status_line(&m))
+        .unwrap_or_default();
+    systemd::ready(&status);
+    spawn_status_updates(supervisor.clone());
+    spawn_watchdog(supervisor.clone(), catalog.clone());
 
     let mut hangup = signal(SignalKind::hangup()).map_err(listen_error("SIGHUP"))?;
     let mut terminate = signal(SignalKind::terminate()).map_err(listen_error("SIGTERM"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(listen_error("SIGINT"))?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => match supervisor.rescan().await {
-                Ok(s) => tracing::info!(models = s.models, added = s.added, removed = s.removed, changed = s.changed, "SIGHUP: rescanned the models directory"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: rescan failed"),
-            },
+            _ = hangup.recv() => reload(&mut config, &reread, &supervisor).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
+    systemd::stopping();
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     drop(service);

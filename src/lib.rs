@@ -12,3 +12,4 @@ pub mod daemon;
 pub mod gguf;
 pub mod loader;
 pub mod supervisor;
+pub mod systemd;

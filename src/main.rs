@@ -35,7 +35,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     init_logging();
     let result = (|| -> anyhow::Result<()> {
         let config = Config::load(args.config.as_deref(), args.overrides())?;
-        runtime()?.block_on(llama_router::daemon::serve(config))?;
+        let (file, flags) = (args.config.clone(), args.overrides());
+        let reread = Box::new(move || Config::load(file.as_deref(), &flags));
+        runtime()?.block_on(llama_router::daemon::serve(config, reread))?;
         Ok(())
     })();
     match result {

@@ -29,6 +29,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on `models_dir` with extra flags and waits until it answers.
     pub async fn start(models_dir: &Path, args: &[&str]) -> Daemon {
+        Self::start_with_env(models_dir, args, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub async fn start_with_env(models_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Daemon {
         let state = tempfile::tempdir().unwrap();
         let socket = state.path().join("router.sock");
         let log = state.path().join("daemon.log");
@@ -45,6 +50,7 @@ impl Daemon {
             })
             .args(args)
             .env("RUST_LOG", "llama_router=debug")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()

@@ -6,9 +6,17 @@ pub mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// Version and the backends this build was compiled with.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (backends: ",
+    env!("ROUTER_BUILD_BACKENDS"),
+    ")"
+);
+
 /// Serve many GGUF models from one directory.
 #[derive(Debug, Parser)]
-#[command(name = "llama-router", version, about, long_about = None)]
+#[command(name = "llama-router", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -19,7 +19,7 @@ use crate::gguf::{GgufError, GgufModel, Shard, read_header};
 const CHUNK: u64 = 8 << 20;
 
 /// How a model is loaded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Lock the pages in RAM once read.
     pub mlock: bool,

@@ -28,7 +28,7 @@ use table::Table;
 const TTL_TICK: Duration = Duration::from_millis(500);
 
 /// The supervisor's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Most active models (0 = no limit).
     pub models_max: u32,
@@ -52,6 +52,7 @@ enum Msg {
     Pin(String, bool, Reply<ModelView>),
     Status(oneshot::Sender<StatusView>),
     Rescan(Reply<RescanSummary>),
+    SetLimits(Limits, oneshot::Sender<()>),
     Ping(oneshot::Sender<()>),
 }
 
@@ -141,6 +142,11 @@ impl SupervisorHandle {
         self.ask(Msg::Ping).await
     }
 
+    /// Applies new limits (config reload) without touching models that still fit them.
+    pub async fn set_limits(&self, limits: Limits) -> Result<(), SupervisorError> {
+        self.ask(|r| Msg::SetLimits(limits, r)).await
+    }
+
     /// Every state change from now on.
     pub fn events(&self) -> broadcast::Receiver<ModelEvent> {
         self.events.subscribe()
@@ -201,6 +207,10 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
             let _ = reply.send(result);
         }
         Msg::Ping(reply) => {
+            let _ = reply.send(());
+        }
+        Msg::SetLimits(limits, reply) => {
+            table.set_limits(limits);
             let _ = reply.send(());
         }
     }

@@ -525,6 +525,32 @@ impl Table {
         }
     }
 
+    /// New limits from a config reload: evict idle models over a lowered
+    /// `--models-max` (least recently used first), start loads a raised one allows.
+    pub(super) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        let max = limits.models_max as usize;
+        if max > 0 {
+            let loaded = |t: &Self| {
+                t.slots
+                    .values()
+                    .filter(|s| matches!(s.state, ModelState::Loading | ModelState::Ready))
+                    .count()
+            };
+            while loaded(self) > max {
+                let victim = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.evictable())
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(id, _)| id.clone());
+                let Some(victim) = victim else { break };
+                self.begin_unload(&victim, format!("--models-max lowered to {max}"));
+            }
+        }
+        self.pump();
+    }
+
     /// Shutdown: release every model.
     pub(super) fn unload_all(&mut self) {
         for slot in self.slots.values_mut() {
