@@ -8,8 +8,14 @@ MODELS_CACHE ?= $(HOME)/.cache/llama-router/models
 DEMO_MODEL := $(MODELS_CACHE)/gemma-3-270m-q4_k_m.gguf
 BIN := target/release/llama-router
 FUZZ_SECONDS ?= 60
+PREFIX ?= /usr
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST := dist/llama-router-$(VERSION)-x86_64-linux
 
-.PHONY: help build demo demo-model venv test test-rust test-python lint bench fuzz clean
+.PHONY: help build demo demo-model venv test test-rust test-python test-units lint bench fuzz install uninstall package clean
 
 help:
 	@echo "make demo        build, fetch the demo model, serve it and load it (the main job)"
@@ -19,6 +25,9 @@ help:
 	@echo "make build       release binary at $(BIN)"
 	@echo "make demo-model  fetch Gemma 3 270M Q4_K_M into $(MODELS_CACHE)"
 	@echo "make fuzz        run the GGUF parser fuzzer for FUZZ_SECONDS (needs cargo-fuzz)"
+	@echo "make install     binary, unit, sysusers entry, config (PREFIX=$(PREFIX) DESTDIR=...)"
+	@echo "make uninstall   remove what install put in place (keeps an edited /etc config)"
+	@echo "make package     $(DIST).tar.gz and a -debug tarball with separate symbols"
 
 build:
 	$(CARGO) build --release --locked
@@ -38,7 +47,7 @@ $(VENV)/.installed: integration/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r integration/python/requirements.txt
 	touch $@
 
-test: test-rust test-python
+test: test-rust test-python test-units
 
 test-rust:
 	$(CARGO) test --locked
@@ -48,6 +57,45 @@ test-python: demo-model venv
 	$(CARGO) build --locked --bin llama-router
 	ROUTER_TEST_BIN=$(CURDIR)/target/debug/llama-router DEMO_MODEL=$(DEMO_MODEL) \
 		$(VENV)/bin/pytest -q integration/python
+
+# The systemd unit and its debug drop-in must pass systemd-analyze verify.
+test-units:
+	$(CARGO) build --locked --bin llama-router
+	scripts/verify-units.sh target/debug/llama-router
+
+install: build
+	install -Dm755 $(BIN) $(DESTDIR)$(PREFIX)/bin/llama-router
+	sed 's|/usr/bin/llama-router|$(PREFIX)/bin/llama-router|; s|/etc/llama-router/|$(SYSCONFDIR)/llama-router/|' \
+		systemd/llama-server.service > llama-server.service.tmp
+	install -Dm644 llama-server.service.tmp $(DESTDIR)$(UNITDIR)/llama-server.service
+	rm -f llama-server.service.tmp
+	install -Dm644 systemd/llama-router.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/llama-router.conf
+	install -Dm644 systemd/llama-server-debug.conf $(DESTDIR)$(PREFIX)/share/llama-router/llama-server-debug.conf
+	install -Dm644 config/llama-router.toml $(DESTDIR)$(PREFIX)/share/llama-router/config.toml
+	test -e $(DESTDIR)$(SYSCONFDIR)/llama-router/config.toml || \
+		install -Dm644 config/llama-router.toml $(DESTDIR)$(SYSCONFDIR)/llama-router/config.toml
+	@echo "installed; then: systemd-sysusers && systemctl daemon-reload && systemctl enable --now llama-server"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/llama-router $(DESTDIR)$(UNITDIR)/llama-server.service \
+		$(DESTDIR)$(PREFIX)/lib/sysusers.d/llama-router.conf
+	rm -rf $(DESTDIR)$(PREFIX)/share/llama-router
+	cmp -s config/llama-router.toml $(DESTDIR)$(SYSCONFDIR)/llama-router/config.toml && \
+		rm -rf $(DESTDIR)$(SYSCONFDIR)/llama-router || \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/llama-router/config.toml (edited)"
+
+# Stripped binary with a debuglink; full symbols in the -debug tarball.
+package: build
+	rm -rf $(DIST) $(DIST)-debug
+	mkdir -p $(DIST)/bin $(DIST)/systemd $(DIST)/config $(DIST)-debug
+	objcopy --only-keep-debug $(BIN) $(DIST)-debug/llama-router.debug
+	objcopy --strip-debug --add-gnu-debuglink=$(DIST)-debug/llama-router.debug $(BIN) $(DIST)/bin/llama-router
+	cp systemd/llama-server.service systemd/llama-server-debug.conf systemd/llama-router.sysusers $(DIST)/systemd/
+	cp config/llama-router.toml $(DIST)/config/
+	cp README.md $(DIST)/
+	tar -C dist -czf $(DIST).tar.gz $(notdir $(DIST))
+	tar -C dist -czf $(DIST)-debug.tar.gz $(notdir $(DIST))-debug
+	@ls -l $(DIST).tar.gz $(DIST)-debug.tar.gz
 
 lint:
 	$(CARGO) fmt --check
@@ -63,4 +111,4 @@ fuzz:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) dist
