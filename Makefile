@@ -47,7 +47,7 @@ $(VENV)/.installed: integration/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r integration/python/requirements.txt
 	touch $@
 
-test: test-rust test-python test-units
+test: test-rust test-units test-python
 
 test-rust:
 	$(CARGO) test --locked

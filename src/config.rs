@@ -42,6 +42,10 @@ pub struct Config {
     pub prefetch_threads: usize,
     /// Milliseconds the directory watcher waits for changes to settle.
     pub watch_debounce_ms: u64,
+    /// Log level or filter (`info`, `llama_router=debug,info`); none: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
+    /// Log output: auto (journal under systemd, else text), text, json, journald.
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             load_queue: 64,
             prefetch_threads: 4,
             watch_debounce_ms: 500,
+            log_level: None,
+            log_format: crate::telemetry::LogFormat::Auto,
         }
     }
 }

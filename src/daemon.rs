@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::loader::LoadOptions;
 use crate::supervisor::{Limits, SupervisorHandle};
 use crate::systemd;
+use crate::telemetry::{self, LogLevelHandle};
 
 /// How long in-flight calls get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -126,7 +127,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// SIGHUP: RELOADING=1, re-read the config (a bad one keeps the old), apply
 /// the limits, rescan the directory, READY=1. Running models that still fit stay.
-async fn reload(config: &mut Config, reread: &ConfigReload, supervisor: &SupervisorHandle) {
+async fn reload(
+    config: &mut Config,
+    reread: &ConfigReload,
+    supervisor: &SupervisorHandle,
+    log: &LogLevelHandle,
+) {
     systemd::reloading();
     match reread() {
         Ok(new) => {
@@ -143,6 +149,13 @@ async fn reload(config: &mut Config, reread: &ConfigReload, supervisor: &Supervi
                     idle_ttl = new.idle_ttl,
                     "SIGHUP: new limits applied"
                 );
+            }
+            if new.log_level != config.log_level {
+                let level = telemetry::effective_level(new.log_level.as_deref());
+                match log.set(&level) {
+                    Ok(()) => tracing::info!(level = %level, "SIGHUP: log level changed"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the previous log level"),
+                }
             }
             *config = new;
         }
@@ -208,7 +221,11 @@ fn spawn_watchdog(supervisor: SupervisorHandle, catalog: CatalogHandle) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; `reread` loads the config again on SIGHUP.
-pub async fn serve(mut config: Config, reread: ConfigReload) -> Result<(), DaemonError> {
+pub async fn serve(
+    mut config: Config,
+    reread: ConfigReload,
+    log: LogLevelHandle,
+) -> Result<(), DaemonError> {
     let models_dir = config.models_dir.clone();
     let catalog = CatalogHandle::spawn(
         models_dir.clone(),
@@ -277,7 +294,7 @@ pub async fn serve(mut config: Config, reread: ConfigReload) -> Result<(), Daemo
     let mut interrupt = signal(SignalKind::interrupt()).map_err(listen_error("SIGINT"))?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&mut config, &reread, &supervisor).await,
+            _ = hangup.recv() => reload(&mut config, &reread, &supervisor, &log).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

@@ -13,3 +13,4 @@ pub mod gguf;
 pub mod loader;
 pub mod supervisor;
 pub mod systemd;
+pub mod telemetry;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use llama_router::cli::{Cli, Command, client, inspect, serve::ServeArgs};
 use llama_router::config::Config;
+use llama_router::telemetry;
 
 /// Exit status for input the program refuses (a bad file, a bad request).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -32,12 +33,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    init_logging();
     let result = (|| -> anyhow::Result<()> {
         let config = Config::load(args.config.as_deref(), args.overrides())?;
+        let level = telemetry::effective_level(config.log_level.as_deref());
+        let log = telemetry::init(config.log_format, &level)?;
         let (file, flags) = (args.config.clone(), args.overrides());
         let reread = Box::new(move || Config::load(file.as_deref(), &flags));
-        runtime()?.block_on(llama_router::daemon::serve(config, reread))?;
+        runtime()?.block_on(llama_router::daemon::serve(config, reread, log))?;
         Ok(())
     })();
     match result {
@@ -48,16 +50,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn run_client(command: Command) -> ExitCode {

@@ -34,9 +34,20 @@ impl Daemon {
 
     /// Like `start`, with extra environment variables.
     pub async fn start_with_env(models_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Daemon {
+        Self::start_full(models_dir, args, env, None).await
+    }
+
+    /// Like `start_with_env`, with stderr going to `stderr` instead of the log file.
+    pub async fn start_full(
+        models_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        stderr: Option<Stdio>,
+    ) -> Daemon {
         let state = tempfile::tempdir().unwrap();
         let socket = state.path().join("router.sock");
         let log = state.path().join("daemon.log");
+        let stderr = stderr.unwrap_or_else(|| File::create(&log).unwrap().into());
         let child = Command::new(bin())
             .arg("serve")
             .arg("--models-dir")
@@ -52,7 +63,7 @@ impl Daemon {
             .env("RUST_LOG", "llama_router=debug")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let daemon = Daemon {

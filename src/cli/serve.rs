@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Milliseconds the directory watcher lets changes settle [default: 500].
     #[arg(long, value_name = "MS")]
     pub watch_debounce_ms: Option<u64>,
+    /// Log level or filter, e.g. debug or llama_router=debug,info [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log output [default: auto: the journal under systemd, else text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::telemetry::LogFormat>,
 }
 
 /// The flags that were given, as config keys (absent ones are left out).
@@ -78,6 +84,10 @@ pub struct FlagOverrides {
     prefetch_threads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     watch_debounce_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<crate::telemetry::LogFormat>,
 }
 
 impl ServeArgs {
@@ -101,6 +111,8 @@ impl ServeArgs {
             load_queue: self.load_queue,
             prefetch_threads: self.prefetch_threads,
             watch_debounce_ms: self.watch_debounce_ms,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
         }
     }
 }

@@ -138,7 +138,11 @@ impl Table {
             slot.failure = None;
         }
         if state != previous || reason.is_some() {
-            tracing::info!(model = %id, state = state.name(), previous = previous.name(), reason = reason.as_deref().unwrap_or(""), "model state changed");
+            if let Some(reason) = reason.as_deref() {
+                tracing::info!(model = %id, model_state = state.name(), previous_state = previous.name(), reason, "model {id} is {}: {reason}", state.name());
+            } else {
+                tracing::info!(model = %id, model_state = state.name(), previous_state = previous.name(), "model {id} is {}", state.name());
+            }
             let _ = self.events.send(ModelEvent {
                 id: id.to_owned(),
                 state,
@@ -398,7 +402,7 @@ impl Table {
                 if let Some(status) = slot.status.take() {
                     status.send_replace(LoadStatus::Failed(error));
                 }
-                tracing::error!(model = %id, error = %reason, "load failed");
+                tracing::error!(model = %id, model_state = "failed", error = %reason, "loading model {id} failed: {reason}");
                 self.transition(&id, ModelState::Failed, Some(reason));
             }
             ModelReport::Unloaded => self.on_released(&id),
