@@ -13,6 +13,7 @@ mod file;
 mod ggml_type;
 mod header;
 mod json;
+mod metadata;
 mod split;
 mod summary;
 mod value;
@@ -26,9 +27,10 @@ pub use file::{MAX_HEADER_BYTES, MappedFile, parse_slice, read_header};
 pub use ggml_type::{GgmlType, TypeIdError};
 pub use header::{
     DEFAULT_ALIGNMENT, GgufHeader, KEY_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME_BYTES,
-    Metadata, TensorInfo,
+    TensorInfo,
 };
 pub use json::value_to_json;
+pub use metadata::Metadata;
 pub use split::{
     GgufModel, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, Shard, SplitName,
     shard_paths,

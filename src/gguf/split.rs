@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{GgufError, Problem};
 use super::file::read_header;
-use super::header::{GgufHeader, Metadata, TensorInfo};
+use super::header::{GgufHeader, TensorInfo};
+use super::metadata::Metadata;
 
 /// Key holding a shard's 0-based index.
 pub const KEY_SPLIT_NO: &str = "split.no";

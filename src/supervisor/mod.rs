@@ -6,6 +6,7 @@
 //! wait in a bounded FIFO queue; the least recently used idle model goes first.
 
 mod model;
+mod slot;
 mod table;
 mod types;
 

@@ -3,92 +3,16 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::model::{ModelHandle, ModelReport, Tagged};
+use super::slot::Slot;
 use super::types::{
     LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
 };
 use super::{Limits, Reply};
-use crate::catalog::{CatalogEntry, Snapshot};
+use crate::catalog::Snapshot;
 use crate::loader::{LoadError, Phase, Progress};
-
-struct Slot {
-    entry: CatalogEntry,
-    state: ModelState,
-    failure: Option<String>,
-    last_used: Option<SystemTime>,
-    pinned: bool,
-    /// Requests using the model right now (inference); a busy model is never evicted.
-    busy: u32,
-    resident_bytes: u64,
-    actor: Option<ModelHandle>,
-    /// Generation of the current load; reports of older loads are ignored.
-    load_generation: u64,
-    /// Present while a load is queued or running: every waiter watches it.
-    status: Option<watch::Sender<LoadStatus>>,
-    unload_waiters: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
-    /// Gone from the directory: delete once released.
-    removed: bool,
-}
-
-impl Slot {
-    fn new(entry: CatalogEntry) -> Self {
-        let (state, failure) = match &entry.info {
-            Ok(_) => (ModelState::Discovered, None),
-            Err(reason) => (ModelState::Failed, Some(reason.clone())),
-        };
-        Slot {
-            entry,
-            state,
-            failure,
-            last_used: None,
-            pinned: false,
-            busy: 0,
-            resident_bytes: 0,
-            actor: None,
-            load_generation: 0,
-            status: None,
-            unload_waiters: Vec::new(),
-            removed: false,
-        }
-    }
-
-    fn size(&self) -> u64 {
-        match &self.entry.info {
-            Ok(s) => s.total_bytes,
-            Err(_) => self.entry.fingerprint.iter().map(|(len, _)| len).sum(),
-        }
-    }
-
-    fn view(&self) -> ModelView {
-        let info = self.entry.info.as_ref().ok();
-        let text = |f: fn(&crate::gguf::ModelSummary) -> Option<String>| {
-            info.and_then(f).unwrap_or_default()
-        };
-        ModelView {
-            id: self.entry.id.clone(),
-            state: self.state,
-            files: self.entry.files.clone(),
-            projector: self.entry.projector.clone(),
-            size_bytes: self.size(),
-            name: text(|s| s.name.clone()),
-            architecture: text(|s| s.architecture.clone()),
-            quantization: text(|s| s.file_type.clone().or_else(|| s.dominant_type.clone())),
-            parameter_count: info.map_or(0, |s| s.parameter_count),
-            context_length: info.and_then(|s| s.context_length).unwrap_or(0),
-            failure_reason: self.failure.clone(),
-            last_used: self.last_used,
-            pinned: self.pinned,
-            resident_bytes: self.resident_bytes,
-        }
-    }
-
-    /// Whether the LRU may take this model's slot.
-    fn evictable(&self) -> bool {
-        self.state == ModelState::Ready && !self.pinned && self.busy == 0
-    }
-}
 
 pub(super) struct Table {
     limits: Limits,
