@@ -186,13 +186,7 @@ async fn hot_reload_adds_waits_for_complete_copies_and_removes() {
 
     // Removing a loaded model unloads it first, then drops it from the list.
     load(&d, "copied").await.unwrap();
-    let mut events = d
-        .client()
-        .await
-        .watch_events(pb::WatchEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = d.events().await;
     std::fs::remove_file(&target).unwrap();
     d.wait_for("removal", |m| m.iter().all(|m| m.id != "copied"))
         .await;
@@ -243,13 +237,7 @@ async fn models_max_evicts_the_least_recently_used_idle_model() {
             ("c".into(), "ready")
         ]
     );
-    let status = d
-        .client()
-        .await
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = d.status().await;
     assert_eq!(status.models_max, 2);
     assert_eq!(status.models_by_state["ready"], 2);
 }
@@ -259,13 +247,7 @@ async fn twenty_concurrent_loads_of_one_model_load_it_once() {
     let dir = tempfile::tempdir().unwrap();
     sparse_model(&dir.path().join("big.gguf"), 256 << 20);
     let d = Daemon::start(dir.path(), &["--prefetch-threads", "1"]).await;
-    let mut events = d
-        .client()
-        .await
-        .watch_events(pb::WatchEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = d.events().await;
     let socket = d.socket.display().to_string();
     let loads: Vec<_> = (0..20)
         .map(|_| tokio::spawn(load_via(socket.clone(), "big".to_owned())))
@@ -359,13 +341,7 @@ async fn watch_streams_every_transition_in_order() {
     let dir = tempfile::tempdir().unwrap();
     tiny_model(&dir.path().join("m.gguf"), "m");
     let d = Daemon::start(dir.path(), &[]).await;
-    let mut events = d
-        .client()
-        .await
-        .watch_events(pb::WatchEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = d.events().await;
     load(&d, "m").await.unwrap();
     d.client()
         .await
@@ -456,13 +432,7 @@ async fn sighup_rescans_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     // A long debounce: only SIGHUP can make the new file appear in time.
     let mut d = Daemon::start(dir.path(), &["--watch-debounce-ms", "60000"]).await;
-    let mut events = d
-        .client()
-        .await
-        .watch_events(pb::WatchEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = d.events().await;
     tiny_model(&dir.path().join("new.gguf"), "new");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(d.model("new").await.is_none());
@@ -570,13 +540,7 @@ async fn host_cache_bytes_limits_what_is_resident() {
     load(&d, "m1").await.unwrap();
     load(&d, "m2").await.unwrap(); // both do not fit: m1 is evicted
     assert_eq!(state(&d.model("m1").await.unwrap()), "unloaded");
-    let status = d
-        .client()
-        .await
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = d.status().await;
     assert!(status.host_cache_bytes_used <= 10 << 20, "{status:?}");
     assert_eq!(status.host_cache_bytes_limit, 10 << 20);
 }

@@ -171,12 +171,6 @@ async fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_broken() {
     d.signal("HUP");
     d.wait_for("eviction after reload", |m| ready(m) == 1).await;
     assert_eq!(state(&d.model("a").await.unwrap()), "unloaded");
-    let status = d
-        .client()
-        .await
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = d.status().await;
     assert_eq!(status.models_max, 1);
 }

@@ -173,12 +173,16 @@ async fn reload(
         ),
         Err(e) => tracing::error!(error = %e, "SIGHUP: rescan failed"),
     }
-    let status = supervisor
+    systemd::ready(&status_line(supervisor).await);
+}
+
+/// The one-line summary for systemd's STATUS (empty if the supervisor is gone).
+async fn status_line(supervisor: &SupervisorHandle) -> String {
+    supervisor
         .list()
         .await
         .map(|m| systemd::status_line(&m))
-        .unwrap_or_default();
-    systemd::ready(&status);
+        .unwrap_or_default()
 }
 
 /// Keeps systemd's STATUS line current: recomputed on every model event.
@@ -188,9 +192,7 @@ fn spawn_status_updates(supervisor: SupervisorHandle) {
         loop {
             match events.recv().await {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if let Ok(models) = supervisor.list().await {
-                        systemd::status(&systemd::status_line(&models));
-                    }
+                    systemd::status(&status_line(&supervisor).await);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -280,12 +282,7 @@ pub async fn serve(
         ));
     }
     tracing::info!(socket = %socket.display(), "listening");
-    let status = supervisor
-        .list()
-        .await
-        .map(|m| systemd::status_line(&m))
-        .unwrap_or_default();
-    systemd::ready(&status);
+    systemd::ready(&status_line(&supervisor).await);
     spawn_status_updates(supervisor.clone());
     spawn_watchdog(supervisor.clone(), catalog.clone());
 

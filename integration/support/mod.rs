@@ -97,6 +97,26 @@ impl Daemon {
         self.try_client().await.unwrap()
     }
 
+    /// The daemon's status.
+    pub async fn status(&self) -> pb::StatusResponse {
+        self.client()
+            .await
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// A stream of every model state change from now on.
+    pub async fn events(&self) -> tonic::Streaming<pb::ModelEvent> {
+        self.client()
+            .await
+            .watch_events(pb::WatchEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
