@@ -104,6 +104,7 @@ fn limits_of(config: &Config) -> Limits {
             mlock: config.mlock,
             threads: config.prefetch_threads.max(1),
         },
+        autoload: config.models_autoload,
     }
 }
 

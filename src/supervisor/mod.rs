@@ -10,6 +10,9 @@ mod slot;
 mod table;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +44,8 @@ pub struct Limits {
     pub idle_ttl: Option<Duration>,
     /// How loads run.
     pub load: LoadOptions,
+    /// Whether `acquire` loads a model that is not loaded (else FAILED_PRECONDITION).
+    pub autoload: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
@@ -54,6 +59,7 @@ enum Msg {
     Status(oneshot::Sender<StatusView>),
     Rescan(Reply<RescanSummary>),
     SetLimits(Limits, oneshot::Sender<()>),
+    Acquire(String, oneshot::Sender<Result<(), SupervisorError>>),
     Ping(oneshot::Sender<()>),
 }
 
@@ -62,6 +68,29 @@ enum Msg {
 pub struct SupervisorHandle {
     tx: mpsc::Sender<Msg>,
     events: broadcast::Sender<ModelEvent>,
+    /// Releases of leases: unbounded so that dropping a lease never blocks or fails.
+    releases: mpsc::UnboundedSender<String>,
+}
+
+/// A model in use: while any lease on it lives, it is busy and never evicted.
+#[derive(Debug)]
+pub struct Lease {
+    id: String,
+    releases: mpsc::UnboundedSender<String>,
+}
+
+impl Lease {
+    /// The model this lease holds.
+    pub fn model(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // If the supervisor is gone there is nothing left to release.
+        let _ = self.releases.send(std::mem::take(&mut self.id));
+    }
 }
 
 impl SupervisorHandle {
@@ -70,9 +99,24 @@ impl SupervisorHandle {
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (releases, released) = mpsc::unbounded_channel();
         let table = Table::new(limits, events.clone(), reports_tx);
-        tokio::spawn(run(table, catalog, rx, reports));
-        SupervisorHandle { tx, events }
+        tokio::spawn(run(table, catalog, rx, reports, released));
+        SupervisorHandle {
+            tx,
+            events,
+            releases,
+        }
+    }
+
+    /// Marks a model busy for as long as the returned lease lives, loading it
+    /// first (queueing under `--models-max`) when autoload is on.
+    pub async fn acquire(&self, id: &str) -> Result<Lease, SupervisorError> {
+        self.ask(|r| Msg::Acquire(id.to_owned(), r)).await??;
+        Ok(Lease {
+            id: id.to_owned(),
+            releases: self.releases.clone(),
+        })
     }
 
     async fn ask<T>(
@@ -159,6 +203,7 @@ async fn run(
     catalog: CatalogHandle,
     mut rx: mpsc::Receiver<Msg>,
     mut reports: mpsc::UnboundedReceiver<Tagged>,
+    mut released: mpsc::UnboundedReceiver<String>,
 ) {
     let mut snapshots = catalog.subscribe();
     let first: Arc<Snapshot> = snapshots.borrow_and_update().clone();
@@ -172,6 +217,7 @@ async fn run(
                 handle(&mut table, &catalog, msg).await;
             }
             Some(report) = reports.recv() => table.on_report(report),
+            Some(id) = released.recv() => table.release(&id),
             Ok(()) = snapshots.changed() => {
                 let snapshot: Arc<Snapshot> = snapshots.borrow_and_update().clone();
                 table.reconcile(&snapshot);
@@ -210,6 +256,7 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
         Msg::Ping(reply) => {
             let _ = reply.send(());
         }
+        Msg::Acquire(id, reply) => table.acquire(&id, reply),
         Msg::SetLimits(limits, reply) => {
             table.set_limits(limits);
             let _ = reply.send(());

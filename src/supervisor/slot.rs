@@ -24,6 +24,9 @@ pub(super) struct Slot {
     /// Present while a load is queued or running: every waiter watches it.
     pub(super) status: Option<watch::Sender<LoadStatus>>,
     pub(super) unload_waiters: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
+    /// Requests waiting for the model to be ready in order to use it: each
+    /// becomes busy the moment it is, before any queued load can evict it.
+    pub(super) acquire_waiters: Vec<oneshot::Sender<Result<(), SupervisorError>>>,
     /// Gone from the directory: delete once released.
     pub(super) removed: bool,
 }
@@ -46,6 +49,7 @@ impl Slot {
             load_generation: 0,
             status: None,
             unload_waiters: Vec::new(),
+            acquire_waiters: Vec::new(),
             removed: false,
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::model::{ModelHandle, ModelReport, Tagged};
 use super::slot::Slot;
@@ -246,11 +246,8 @@ impl Table {
         if let Some(actor) = slot.actor.as_mut() {
             actor.unload();
         }
-        if let Some(status) = slot.status.take() {
-            status.send_replace(LoadStatus::Failed(SupervisorError::Unavailable(format!(
-                "load of {id} cancelled: {reason}"
-            ))));
-        }
+        let cancelled = SupervisorError::Unavailable(format!("load of {id} cancelled: {reason}"));
+        self.fail_waiters(id, cancelled);
         self.transition(id, ModelState::Unloading, Some(reason));
     }
 
@@ -266,14 +263,84 @@ impl Table {
             }
             ModelState::Unloading => slot.unload_waiters.push(reply),
             _ => {
-                if let Some(status) = slot.status.take() {
-                    status.send_replace(LoadStatus::Failed(SupervisorError::Unavailable(format!(
-                        "load of {id} cancelled: unload requested"
-                    ))));
-                }
+                let view = slot.view();
                 self.queue.retain(|q| q != id);
-                let _ = reply.send(Ok(slot.view()));
+                let cancelled = SupervisorError::Unavailable(format!(
+                    "load of {id} cancelled: unload requested"
+                ));
+                self.fail_waiters(id, cancelled);
+                let _ = reply.send(Ok(view));
             }
+        }
+    }
+
+    /// Makes the model busy now if it is ready, or once its load (started here
+    /// when autoload is on) completes; `reply` says which, or why not.
+    pub(super) fn acquire(
+        &mut self,
+        id: &str,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    ) {
+        let state = match self.slot(id) {
+            Ok(slot) => slot.state,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if state == ModelState::Ready {
+            if let Some(slot) = self.slots.get_mut(id) {
+                slot.busy = slot.busy.saturating_add(1);
+                slot.last_used = Some(SystemTime::now());
+            }
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if !self.limits.autoload {
+            let _ = reply.send(Err(SupervisorError::FailedPrecondition(format!(
+                "model {id} is not loaded and autoload is off (--no-models-autoload): load it first"
+            ))));
+            return;
+        }
+        match self.load(id) {
+            Ok(_) => {
+                if let Some(slot) = self.slots.get_mut(id) {
+                    slot.acquire_waiters.push(reply);
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// A lease ended: the model is idle again once no lease holds it.
+    pub(super) fn release(&mut self, id: &str) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.busy = slot.busy.saturating_sub(1);
+            slot.last_used = Some(SystemTime::now());
+        }
+        self.pump();
+    }
+
+    /// Ends a queued or running load of `id` with `error` for everyone waiting on it.
+    fn fail_waiters(&mut self, id: &str, error: SupervisorError) {
+        if let Some(status) = self.slots.get_mut(id).and_then(|s| s.status.take()) {
+            status.send_replace(LoadStatus::Failed(error.clone()));
+        }
+        self.settle_acquirers(id, &Err(error));
+    }
+
+    /// Answers every request waiting to use `id`: with `outcome`, and busy on success.
+    fn settle_acquirers(&mut self, id: &str, outcome: &Result<(), SupervisorError>) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        for waiter in slot.acquire_waiters.drain(..) {
+            if outcome.is_ok() {
+                slot.busy = slot.busy.saturating_add(1);
+            }
+            let _ = waiter.send(outcome.clone());
         }
     }
 
@@ -310,6 +377,7 @@ impl Table {
                 slot.resident_bytes = bytes;
                 slot.last_used = Some(SystemTime::now());
                 let status = slot.status.take();
+                self.settle_acquirers(&id, &Ok(()));
                 self.transition(&id, ModelState::Ready, None);
                 if let (Some(status), Ok(view)) = (status, self.view(&id)) {
                     status.send_replace(LoadStatus::Ready(Box::new(view)));
@@ -323,9 +391,7 @@ impl Table {
                     LoadError::Invalid(_) => SupervisorError::FailedPrecondition(reason.clone()),
                     _ => SupervisorError::Unavailable(reason.clone()),
                 };
-                if let Some(status) = slot.status.take() {
-                    status.send_replace(LoadStatus::Failed(error));
-                }
+                self.fail_waiters(&id, error);
                 tracing::error!(model = %id, model_state = "failed", error = %reason, "loading model {id} failed: {reason}");
                 self.transition(&id, ModelState::Failed, Some(reason));
             }
@@ -421,9 +487,7 @@ impl Table {
             if slot.state.is_active() {
                 self.begin_unload(&id, reason);
             } else {
-                if let Some(status) = slot.status.take() {
-                    status.send_replace(LoadStatus::Failed(SupervisorError::NotFound(id.clone())));
-                }
+                self.fail_waiters(&id, SupervisorError::NotFound(id.clone()));
                 self.transition(&id, ModelState::Unloaded, Some(reason));
                 self.slots.remove(&id);
             }
