@@ -132,6 +132,24 @@ impl Daemon {
         assert!(status.success());
     }
 
+    /// Waits (without blocking the runtime, so this process's connections can
+    /// close when the daemon drains) for the daemon to exit; panics after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "daemon still running {limit:?} after the signal; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs a CLI client command against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin())
