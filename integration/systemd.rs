@@ -80,7 +80,7 @@ async fn notifies_ready_status_watchdog_reloading_and_stopping() {
 
     let ready = notify.wait_for("READY", |m| m.contains("READY=1")).await;
     assert!(
-        notify.all()[ready].contains("STATUS=1 models, 0 running; 0 failed"),
+        notify.all()[ready].contains("STATUS=1 model, 0 running; 0 failed"),
         "{:?}",
         notify.all()
     );
@@ -88,7 +88,7 @@ async fn notifies_ready_status_watchdog_reloading_and_stopping() {
     d.cli(&["load", "gemma-3-270m"]);
     notify
         .wait_for("STATUS naming the running model", |m| {
-            m.contains("STATUS=1 models, 1 running: gemma-3-270m; 0 failed")
+            m.contains("STATUS=1 model, 1 running: gemma-3-270m; 0 failed")
         })
         .await;
 

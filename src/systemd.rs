@@ -58,8 +58,9 @@ pub fn status_line(models: &[ModelView]) -> String {
     } else {
         format!(": {}", running.join(", "))
     };
+    let plural = if models.len() == 1 { "" } else { "s" };
     format!(
-        "{} models, {} running{names}; {failed} failed",
+        "{} model{plural}, {} running{names}; {failed} failed",
         models.len(),
         running.len()
     )
@@ -136,6 +137,10 @@ mod tests {
             "3 models, 1 running: gemma-3-270m; 1 failed"
         );
         assert_eq!(status_line(&[]), "0 models, 0 running; 0 failed");
+        assert_eq!(
+            status_line(&[view("solo", ModelState::Discovered)]),
+            "1 model, 0 running; 0 failed"
+        );
     }
 
     async fn pings_with(probe_ok: bool, stalls: bool) -> usize {
