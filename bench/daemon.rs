@@ -31,15 +31,6 @@ const MODELS: usize = 1000;
 const CLIENTS: usize = 8;
 const RPC_SECONDS: u64 = 3;
 
-fn ratio(name: &str, ours: Duration, base_name: &str, base: Duration) {
-    println!(
-        "{name:<40} {:>10.2} ms   {base_name:<24} {:>9.2} ms   ratio {:>6.2}x",
-        ours.as_secs_f64() * 1e3,
-        base.as_secs_f64() * 1e3,
-        ours.as_secs_f64() / base.as_secs_f64()
-    );
-}
-
 fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
@@ -67,13 +58,13 @@ fn bench_catalog(dir: &Path, header_len: u64) {
     assert_eq!(listed, MODELS);
     let warm = timed(|| listed = scan(dir, &mut cache, Duration::ZERO).entries.len());
     assert_eq!(listed, MODELS);
-    ratio(
+    support::print_ratio(
         &format!("catalog scan, {MODELS} models (cold)"),
         cold,
         "plain header reads",
         plain,
     );
-    ratio(
+    support::print_ratio(
         &format!("catalog rescan, {MODELS} unchanged"),
         warm,
         "plain header reads",
@@ -184,7 +175,7 @@ async fn bench_cold_load(demo: &Path) {
         assert!(status.success());
     });
     let which = if cold { "cold cache" } else { "warm cache" };
-    ratio(
+    support::print_ratio(
         &format!("load-to-ready, demo model ({which})"),
         load,
         "cat FILE > /dev/null",
@@ -193,12 +184,7 @@ async fn bench_cold_load(demo: &Path) {
 }
 
 fn main() {
-    let demo = std::env::var_os("DEMO_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            eprintln!("set DEMO_MODEL to the demo model's path (`make bench` does)");
-            std::process::exit(1);
-        });
+    let demo = support::demo_model_from_env();
     let dir = tempfile::tempdir().unwrap();
     let header_len = support::sparse_copies(&demo, dir.path(), MODELS).data_offset;
     bench_catalog(dir.path(), header_len);

@@ -61,22 +61,8 @@ fn plain_read(path: &Path, len: u64) -> usize {
     buf.len()
 }
 
-fn report(what: &str, ours: Duration, baseline: Duration) {
-    println!(
-        "{what:<44} {:>10.3} ms   plain read {:>8.3} ms   ratio {:>6.2}x",
-        ours.as_secs_f64() * 1e3,
-        baseline.as_secs_f64() * 1e3,
-        ours.as_secs_f64() / baseline.as_secs_f64()
-    );
-}
-
 fn main() {
-    let demo = std::env::var_os("DEMO_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            eprintln!("set DEMO_MODEL to the demo model's path (`make bench` does)");
-            std::process::exit(1);
-        });
+    let demo = support::demo_model_from_env();
     let header = read_header(&demo).unwrap();
     let header_len = header.data_offset;
     println!(
@@ -90,19 +76,22 @@ fn main() {
     let baseline = time(|| {
         plain_read(&demo, header_len);
     });
-    report(
+    support::print_ratio(
         "read_header (demo model)",
         time(|| drop(read_header(&demo).unwrap())),
+        "plain read",
         baseline,
     );
-    report(
+    support::print_ratio(
         "MappedFile::open (one parse over an mmap)",
         time(|| drop(llama_router::gguf::MappedFile::open(&demo).unwrap())),
+        "plain read",
         baseline,
     );
-    report(
+    support::print_ratio(
         "GgufModel::open (demo model)",
         time(|| drop(GgufModel::open(&demo).unwrap())),
+        "plain read",
         baseline,
     );
 
@@ -122,9 +111,10 @@ fn main() {
             drop(read_header(p).unwrap());
         }
     });
-    report(
+    support::print_ratio(
         &format!("header-only reads of {COPIES} copies"),
         catalog,
+        "plain read",
         catalog_baseline,
     );
     println!(

@@ -14,9 +14,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use llama_router::api::pb::{self, load_progress::Phase};
-use llama_router::gguf::writer::GgufWriter;
-use llama_router::gguf::{GgmlType, Value};
-use support::{Daemon, sparse_model, state, tiny_model};
+use support::{Daemon, sparse_model, state, tiny_model, write_split_set};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -57,26 +55,11 @@ async fn finish(
     Err(tonic::Status::unknown("stream ended without a model"))
 }
 
-fn write_split_set(dir: &std::path::Path, prefix: &str) {
-    for i in 0..3u16 {
-        let mut w = GgufWriter::new();
-        if i == 0 {
-            w = w.kv("general.architecture", Value::String("llama".into()));
-        }
-        w.kv("split.no", Value::U16(i))
-            .kv("split.count", Value::U16(3))
-            .kv("split.tensors.count", Value::I32(3))
-            .tensor(&format!("t{i}"), GgmlType::F32, &[64])
-            .write(&dir.join(format!("{prefix}-{:05}-of-00003.gguf", i + 1)))
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn lists_files_split_sets_folders_and_failed_files() {
     let dir = tempfile::tempdir().unwrap();
     tiny_model(&dir.path().join("single.gguf"), "Single");
-    write_split_set(dir.path(), "sharded");
+    write_split_set(dir.path(), "sharded", 3);
     std::fs::create_dir(dir.path().join("in-folder")).unwrap();
     tiny_model(&dir.path().join("in-folder/weights.gguf"), "Folder");
     tiny_model(&dir.path().join("in-folder/mmproj-f16.gguf"), "Projector");

@@ -3,6 +3,8 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -138,18 +140,7 @@ fn a_bad_file_exits_2_with_one_line_on_stderr() {
 #[test]
 fn any_shard_of_a_split_set_inspects_the_whole_set() {
     let dir = tempfile::tempdir().unwrap();
-    for i in 0..2u16 {
-        let mut w = GgufWriter::new();
-        if i == 0 {
-            w = w.kv("general.architecture", Value::String("llama".into()));
-        }
-        w.kv("split.no", Value::U16(i))
-            .kv("split.count", Value::U16(2))
-            .kv("split.tensors.count", Value::I32(2))
-            .tensor(&format!("t{i}"), GgmlType::F16, &[8])
-            .write(&dir.path().join(format!("set-{:05}-of-00002.gguf", i + 1)))
-            .unwrap();
-    }
+    support::write_split_set(dir.path(), "set", 2);
     let out = inspect(&["--json"], &dir.path().join("set-00002-of-00002.gguf"));
     assert!(
         out.status.success(),

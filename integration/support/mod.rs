@@ -255,3 +255,40 @@ pub fn sparse_copies(model: &Path, dir: &Path, count: usize) -> llama_router::gg
     }
     header
 }
+
+/// The demo model's path from `DEMO_MODEL` (benchmarks); exits with a hint when unset.
+pub fn demo_model_from_env() -> PathBuf {
+    std::env::var_os("DEMO_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            eprintln!("set DEMO_MODEL to the demo model's path (`make bench` does)");
+            std::process::exit(1);
+        })
+}
+
+/// One benchmark line: our time, the baseline's, and their ratio.
+pub fn print_ratio(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
+    println!(
+        "{what:<44} {:>10.3} ms   {baseline_name:<22} {:>9.3} ms   ratio {:>6.2}x",
+        ours.as_secs_f64() * 1e3,
+        baseline.as_secs_f64() * 1e3,
+        ours.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
+/// A split set written the way gguf-split writes one: metadata in shard 1,
+/// `split.*` keys in every shard, one tensor `t{i}` per shard.
+pub fn write_split_set(dir: &Path, prefix: &str, count: u16) {
+    for i in 0..count {
+        let mut w = GgufWriter::new();
+        if i == 0 {
+            w = w.kv("general.architecture", Value::String("llama".into()));
+        }
+        w.kv("split.no", Value::U16(i))
+            .kv("split.count", Value::U16(count))
+            .kv("split.tensors.count", Value::I32(i32::from(count)))
+            .tensor(&format!("t{i}"), GgmlType::F32, &[64])
+            .write(&dir.join(format!("{prefix}-{:05}-of-{count:05}.gguf", i + 1)))
+            .unwrap();
+    }
+}
