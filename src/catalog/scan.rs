@@ -8,7 +8,7 @@
 //! levels, hidden entries and other files are ignored; symlinks count only if
 //! they resolve inside the directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -98,7 +98,7 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
     let mut fresh: HashMap<PathBuf, Read> = read_all(&to_read);
 
     let mut result = ScanResult::default();
-    let mut keep = Vec::new();
+    let mut keep = HashSet::new();
     for (c, files, fingerprint) in candidates {
         let key = c.main.clone();
         let previous = cache.entries.get(&key);
@@ -119,7 +119,7 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
         };
         let recent = |t: SystemTime| now.duration_since(t).unwrap_or_default() < settle;
         let changing = recent(stable_since) || fingerprint.iter().any(|&(_, mtime)| recent(mtime));
-        keep.push(key.clone());
+        keep.insert(key.clone());
         cache.entries.insert(
             key,
             Cached {
