@@ -19,13 +19,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         backends.join(", ")
     );
 
-    let protos = ["llama_router/v1/models.proto"];
+    let protos = [
+        "llama_router/v1/models.proto",
+        "llama_router/v1/inference.proto",
+        "llama_router/worker/v1/worker.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;
+    // Reflection shows the public contract only, not the private worker protocol.
+    let mut public = fds.clone();
+    public
+        .file
+        .retain(|f| f.name().starts_with("llama_router/v1/"));
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("llama_router_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        prost::Message::encode_to_vec(&public),
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())

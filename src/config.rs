@@ -46,6 +46,22 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Log output: auto (journal under systemd, else text), text, json, journald.
     pub log_format: crate::telemetry::LogFormat,
+    /// Requests each model decodes together (continuous batching).
+    pub parallel: u32,
+    /// Context of each of those requests, in tokens.
+    pub ctx_size: u32,
+    /// Most tokens per decode step (long prompts are fed in chunks of this).
+    pub batch_size: u32,
+    /// llama.cpp CPU threads per worker (0 = one per core).
+    pub threads: u32,
+    /// Requests per model that may wait for a free slot before RESOURCE_EXHAUSTED.
+    pub request_queue: usize,
+    /// Seconds a stopping worker may finish in-flight requests before SIGKILL.
+    pub stop_timeout: u64,
+    /// Seconds a worker's engine may take to answer a liveness ping before it counts as hung.
+    pub worker_ping_timeout: u64,
+    /// Seconds a worker may take to load its model and answer.
+    pub worker_start_timeout: u64,
 }
 
 impl Default for Config {
@@ -65,6 +81,14 @@ impl Default for Config {
             watch_debounce_ms: 500,
             log_level: None,
             log_format: crate::telemetry::LogFormat::Auto,
+            parallel: 4,
+            ctx_size: 4096,
+            batch_size: 512,
+            threads: 0,
+            request_queue: 64,
+            stop_timeout: 10,
+            worker_ping_timeout: 30,
+            worker_start_timeout: 300,
         }
     }
 }

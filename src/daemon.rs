@@ -12,7 +12,9 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 
 use crate::api::grpc::ModelServiceImpl;
+use crate::api::inference::InferenceServiceImpl;
 use crate::api::pb;
+use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
@@ -20,6 +22,8 @@ use crate::loader::LoadOptions;
 use crate::supervisor::{Limits, SupervisorHandle};
 use crate::systemd;
 use crate::telemetry::{self, LogLevelHandle};
+use crate::worker::WorkerSettings;
+use crate::worker::process::WorkerEnv;
 
 /// How long in-flight calls get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -69,10 +73,16 @@ async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn router(service: &ModelServiceImpl) -> Result<Router, DaemonError> {
+async fn router(
+    service: &ModelServiceImpl,
+    inference: &InferenceServiceImpl,
+) -> Result<Router, DaemonError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ModelServiceServer<ModelServiceImpl>>()
+        .await;
+    health_reporter
+        .set_serving::<InferenceServiceServer<InferenceServiceImpl>>()
         .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -83,7 +93,8 @@ async fn router(service: &ModelServiceImpl) -> Result<Router, DaemonError> {
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ModelServiceServer::new(service.clone())))
+        .add_service(ModelServiceServer::new(service.clone()))
+        .add_service(InferenceServiceServer::new(inference.clone())))
 }
 
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
@@ -105,6 +116,16 @@ fn limits_of(config: &Config) -> Limits {
             threads: config.prefetch_threads.max(1),
         },
         autoload: config.models_autoload,
+        worker: WorkerSettings {
+            parallel: config.parallel.max(1),
+            ctx_size: config.ctx_size.max(16),
+            batch_size: config.batch_size.max(1),
+            threads: config.threads,
+            queue: config.request_queue,
+            stop_timeout: Duration::from_secs(config.stop_timeout),
+            ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
+            start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
+        },
     }
 }
 
@@ -240,7 +261,15 @@ pub async fn serve(
         .map_err(|_| DaemonError::ActorStopped("catalog"))?;
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
     let limits = limits_of(&config);
-    let supervisor = SupervisorHandle::spawn(catalog.clone(), limits);
+    let socket = config.socket_path();
+    let worker_env = WorkerEnv {
+        exe: std::env::current_exe().map_err(listen_error("finding our own binary"))?,
+        runtime_dir: socket
+            .parent()
+            .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
+        log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
+    };
+    let supervisor = SupervisorHandle::spawn(catalog.clone(), limits, worker_env);
     supervisor
         .ping()
         .await
@@ -252,7 +281,7 @@ pub async fn serve(
         stop_rx.clone(),
     );
 
-    let socket = config.socket_path();
+    let inference = InferenceServiceImpl::new(supervisor.clone());
     prepare_socket(&socket).await?;
     let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
     let tcp = match config.port {
@@ -267,19 +296,23 @@ pub async fn serve(
         None => None,
     };
     let mut servers = vec![tokio::spawn(
-        router(&service).await?.serve_with_incoming_shutdown(
-            UnixListenerStream::new(uds),
-            shutdown_signal(stop_rx.clone()),
-        ),
+        router(&service, &inference)
+            .await?
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(uds),
+                shutdown_signal(stop_rx.clone()),
+            ),
     )];
     if let Some(tcp) = tcp {
         let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
         tracing::info!(%addr, "listening on TCP");
         servers.push(tokio::spawn(
-            router(&service).await?.serve_with_incoming_shutdown(
-                TcpListenerStream::new(tcp),
-                shutdown_signal(stop_rx.clone()),
-            ),
+            router(&service, &inference)
+                .await?
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(tcp),
+                    shutdown_signal(stop_rx.clone()),
+                ),
         ));
     }
     tracing::info!(socket = %socket.display(), "listening");
@@ -301,6 +334,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     drop(service);
+    drop(inference);
     for server in servers {
         match tokio::time::timeout(DRAIN, server).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server ended with an error"),
@@ -310,6 +344,17 @@ pub async fn serve(
             ),
             _ => {}
         }
+    }
+    // Stop the workers gracefully (each gets --stop-timeout, then SIGKILL).
+    let grace = Duration::from_secs(config.stop_timeout).saturating_add(Duration::from_secs(5));
+    if tokio::time::timeout(grace, supervisor.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "models still releasing after {} s; exiting anyway",
+            grace.as_secs()
+        );
     }
     drop(supervisor);
     let _ = std::fs::remove_file(&socket);

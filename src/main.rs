@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(&args),
+        Command::Worker(args) => worker(args),
         command => run_client(command),
     }
 }
@@ -52,6 +53,24 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
+/// The hidden `worker` subcommand: logs JSON lines on stderr for the daemon to forward.
+fn worker(args: llama_router::worker::WorkerArgs) -> ExitCode {
+    let result = (|| -> anyhow::Result<()> {
+        telemetry::init(telemetry::LogFormat::Json, &args.log_level)?;
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        llama_router::worker::server::tie_to_parent(args.parent_pid)?;
+        runtime()?.block_on(llama_router::worker::server::run(args))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "worker stopped: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_client(command: Command) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -72,7 +91,9 @@ fn run_client(command: Command) -> ExitCode {
             } => client::pin(&endpoint.resolve(), &name, !off).await,
             Command::Watch { json, endpoint } => client::watch(&endpoint.resolve(), json).await,
             Command::Status { json, endpoint } => client::status(&endpoint.resolve(), json).await,
-            Command::Serve(_) | Command::Inspect(_) => Ok(()),
+            Command::Generate(args) => llama_router::cli::generate::generate(&args).await,
+            Command::Chat(args) => llama_router::cli::generate::chat(&args).await,
+            Command::Serve(_) | Command::Inspect(_) | Command::Worker(_) => Ok(()),
         }
     });
     match result {

@@ -122,6 +122,7 @@ mod tests {
             last_used: None,
             pinned: false,
             resident_bytes: 0,
+            worker_pid: None,
         }
     }
 

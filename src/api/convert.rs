@@ -60,6 +60,7 @@ pub fn model(v: &ModelView) -> pb::Model {
             .unwrap_or_default(),
         name: v.name.clone(),
         resident_bytes: v.resident_bytes,
+        worker_pid: v.worker_pid.unwrap_or(0),
     }
 }
 

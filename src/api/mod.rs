@@ -3,6 +3,8 @@
 
 pub mod convert;
 pub mod grpc;
+pub mod inference;
+pub mod transport;
 
 /// Code generated from `proto/llama_router/v1/*.proto`.
 #[allow(
@@ -18,4 +20,16 @@ pub mod pb {
     /// Descriptor set of our protos, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/llama_router_descriptor.bin"));
+}
+
+/// Code generated from `proto/llama_router/worker/v1/worker.proto` (private protocol).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::indexing_slicing
+)]
+pub mod worker_pb {
+    tonic::include_proto!("llama_router.worker.v1");
 }

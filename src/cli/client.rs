@@ -4,10 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::convert::state_name;
@@ -70,6 +69,11 @@ pub fn default_endpoint() -> String {
 
 /// Connects to `endpoint`: a Unix socket path (`/run/...`, `unix:/run/...`) or `http://host:port`.
 pub async fn connect(endpoint: &str) -> Result<ModelServiceClient<Channel>, ClientError> {
+    Ok(ModelServiceClient::new(channel(endpoint).await?))
+}
+
+/// A channel to `endpoint` (see [`connect`]).
+pub async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
     let connect_err = |source| ClientError::Connect {
         endpoint: endpoint.to_owned(),
         source,
@@ -85,20 +89,11 @@ pub async fn connect(endpoint: &str) -> Result<ModelServiceClient<Channel>, Clie
         if path.as_os_str().is_empty() {
             return Err(ClientError::BadEndpoint(endpoint.to_owned()));
         }
-        // The URI is required by the API but unused: the connector dials the socket.
-        Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
+        crate::api::transport::unix_channel(path)
             .await
             .map_err(connect_err)?
     };
-    Ok(ModelServiceClient::new(channel))
+    Ok(channel)
 }
 
 /// A model as `models --json` prints it.

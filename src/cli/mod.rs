@@ -1,6 +1,7 @@
 //! The command line: `llama-router <command>`.
 
 pub mod client;
+pub mod generate;
 pub mod inspect;
 pub mod serve;
 
@@ -92,6 +93,13 @@ pub enum Command {
         #[command(flatten)]
         endpoint: EndpointArg,
     },
+    /// Generate text from a prompt and stream it to stdout.
+    Generate(generate::GenerateArgs),
+    /// Chat with a model interactively (its own chat template).
+    Chat(generate::ChatArgs),
+    /// Runs one model's inference engine (started by the daemon, not by hand).
+    #[command(hide = true)]
+    Worker(crate::worker::WorkerArgs),
     /// Show the daemon's status.
     Status {
         /// JSON instead of text.

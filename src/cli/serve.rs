@@ -55,6 +55,30 @@ pub struct ServeArgs {
     /// Log output [default: auto: the journal under systemd, else text].
     #[arg(long, value_enum)]
     pub log_format: Option<crate::telemetry::LogFormat>,
+    /// Requests each model decodes together [default: 4].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u32>,
+    /// Context per request, in tokens [default: 4096].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx_size: Option<u32>,
+    /// Most tokens per decode step [default: 512].
+    #[arg(long, value_name = "TOKENS")]
+    pub batch_size: Option<u32>,
+    /// llama.cpp CPU threads per worker; 0 = one per core [default: 0].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Requests per model that may wait for a slot [default: 64].
+    #[arg(long, value_name = "N")]
+    pub request_queue: Option<usize>,
+    /// Seconds a stopping worker may finish in-flight requests before SIGKILL [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
+    /// Seconds a worker may take to answer a liveness ping before it counts as hung [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub worker_ping_timeout: Option<u64>,
+    /// Seconds a worker may take to load its model [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub worker_start_timeout: Option<u64>,
 }
 
 /// The flags that were given, as config keys (absent ones are left out).
@@ -88,6 +112,22 @@ pub struct FlagOverrides {
     log_level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<crate::telemetry::LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctx_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_ping_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_start_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -113,6 +153,14 @@ impl ServeArgs {
             watch_debounce_ms: self.watch_debounce_ms,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            parallel: self.parallel,
+            ctx_size: self.ctx_size,
+            batch_size: self.batch_size,
+            threads: self.threads,
+            request_queue: self.request_queue,
+            stop_timeout: self.stop_timeout,
+            worker_ping_timeout: self.worker_ping_timeout,
+            worker_start_timeout: self.worker_start_timeout,
         }
     }
 }

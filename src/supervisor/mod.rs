@@ -6,6 +6,7 @@
 //! wait in a bounded FIFO queue; the least recently used idle model goes first.
 
 mod model;
+mod restart;
 mod slot;
 mod table;
 mod types;
@@ -20,6 +21,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::catalog::{CatalogHandle, Snapshot};
 use crate::loader::LoadOptions;
+use crate::worker::process::WorkerEnv;
+use crate::worker::{WorkerLink, WorkerSettings};
 
 pub use types::{
     LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
@@ -44,6 +47,8 @@ pub struct Limits {
     pub idle_ttl: Option<Duration>,
     /// How loads run.
     pub load: LoadOptions,
+    /// How workers run (workers started after a change use the new settings).
+    pub worker: WorkerSettings,
     /// Whether `acquire` loads a model that is not loaded (else FAILED_PRECONDITION).
     pub autoload: bool,
 }
@@ -59,8 +64,9 @@ enum Msg {
     Status(oneshot::Sender<StatusView>),
     Rescan(Reply<RescanSummary>),
     SetLimits(Limits, oneshot::Sender<()>),
-    Acquire(String, oneshot::Sender<Result<(), SupervisorError>>),
+    Acquire(String, Reply<WorkerLink>),
     Ping(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// Talks to the supervisor actor; cheap to clone.
@@ -76,6 +82,7 @@ pub struct SupervisorHandle {
 #[derive(Debug)]
 pub struct Lease {
     id: String,
+    worker: WorkerLink,
     releases: mpsc::UnboundedSender<String>,
 }
 
@@ -83,6 +90,11 @@ impl Lease {
     /// The model this lease holds.
     pub fn model(&self) -> &str {
         &self.id
+    }
+
+    /// The model's running worker.
+    pub fn worker(&self) -> &WorkerLink {
+        &self.worker
     }
 }
 
@@ -94,13 +106,13 @@ impl Drop for Lease {
 }
 
 impl SupervisorHandle {
-    /// Starts the supervisor; it follows `catalog`'s snapshots.
-    pub fn spawn(catalog: CatalogHandle, limits: Limits) -> Self {
+    /// Starts the supervisor; it follows `catalog`'s snapshots and starts workers as `env` says.
+    pub fn spawn(catalog: CatalogHandle, limits: Limits, env: WorkerEnv) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (releases, released) = mpsc::unbounded_channel();
-        let table = Table::new(limits, events.clone(), reports_tx);
+        let table = Table::new(limits, events.clone(), reports_tx, Arc::new(env));
         tokio::spawn(run(table, catalog, rx, reports, released));
         SupervisorHandle {
             tx,
@@ -110,11 +122,13 @@ impl SupervisorHandle {
     }
 
     /// Marks a model busy for as long as the returned lease lives, loading it
-    /// first (queueing under `--models-max`) when autoload is on.
+    /// first (queueing under `--models-max`) when autoload is on, and starting
+    /// its worker if none runs.
     pub async fn acquire(&self, id: &str) -> Result<Lease, SupervisorError> {
-        self.ask(|r| Msg::Acquire(id.to_owned(), r)).await??;
+        let worker = self.ask(|r| Msg::Acquire(id.to_owned(), r)).await??;
         Ok(Lease {
             id: id.to_owned(),
+            worker,
             releases: self.releases.clone(),
         })
     }
@@ -192,6 +206,11 @@ impl SupervisorHandle {
         self.ask(|r| Msg::SetLimits(limits, r)).await
     }
 
+    /// Unloads every model (stopping workers gracefully) and answers once all are released.
+    pub async fn shutdown(&self) -> Result<(), SupervisorError> {
+        self.ask(Msg::Shutdown).await
+    }
+
     /// Every state change from now on.
     pub fn events(&self) -> broadcast::Receiver<ModelEvent> {
         self.events.subscribe()
@@ -210,11 +229,18 @@ async fn run(
     table.reconcile(&first);
     let mut tick = tokio::time::interval(TTL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         tokio::select! {
             msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                handle(&mut table, &catalog, msg).await;
+                match msg {
+                    None => break,
+                    Some(Msg::Shutdown(reply)) => {
+                        table.unload_all();
+                        shutdown.push(reply);
+                    }
+                    Some(msg) => handle(&mut table, &catalog, msg).await,
+                }
             }
             Some(report) = reports.recv() => table.on_report(report),
             Some(id) = released.recv() => table.release(&id),
@@ -223,6 +249,11 @@ async fn run(
                 table.reconcile(&snapshot);
             }
             _ = tick.tick() => table.expire_idle(),
+        }
+        if !shutdown.is_empty() && table.all_released() {
+            for reply in shutdown.drain(..) {
+                let _ = reply.send(());
+            }
         }
     }
     table.unload_all();
@@ -257,6 +288,10 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
             let _ = reply.send(());
         }
         Msg::Acquire(id, reply) => table.acquire(&id, reply),
+        Msg::Shutdown(reply) => {
+            table.unload_all();
+            let _ = reply.send(());
+        }
         Msg::SetLimits(limits, reply) => {
             table.set_limits(limits);
             let _ = reply.send(());

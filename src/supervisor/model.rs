@@ -1,6 +1,7 @@
-//! The model actor: one per loaded model. Runs the loader, holds the resident
-//! model, releases it on unload, and reports every step to the supervisor.
-//! (The worker process of the inference engine plugs in here.)
+//! The model actor: one per loaded model. Runs the loader (the model becomes
+//! resident in host RAM: *ready*), starts the model's worker process when the
+//! first request needs it (*running*), watches it, stops it on unload, and
+//! reports every step to the supervisor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::loader::{self, LoadError, LoadOptions, Progress};
+use crate::loader::{self, LoadError, LoadOptions, Progress, ResidentModel};
+use crate::worker::process::WorkerEnv;
+use crate::worker::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};
+
+/// What a model actor needs besides its files.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// How the files are read into RAM.
+    pub load: LoadOptions,
+    /// How its worker runs.
+    pub worker: WorkerSettings,
+    /// Where workers come from.
+    pub env: Arc<WorkerEnv>,
+}
 
 /// What a model actor reports.
 #[derive(Debug)]
@@ -16,9 +30,16 @@ pub enum ModelReport {
     /// Load progress.
     Progress(Progress),
     /// Resident; holds this many bytes.
-    Ready { bytes: u64 },
+    Ready {
+        /// Bytes held in RAM.
+        bytes: u64,
+    },
     /// The load failed.
     Failed(LoadError),
+    /// The worker serves.
+    WorkerReady(WorkerLink),
+    /// The worker failed to start, crashed or hung.
+    WorkerFailed(WorkerExit),
     /// Released (after ready, a failure or a cancelled load); the actor has ended.
     Unloaded,
 }
@@ -39,6 +60,7 @@ pub struct Tagged {
 pub struct ModelHandle {
     cancel: Arc<AtomicBool>,
     unload: Option<oneshot::Sender<()>>,
+    start_worker: Option<oneshot::Sender<()>>,
 }
 
 impl ModelHandle {
@@ -47,27 +69,34 @@ impl ModelHandle {
         id: String,
         generation: u64,
         files: Vec<PathBuf>,
-        options: LoadOptions,
+        spec: ModelSpec,
         reports: mpsc::UnboundedSender<Tagged>,
     ) -> Self {
         let cancel = Arc::new(AtomicBool::new(false));
         let (unload, unload_rx) = oneshot::channel();
-        tokio::spawn(run(
+        let (start_worker, start_rx) = oneshot::channel();
+        let actor = Actor {
             id,
             generation,
-            files,
-            options,
+            spec,
             reports,
-            cancel.clone(),
-            unload_rx,
-        ));
+        };
+        tokio::spawn(actor.run(files, cancel.clone(), unload_rx, start_rx));
         ModelHandle {
             cancel,
             unload: Some(unload),
+            start_worker: Some(start_worker),
         }
     }
 
-    /// Cancels a load in progress, or releases the resident model.
+    /// Starts the worker once the model is resident (at most once per load).
+    pub fn start_worker(&mut self) {
+        if let Some(tx) = self.start_worker.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Cancels a load in progress, or stops the worker and releases the model.
     pub fn unload(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
         if let Some(tx) = self.unload.take() {
@@ -76,55 +105,99 @@ impl ModelHandle {
     }
 }
 
-async fn run(
+struct Actor {
     id: String,
     generation: u64,
-    files: Vec<PathBuf>,
-    options: LoadOptions,
+    spec: ModelSpec,
     reports: mpsc::UnboundedSender<Tagged>,
-    cancel: Arc<AtomicBool>,
-    unload: oneshot::Receiver<()>,
-) {
-    let send = {
-        let (id, reports) = (id.clone(), reports.clone());
-        move |report| {
-            let _ = reports.send(Tagged {
-                id: id.clone(),
-                generation,
-                report,
+}
+
+impl Actor {
+    fn send(&self, report: ModelReport) {
+        let _ = self.reports.send(Tagged {
+            id: self.id.clone(),
+            generation: self.generation,
+            report,
+        });
+    }
+
+    async fn run(
+        self,
+        files: Vec<PathBuf>,
+        cancel: Arc<AtomicBool>,
+        mut unload: oneshot::Receiver<()>,
+        start_worker: oneshot::Receiver<()>,
+    ) {
+        if let Some(resident) = self.load(files.clone(), cancel).await {
+            self.send(ModelReport::Ready {
+                bytes: resident.bytes(),
             });
+            // Resident until unloaded; the worker starts when a request needs it.
+            tokio::select! {
+                _ = &mut unload => {}
+                Ok(()) = start_worker => self.serve(files, unload).await,
+            }
+            // munmap of a large model can take a while: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || drop(resident)).await;
         }
-    };
-    let progress_send = send.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        loader::load(&files, options, &cancel, &|p| {
-            progress_send(ModelReport::Progress(p))
-        })
-    })
-    .await;
-    let resident = match loaded {
-        Ok(Ok(resident)) => resident,
-        Ok(Err(e)) => {
-            send(ModelReport::Failed(e));
-            send(ModelReport::Unloaded);
-            return;
+        self.send(ModelReport::Unloaded);
+    }
+
+    async fn load(&self, files: Vec<PathBuf>, cancel: Arc<AtomicBool>) -> Option<ResidentModel> {
+        let progress = {
+            let (id, generation, reports) =
+                (self.id.clone(), self.generation, self.reports.clone());
+            move |p| {
+                let _ = reports.send(Tagged {
+                    id: id.clone(),
+                    generation,
+                    report: ModelReport::Progress(p),
+                });
+            }
+        };
+        let options = self.spec.load;
+        let loaded =
+            tokio::task::spawn_blocking(move || loader::load(&files, options, &cancel, &progress))
+                .await;
+        match loaded {
+            Ok(Ok(resident)) => Some(resident),
+            Ok(Err(e)) => {
+                self.send(ModelReport::Failed(e));
+                None
+            }
+            Err(join) => {
+                tracing::error!(model = %self.id, error = %join, "loader panicked");
+                self.send(ModelReport::Failed(LoadError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(format!("loader panicked: {join}")),
+                }));
+                None
+            }
         }
-        Err(join) => {
-            tracing::error!(model = %id, error = %join, "loader panicked");
-            send(ModelReport::Failed(LoadError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(format!("loader panicked: {join}")),
-            }));
-            send(ModelReport::Unloaded);
-            return;
+    }
+
+    /// Starts the worker and watches it until unload, a crash or a hang.
+    async fn serve(&self, files: Vec<PathBuf>, mut unload: oneshot::Receiver<()>) {
+        // The worker maps the same files: it finds them in the page cache the loader filled.
+        let start = WorkerProcess::start(
+            &self.id,
+            files,
+            self.generation,
+            self.spec.worker,
+            &self.spec.env,
+        );
+        let started = tokio::select! {
+            started = start => started,
+            _ = &mut unload => return, // dropping the start kills the child
+        };
+        match started {
+            Ok(worker) => {
+                self.send(ModelReport::WorkerReady(worker.link()));
+                if let Some(exit) = worker.supervise(unload).await {
+                    self.send(ModelReport::WorkerFailed(exit));
+                }
+            }
+            Err(exit) => self.send(ModelReport::WorkerFailed(exit)),
         }
-    };
-    send(ModelReport::Ready {
-        bytes: resident.bytes(),
-    });
-    // Hold the model until told to let go (or the supervisor is gone).
-    let _ = unload.await;
-    // munmap of a large model can take a while: off the async threads.
-    let _ = tokio::task::spawn_blocking(move || drop(resident)).await;
-    send(ModelReport::Unloaded);
+    }
 }

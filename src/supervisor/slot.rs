@@ -1,12 +1,29 @@
 //! One model's slot in the supervisor's table: its state and how clients see it.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
 use super::model::ModelHandle;
+use super::restart::CrashRecord;
 use super::types::{LoadStatus, ModelState, ModelView, SupervisorError};
 use crate::catalog::CatalogEntry;
+use crate::worker::WorkerLink;
+
+/// A reply to a request that wants to use the model.
+pub(super) type LeaseReply = oneshot::Sender<Result<WorkerLink, SupervisorError>>;
+
+/// The model's worker process.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Worker {
+    /// None runs (the model may still be resident).
+    #[default]
+    Stopped,
+    /// Started for a request; not answering yet.
+    Starting,
+    /// Serving since then.
+    Running(WorkerLink, Instant),
+}
 
 /// One model's state in the supervisor.
 pub(super) struct Slot {
@@ -26,7 +43,13 @@ pub(super) struct Slot {
     pub(super) unload_waiters: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
     /// Requests waiting for the model to be ready in order to use it: each
     /// becomes busy the moment it is, before any queued load can evict it.
-    pub(super) acquire_waiters: Vec<oneshot::Sender<Result<(), SupervisorError>>>,
+    pub(super) acquire_waiters: Vec<LeaseReply>,
+    /// Requests (already counted busy) waiting for the worker to serve.
+    pub(super) worker_waiters: Vec<LeaseReply>,
+    /// The worker process.
+    pub(super) worker: Worker,
+    /// Worker crashes, for the restart back-off.
+    pub(super) crashes: CrashRecord,
     /// Gone from the directory: delete once released.
     pub(super) removed: bool,
 }
@@ -50,6 +73,9 @@ impl Slot {
             status: None,
             unload_waiters: Vec::new(),
             acquire_waiters: Vec::new(),
+            worker_waiters: Vec::new(),
+            worker: Worker::Stopped,
+            crashes: CrashRecord::default(),
             removed: false,
         }
     }
@@ -81,6 +107,10 @@ impl Slot {
             last_used: self.last_used,
             pinned: self.pinned,
             resident_bytes: self.resident_bytes,
+            worker_pid: match &self.worker {
+                Worker::Running(link, _) => Some(link.pid),
+                _ => None,
+            },
         }
     }
 

@@ -1,18 +1,21 @@
 //! The supervisor's state: every model's slot and the rules that move them.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use super::model::{ModelHandle, ModelReport, Tagged};
-use super::slot::Slot;
+use super::model::{ModelHandle, ModelReport, ModelSpec, Tagged};
+use super::slot::{LeaseReply, Slot, Worker};
 use super::types::{
     LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
 };
 use super::{Limits, Reply};
 use crate::catalog::Snapshot;
 use crate::loader::{LoadError, Phase, Progress};
+use crate::worker::process::WorkerEnv;
+use crate::worker::{WorkerExit, WorkerLink};
 
 pub(super) struct Table {
     limits: Limits,
@@ -23,6 +26,7 @@ pub(super) struct Table {
     reports: mpsc::UnboundedSender<Tagged>,
     next_generation: u64,
     catalog_generation: u64,
+    env: Arc<WorkerEnv>,
 }
 
 impl Table {
@@ -30,8 +34,10 @@ impl Table {
         limits: Limits,
         events: broadcast::Sender<ModelEvent>,
         reports: mpsc::UnboundedSender<Tagged>,
+        env: Arc<WorkerEnv>,
     ) -> Self {
         Table {
+            env,
             limits,
             slots: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -215,7 +221,11 @@ impl Table {
     fn start_load(&mut self, id: &str) {
         self.next_generation = self.next_generation.saturating_add(1);
         let generation = self.next_generation;
-        let options = self.limits.load;
+        let spec = ModelSpec {
+            load: self.limits.load,
+            worker: self.limits.worker,
+            env: self.env.clone(),
+        };
         let reports = self.reports.clone();
         let Some(slot) = self.slots.get_mut(id) else {
             return;
@@ -225,7 +235,7 @@ impl Table {
             id.to_owned(),
             generation,
             slot.entry.files.clone(),
-            options,
+            spec,
             reports,
         ));
         let total = slot.size();
@@ -247,6 +257,7 @@ impl Table {
             actor.unload();
         }
         let cancelled = SupervisorError::Unavailable(format!("load of {id} cancelled: {reason}"));
+        self.fail_worker_waiters(id, &cancelled);
         self.fail_waiters(id, cancelled);
         self.transition(id, ModelState::Unloading, Some(reason));
     }
@@ -275,14 +286,11 @@ impl Table {
     }
 
     /// Makes the model busy now if it is ready, or once its load (started here
-    /// when autoload is on) completes; `reply` says which, or why not.
-    pub(super) fn acquire(
-        &mut self,
-        id: &str,
-        reply: oneshot::Sender<Result<(), SupervisorError>>,
-    ) {
-        let state = match self.slot(id) {
-            Ok(slot) => slot.state,
+    /// when autoload is on) completes, then starts its worker if none runs;
+    /// `reply` gets the worker, or why not.
+    pub(super) fn acquire(&mut self, id: &str, reply: LeaseReply) {
+        let (state, restart_wait) = match self.slot(id) {
+            Ok(slot) => (slot.state, slot.crashes.wait_left(Instant::now())),
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
@@ -292,8 +300,21 @@ impl Table {
             if let Some(slot) = self.slots.get_mut(id) {
                 slot.busy = slot.busy.saturating_add(1);
                 slot.last_used = Some(SystemTime::now());
+                slot.worker_waiters.push(reply);
             }
-            let _ = reply.send(Ok(()));
+            self.ensure_worker(id);
+            return;
+        }
+        if let (ModelState::Failed, Some(wait)) = (state, restart_wait) {
+            let (reason, crashes) = self
+                .slots
+                .get(id)
+                .map(|s| (s.failure.clone().unwrap_or_default(), s.crashes.in_a_row))
+                .unwrap_or_default();
+            let _ = reply.send(Err(SupervisorError::Unavailable(format!(
+                "model {id} failed ({reason}); its worker crashed {crashes} times in a row, so it restarts no sooner than {:.1} s from now",
+                wait.as_secs_f64()
+            ))));
             return;
         }
         if !self.limits.autoload {
@@ -314,6 +335,39 @@ impl Table {
         }
     }
 
+    /// Answers the requests waiting for `id`'s worker, starting it if none runs.
+    fn ensure_worker(&mut self, id: &str) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        match &slot.worker {
+            Worker::Running(link, _) => {
+                for waiter in slot.worker_waiters.drain(..) {
+                    let _ = waiter.send(Ok(link.clone()));
+                }
+            }
+            Worker::Starting => {}
+            Worker::Stopped => {
+                if let Some(actor) = slot.actor.as_mut() {
+                    slot.worker = Worker::Starting;
+                    actor.start_worker();
+                    tracing::info!(model = %id, "starting a worker for {id}");
+                }
+            }
+        }
+    }
+
+    /// Ends the requests waiting for `id`'s worker with `error`; they were never leased.
+    fn fail_worker_waiters(&mut self, id: &str, error: &SupervisorError) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        for waiter in slot.worker_waiters.drain(..) {
+            slot.busy = slot.busy.saturating_sub(1);
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
     /// A lease ended: the model is idle again once no lease holds it.
     pub(super) fn release(&mut self, id: &str) {
         if let Some(slot) = self.slots.get_mut(id) {
@@ -325,23 +379,32 @@ impl Table {
 
     /// Ends a queued or running load of `id` with `error` for everyone waiting on it.
     fn fail_waiters(&mut self, id: &str, error: SupervisorError) {
-        if let Some(status) = self.slots.get_mut(id).and_then(|s| s.status.take()) {
-            status.send_replace(LoadStatus::Failed(error.clone()));
-        }
-        self.settle_acquirers(id, &Err(error));
-    }
-
-    /// Answers every request waiting to use `id`: with `outcome`, and busy on success.
-    fn settle_acquirers(&mut self, id: &str, outcome: &Result<(), SupervisorError>) {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
-        for waiter in slot.acquire_waiters.drain(..) {
-            if outcome.is_ok() {
-                slot.busy = slot.busy.saturating_add(1);
-            }
-            let _ = waiter.send(outcome.clone());
+        if let Some(status) = slot.status.take() {
+            status.send_replace(LoadStatus::Failed(error.clone()));
         }
+        for waiter in slot.acquire_waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    /// The model is ready: every request waiting to use it becomes busy now
+    /// (so no queued load can evict it) and waits for the worker.
+    fn attach_acquirers(&mut self, id: &str) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        if slot.acquire_waiters.is_empty() {
+            return;
+        }
+        let waiters: Vec<LeaseReply> = slot.acquire_waiters.drain(..).collect();
+        slot.busy = slot
+            .busy
+            .saturating_add(u32::try_from(waiters.len()).unwrap_or(u32::MAX));
+        slot.worker_waiters.extend(waiters);
+        self.ensure_worker(id);
     }
 
     pub(super) fn pin(&mut self, id: &str, pinned: bool) -> Result<ModelView, SupervisorError> {
@@ -377,13 +440,15 @@ impl Table {
                 slot.resident_bytes = bytes;
                 slot.last_used = Some(SystemTime::now());
                 let status = slot.status.take();
-                self.settle_acquirers(&id, &Ok(()));
                 self.transition(&id, ModelState::Ready, None);
+                self.attach_acquirers(&id);
                 if let (Some(status), Ok(view)) = (status, self.view(&id)) {
                     status.send_replace(LoadStatus::Ready(Box::new(view)));
                 }
             }
             ModelReport::Ready { .. } => {} // unloading already
+            ModelReport::WorkerReady(link) => self.on_worker_ready(&id, link),
+            ModelReport::WorkerFailed(exit) => self.on_worker_failed(&id, exit),
             ModelReport::Failed(LoadError::Cancelled) => {}
             ModelReport::Failed(err) => {
                 let reason = err.to_string();
@@ -401,6 +466,48 @@ impl Table {
         self.pump();
     }
 
+    fn on_worker_ready(&mut self, id: &str, link: WorkerLink) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        if slot.state == ModelState::Ready {
+            slot.worker = Worker::Running(link, Instant::now());
+            self.ensure_worker(id);
+        }
+    }
+
+    /// The worker could not start, crashed or hung: the model fails with the
+    /// reason, waiting and in-flight requests with it; the next request
+    /// restarts it (after a back-off when it keeps crashing).
+    fn on_worker_failed(&mut self, id: &str, exit: WorkerExit) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        let started = match std::mem::take(&mut slot.worker) {
+            Worker::Running(_, since) => Some(since),
+            _ => None,
+        };
+        if !exit.crashed {
+            return;
+        }
+        let backoff = slot.crashes.crashed(started, Instant::now());
+        let mut reason = exit.reason;
+        if !backoff.is_zero() {
+            reason = format!(
+                "{reason} (crash {} in a row; automatic restarts wait {} s)",
+                slot.crashes.in_a_row,
+                backoff.as_secs()
+            );
+        }
+        let error = SupervisorError::Unavailable(format!("worker for model {id} failed: {reason}"));
+        self.fail_worker_waiters(id, &error);
+        self.fail_waiters(id, error);
+        self.transition(id, ModelState::Failed, Some(reason));
+        if let Some(actor) = self.slots.get_mut(id).and_then(|s| s.actor.as_mut()) {
+            actor.unload(); // release the resident copy; the next request loads afresh
+        }
+    }
+
     /// The model actor has let go of everything.
     fn on_released(&mut self, id: &str) {
         let Some(slot) = self.slots.get_mut(id) else {
@@ -408,6 +515,10 @@ impl Table {
         };
         slot.actor = None;
         slot.resident_bytes = 0;
+        slot.worker = Worker::Stopped;
+        if slot.state != ModelState::Failed {
+            slot.crashes.reset();
+        }
         let removed = slot.removed;
         if slot.state != ModelState::Failed {
             self.transition(id, ModelState::Unloaded, None);
@@ -541,6 +652,11 @@ impl Table {
             }
         }
         self.pump();
+    }
+
+    /// Whether no model actor is left.
+    pub(super) fn all_released(&self) -> bool {
+        self.slots.values().all(|s| s.actor.is_none())
     }
 
     /// Shutdown: release every model.

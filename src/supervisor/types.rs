@@ -12,7 +12,7 @@ pub enum ModelState {
     Discovered,
     /// Being mapped and prefetched.
     Loading,
-    /// Resident and ready.
+    /// Resident in host RAM and ready; its worker starts on the first request.
     Ready,
     /// Being released.
     Unloading,
@@ -85,6 +85,8 @@ pub struct ModelView {
     pub pinned: bool,
     /// Bytes resident in host RAM.
     pub resident_bytes: u64,
+    /// The worker's process id while one serves the model.
+    pub worker_pid: Option<u32>,
 }
 
 /// A state change.

@@ -1,0 +1,165 @@
+//! `llama_router.v1.InferenceService` in the daemon: each request leases its
+//! model from the supervisor (loading it and starting its worker as needed)
+//! and is relayed to the worker over its Unix socket. When the worker dies
+//! mid-request, the client gets UNAVAILABLE with the reason in words.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::convert;
+use super::pb::inference_service_client::InferenceServiceClient;
+use super::pb::inference_service_server::InferenceService;
+use super::pb::{self};
+use crate::supervisor::{Lease, SupervisorHandle};
+
+/// How long a broken call waits to learn why the worker ended.
+const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;
+
+/// The data-plane service.
+#[derive(Clone)]
+pub struct InferenceServiceImpl {
+    supervisor: SupervisorHandle,
+}
+
+impl InferenceServiceImpl {
+    /// A service that leases models from `supervisor`.
+    pub fn new(supervisor: SupervisorHandle) -> Self {
+        InferenceServiceImpl { supervisor }
+    }
+
+    async fn lease(
+        &self,
+        model: &str,
+    ) -> Result<(Lease, InferenceServiceClient<tonic::transport::Channel>), Status> {
+        if model.is_empty() {
+            return Err(Status::invalid_argument(
+                "model is empty: name one (see ListModels)",
+            ));
+        }
+        let lease = self
+            .supervisor
+            .acquire(model)
+            .await
+            .map_err(convert::status)?;
+        let client = InferenceServiceClient::new(lease.worker().channel.clone());
+        Ok((lease, client))
+    }
+}
+
+/// The status a client sees for a worker's error: the worker's own refusals
+/// pass through; a broken connection becomes UNAVAILABLE with why it broke.
+async fn worker_status(lease: &Lease, status: Status) -> Status {
+    let refused = matches!(
+        status.code(),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::ResourceExhausted | Code::NotFound
+    );
+    if refused {
+        return status;
+    }
+    match lease.worker().exit_reason(EXIT_REASON_WAIT).await {
+        Some(exit) if exit.crashed => Status::unavailable(format!(
+            "worker for model {} failed: {}",
+            lease.model(),
+            exit.reason
+        )),
+        Some(exit) => Status::unavailable(exit.reason),
+        None => status,
+    }
+}
+
+/// Relays a worker's stream; the lease lives as long as the relay, and a
+/// client that leaves drops the worker's stream, which cancels the request there.
+fn relay(lease: Lease, mut upstream: Streaming<pb::GenerateResponse>) -> PieceStream {
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = upstream.message() => next,
+            };
+            let item = match next {
+                Ok(Some(piece)) => Ok(piece),
+                Ok(None) => return,
+                Err(status) => Err(worker_status(&lease, status).await),
+            };
+            let last = item.is_err();
+            if tx.send(item).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl InferenceService for InferenceServiceImpl {
+    type GenerateStream = PieceStream;
+    type ChatStream = PieceStream;
+
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let r = request.into_inner();
+        let (lease, mut client) = self.lease(&r.model).await?;
+        match client.generate(r).await {
+            Ok(upstream) => Ok(Response::new(relay(lease, upstream.into_inner()))),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
+    }
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let r = request.into_inner();
+        let (lease, mut client) = self.lease(&r.model).await?;
+        match client.chat(r).await {
+            Ok(upstream) => Ok(Response::new(relay(lease, upstream.into_inner()))),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
+    }
+
+    async fn tokenize(
+        &self,
+        request: Request<pb::TokenizeRequest>,
+    ) -> Result<Response<pb::TokenizeResponse>, Status> {
+        let r = request.into_inner();
+        let (lease, mut client) = self.lease(&r.model).await?;
+        match client.tokenize(r).await {
+            Ok(reply) => Ok(reply),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
+    }
+
+    async fn detokenize(
+        &self,
+        request: Request<pb::DetokenizeRequest>,
+    ) -> Result<Response<pb::DetokenizeResponse>, Status> {
+        let r = request.into_inner();
+        let (lease, mut client) = self.lease(&r.model).await?;
+        match client.detokenize(r).await {
+            Ok(reply) => Ok(reply),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
+    }
+
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let r = request.into_inner();
+        let (lease, mut client) = self.lease(&r.model).await?;
+        match client.embed(r).await {
+            Ok(reply) => Ok(reply),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
+    }
+}

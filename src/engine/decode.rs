@@ -1,0 +1,354 @@
+//! The decode loop: continuous batching over `parallel` sequences.
+//!
+//! Each step feeds one token for every generating sequence first, then fills
+//! what is left of the batch with prompt chunks, so a long prompt never stalls
+//! the streams already running. Between steps the loop takes new requests,
+//! answers pings, and frees the sequence of every request whose client left.
+
+use std::collections::VecDeque;
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::embed::Embedder;
+use super::text::{Released, TextStream};
+use super::{EngineConfig, EngineError, EngineStats, Finish, GenerateJob, Job, Piece, Usage};
+
+/// A request holding a sequence.
+struct Active {
+    seq: i32,
+    job: GenerateJob,
+    sampler: LlamaSampler,
+    /// Prompt tokens already in the batch.
+    fed: usize,
+    /// Position of the next token in the sequence.
+    pos: i32,
+    /// Sampled and not yet decoded.
+    next: Option<LlamaToken>,
+    /// Where its logits are in the current batch.
+    logits_at: Option<i32>,
+    /// Has tokens in the current batch.
+    in_batch: bool,
+    generated: u32,
+    text: TextStream,
+    ids: Vec<i32>,
+    first_token: Option<Instant>,
+}
+
+impl Active {
+    fn usage(&self) -> Usage {
+        let prompt_tokens = u32::try_from(self.job.request.prompt.len()).unwrap_or(u32::MAX);
+        let (ttft, tps) = match self.first_token {
+            Some(first) => {
+                let after = first.elapsed().as_secs_f64();
+                let rest = f64::from(self.generated.saturating_sub(1));
+                let tps = if after > 0.0 { rest / after } else { 0.0 };
+                (
+                    first.saturating_duration_since(self.job.request.received),
+                    tps,
+                )
+            }
+            None => (self.job.request.received.elapsed(), 0.0),
+        };
+        Usage {
+            prompt_tokens,
+            completion_tokens: self.generated,
+            time_to_first_token: ttft,
+            tokens_per_second: tps,
+        }
+    }
+
+    /// Sends the last piece; the client may have gone, which is fine.
+    fn finish(&mut self, finish: Finish, tail: String) {
+        let usage = self.usage();
+        let _ = self.job.pieces.send(Piece {
+            text: tail,
+            token_ids: std::mem::take(&mut self.ids),
+            finish: Some((finish, usage)),
+        });
+    }
+}
+
+/// Runs until every handle is gone; reports on `started` whether it could begin.
+pub(super) fn run(
+    backend: &LlamaBackend,
+    model: &LlamaModel,
+    config: EngineConfig,
+    mut jobs: mpsc::Receiver<Job>,
+    started: std_mpsc::Sender<Result<(), EngineError>>,
+) {
+    let parallel = config.parallel.max(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(super::non_zero(config.ctx_size.saturating_mul(parallel)))
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads);
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = started.send(Err(EngineError::Llama(format!(
+                "cannot create a context of {parallel} x {} tokens: {e}",
+                config.ctx_size
+            ))));
+            return;
+        }
+    };
+    let _ = started.send(Ok(()));
+    let mut embedder = Embedder::new(backend, model, config);
+    let batch_size = usize::try_from(config.batch_size.max(1)).unwrap_or(512);
+    let mut batch = LlamaBatch::new(batch_size, 1);
+    let mut slots: Vec<Option<Active>> = (0..parallel).map(|_| None).collect();
+    let mut waiting: VecDeque<GenerateJob> = VecDeque::new();
+    let mut next_prompt_slot = 0usize;
+    loop {
+        let busy = slots.iter().any(Option::is_some) || !waiting.is_empty();
+        if !busy {
+            // Idle: sleep until a job arrives, or end once every handle is gone.
+            match jobs.blocking_recv() {
+                Some(job) => take(job, &mut waiting, &slots, config, &mut embedder),
+                None => return,
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            take(job, &mut waiting, &slots, config, &mut embedder);
+        }
+        drop_cancelled(&mut ctx, &mut slots, &mut waiting);
+        admit(model, &mut ctx, &mut slots, &mut waiting);
+        if fill_batch(&mut batch, &mut slots, batch_size, &mut next_prompt_slot) == 0 {
+            continue;
+        }
+        if let Err(e) = ctx.decode(&mut batch) {
+            let reason = format!("llama.cpp decode failed: {e}");
+            tracing::error!(error = %reason, "decode step failed");
+            for slot in &mut slots {
+                if slot.as_ref().is_some_and(|a| a.in_batch) {
+                    end(&mut ctx, slot, Finish::Error(reason.clone()));
+                }
+            }
+            continue;
+        }
+        sample(model, &mut ctx, &mut slots, config.ctx_size);
+    }
+}
+
+/// Takes one job: queues a generation (or refuses it when the queue is full),
+/// runs an embedding, answers a ping.
+fn take(
+    job: Job,
+    waiting: &mut VecDeque<GenerateJob>,
+    slots: &[Option<Active>],
+    config: EngineConfig,
+    embedder: &mut Embedder<'_>,
+) {
+    match job {
+        Job::Generate(job) => waiting.push_back(job),
+        Job::Embed(job) => {
+            let result = embedder.embed(&job.inputs, job.normalize);
+            let _ = job.reply.send(result);
+        }
+        Job::Ping(reply) => {
+            let active = slots.iter().filter(|s| s.is_some()).count();
+            let _ = reply.send(EngineStats {
+                active: u32::try_from(active).unwrap_or(u32::MAX),
+                queued: u32::try_from(waiting.len()).unwrap_or(u32::MAX),
+                slots: config.parallel,
+            });
+        }
+    }
+}
+
+/// Frees the sequence of every request whose client is gone.
+fn drop_cancelled(
+    ctx: &mut LlamaContext<'_>,
+    slots: &mut [Option<Active>],
+    waiting: &mut VecDeque<GenerateJob>,
+) {
+    waiting.retain(|job| !job.pieces.is_closed());
+    for slot in slots.iter_mut() {
+        if slot.as_ref().is_some_and(|a| a.job.pieces.is_closed()) {
+            if let Some(active) = slot.take() {
+                clear_sequence(ctx, active.seq);
+                tracing::debug!(seq = active.seq, "request cancelled; sequence freed");
+            }
+        }
+    }
+}
+
+/// Moves waiting requests into free sequences.
+fn admit(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    slots: &mut [Option<Active>],
+    waiting: &mut VecDeque<GenerateJob>,
+) {
+    for (seq, slot) in slots.iter_mut().enumerate() {
+        if slot.is_some() {
+            continue;
+        }
+        let Some(job) = waiting.pop_front() else {
+            return;
+        };
+        let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+        clear_sequence(ctx, seq);
+        let mut sampler = job.request.sampling.sampler(model.n_vocab());
+        if !job.request.sampling.is_greedy() || job.request.sampling.repeat_penalty != 1.0 {
+            // Penalties look at the prompt too, as llama-server's do.
+            sampler.accept_many(job.request.prompt.iter());
+        }
+        let text = TextStream::new(job.request.stops.clone());
+        *slot = Some(Active {
+            seq,
+            job,
+            sampler,
+            fed: 0,
+            pos: 0,
+            next: None,
+            logits_at: None,
+            in_batch: false,
+            generated: 0,
+            text,
+            ids: Vec::new(),
+            first_token: None,
+        });
+    }
+}
+
+/// Builds the next batch: generating sequences first, then prompt chunks
+/// (round robin, so several long prompts share the rest). Returns its size.
+fn fill_batch(
+    batch: &mut LlamaBatch<'_>,
+    slots: &mut [Option<Active>],
+    capacity: usize,
+    next_prompt_slot: &mut usize,
+) -> usize {
+    batch.clear();
+    let mut used = 0usize;
+    for active in slots.iter_mut().flatten() {
+        active.logits_at = None;
+        active.in_batch = false;
+        if let Some(token) = active.next.take() {
+            let at = i32::try_from(used).unwrap_or(i32::MAX);
+            if batch.add(token, active.pos, &[active.seq], true).is_ok() {
+                active.logits_at = Some(at);
+                active.in_batch = true;
+                active.pos = active.pos.saturating_add(1);
+                used += 1;
+            }
+        }
+    }
+    let n = slots.len();
+    for k in 0..n {
+        let index = (*next_prompt_slot + k) % n.max(1);
+        let Some(Some(active)) = slots.get_mut(index) else {
+            continue;
+        };
+        let remaining = active.job.request.prompt.len().saturating_sub(active.fed);
+        let room = capacity.saturating_sub(used);
+        if remaining == 0 || room == 0 {
+            continue;
+        }
+        let take = remaining.min(room);
+        let end = active.fed + take;
+        for i in active.fed..end {
+            let Some(&token) = active.job.request.prompt.get(i) else {
+                break;
+            };
+            let last = i + 1 == active.job.request.prompt.len();
+            let at = i32::try_from(used).unwrap_or(i32::MAX);
+            if batch.add(token, active.pos, &[active.seq], last).is_err() {
+                break;
+            }
+            if last {
+                active.logits_at = Some(at);
+            }
+            active.in_batch = true;
+            active.pos = active.pos.saturating_add(1);
+            active.fed = i + 1;
+            used += 1;
+        }
+        *next_prompt_slot = (index + 1) % n.max(1);
+    }
+    used
+}
+
+/// Samples a token for every sequence that has logits in this batch, sends
+/// the text it releases and ends the sequences that are done.
+fn sample(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    slots: &mut [Option<Active>],
+    ctx_size: u32,
+) {
+    let vocab = model.vocab();
+    for slot in slots.iter_mut() {
+        let Some(active) = slot.as_mut() else {
+            continue;
+        };
+        let Some(at) = active.logits_at.take() else {
+            continue;
+        };
+        let token = active.sampler.sample(ctx, at);
+        active.generated = active.generated.saturating_add(1);
+        if active.first_token.is_none() {
+            active.first_token = Some(Instant::now());
+        }
+        if vocab.is_eog(token) {
+            let tail = active.text.finish();
+            end_with(ctx, slot, Finish::Stop, tail);
+            continue;
+        }
+        active.ids.push(token.0);
+        let bytes = vocab.token_to_piece(token, false, None);
+        match active.text.push(&bytes) {
+            Released::Stopped(text) => {
+                end_with(ctx, slot, Finish::Stop, text);
+                continue;
+            }
+            Released::Text(text) => {
+                let limit_reached = active.job.request.max_tokens > 0
+                    && active.generated >= active.job.request.max_tokens;
+                let context_full = u32::try_from(active.pos).unwrap_or(u32::MAX) >= ctx_size;
+                if limit_reached || context_full {
+                    let tail = text + &active.text.finish();
+                    end_with(ctx, slot, Finish::Length, tail);
+                    continue;
+                }
+                let _ = active.job.pieces.send(Piece {
+                    text,
+                    token_ids: std::mem::take(&mut active.ids),
+                    finish: None,
+                });
+                active.next = Some(token);
+            }
+        }
+    }
+}
+
+fn end(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finish) {
+    end_with(ctx, slot, finish, String::new());
+}
+
+/// Sends the last piece and frees the sequence.
+fn end_with(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finish, tail: String) {
+    if let Some(mut active) = slot.take() {
+        active.finish(finish, tail);
+        clear_sequence(ctx, active.seq);
+    }
+}
+
+fn clear_sequence(ctx: &mut LlamaContext<'_>, seq: i32) {
+    if let Ok(seq) = u32::try_from(seq) {
+        let _ = ctx.clear_kv_cache_seq(Some(seq), None, None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The inference engine inside a worker process: one llama.cpp model, one
+//! context with `parallel` sequences, and a decode loop with continuous
+//! batching on a thread of its own. Requests reach it through [`EngineHandle`].
+
+pub mod chat;
+mod decode;
+mod embed;
+pub mod sampling;
+pub mod text;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+pub use sampling::Sampling;
+
+/// How the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sequences decoded together (`--parallel`).
+    pub parallel: u32,
+    /// Context of each sequence, in tokens (`--ctx-size`).
+    pub ctx_size: u32,
+    /// Most tokens per decode step; longer prompts go in chunks of this size.
+    pub batch_size: u32,
+    /// CPU threads for llama.cpp.
+    pub threads: i32,
+    /// Requests that may wait for a free sequence.
+    pub queue: usize,
+}
+
+/// Why the engine refused or failed a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The request itself is wrong.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The model cannot do this (no chat template, no embeddings).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Every slot is taken and the queue is full.
+    #[error("{0}")]
+    Busy(String),
+    /// llama.cpp failed.
+    #[error("{0}")]
+    Llama(String),
+    /// The engine thread has stopped.
+    #[error("the inference engine has stopped")]
+    Stopped,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// End of generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the end of the slot's context.
+    Length,
+    /// The engine failed mid-stream.
+    Error(String),
+}
+
+/// Counts and timings of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// From the engine receiving the request to the first generated token.
+    pub time_to_first_token: Duration,
+    /// Generated tokens per second after the first.
+    pub tokens_per_second: f64,
+}
+
+/// One piece of a generation stream; the last carries `finish` and `usage`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    /// Text released by these tokens.
+    pub text: String,
+    /// Token ids sampled since the previous piece.
+    pub token_ids: Vec<i32>,
+    /// Set on the last piece.
+    pub finish: Option<(Finish, Usage)>,
+}
+
+/// A generation request, tokenized.
+#[derive(Debug)]
+pub struct GenerateRequest {
+    /// Prompt tokens (at least one, shorter than the slot's context).
+    pub prompt: Vec<LlamaToken>,
+    /// Most tokens to generate; 0 = until the model stops or the context is full.
+    pub max_tokens: u32,
+    /// Sampling settings.
+    pub sampling: Sampling,
+    /// Stop strings.
+    pub stops: Vec<String>,
+    /// When the request arrived.
+    pub received: Instant,
+}
+
+/// A generation inside the engine.
+#[derive(Debug)]
+struct GenerateJob {
+    request: GenerateRequest,
+    /// Where pieces go; the request is cancelled once the receiver is dropped.
+    pieces: mpsc::UnboundedSender<Piece>,
+    /// Its place among the `parallel + queue` admitted requests.
+    _admitted: OwnedSemaphorePermit,
+}
+
+/// What the engine is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sequences decoding now.
+    pub active: u32,
+    /// Requests waiting for a sequence.
+    pub queued: u32,
+    /// `parallel`.
+    pub slots: u32,
+}
+
+/// A pooled embedding request, tokenized.
+#[derive(Debug)]
+pub struct EmbedJob {
+    /// One token list per input.
+    pub inputs: Vec<Vec<LlamaToken>>,
+    /// Scale to unit length.
+    pub normalize: bool,
+    /// The vectors, in input order.
+    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
+}
+
+enum Job {
+    Generate(GenerateJob),
+    Embed(EmbedJob),
+    Ping(oneshot::Sender<EngineStats>),
+}
+
+/// Talks to the engine thread; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Job>,
+    model: Arc<LlamaModel>,
+    config: EngineConfig,
+    /// Permits for requests decoding or waiting: past them, Busy.
+    admission: Arc<Semaphore>,
+}
+
+impl EngineHandle {
+    /// Starts the decode loop on its own thread over `model`; fails if the
+    /// context cannot be created.
+    pub fn start(
+        backend: Arc<LlamaBackend>,
+        model: Arc<LlamaModel>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let thread_model = model.clone();
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || decode::run(&backend, &thread_model, config, rx, started_tx))
+            .map_err(|e| EngineError::Llama(format!("cannot start the engine thread: {e}")))?;
+        started.recv().map_err(|_| EngineError::Stopped)??;
+        let admission = Arc::new(Semaphore::new(
+            usize::try_from(config.parallel)
+                .unwrap_or(usize::MAX)
+                .saturating_add(config.queue),
+        ));
+        Ok(EngineHandle {
+            tx,
+            model,
+            config,
+            admission,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &LlamaModel {
+        &self.model
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// Queues a generation; its pieces arrive on the returned channel, and
+    /// dropping that channel cancels it. Busy when every slot and queue place is taken.
+    pub async fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Piece>, EngineError> {
+        let admitted = self.admission.clone().try_acquire_owned().map_err(|_| {
+            EngineError::Busy(format!(
+                "all {} slots are busy and {} requests are already waiting (--parallel, --request-queue)",
+                self.config.parallel, self.config.queue
+            ))
+        })?;
+        let (pieces, rx) = mpsc::unbounded_channel();
+        let job = GenerateJob {
+            request,
+            pieces,
+            _admitted: admitted,
+        };
+        self.tx
+            .send(Job::Generate(job))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Pooled embeddings of each input.
+    pub async fn embed(
+        &self,
+        inputs: Vec<Vec<LlamaToken>>,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let job = EmbedJob {
+            inputs,
+            normalize,
+            reply,
+        };
+        self.tx
+            .send(Job::Embed(job))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Answered by the decode loop between steps: a hung engine never answers.
+    pub async fn ping(&self) -> Result<EngineStats, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Ping(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Tokens of `text`.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<LlamaToken> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, parse_special)
+    }
+
+    /// Text of `tokens`; ids outside the vocabulary are refused.
+    pub fn detokenize(&self, tokens: &[i32]) -> Result<String, EngineError> {
+        let tokens = self.checked_tokens(tokens)?;
+        let bytes = self.model.vocab().detokenize(&tokens, false, false);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `tokens` as llama tokens, each checked against the vocabulary.
+    pub fn checked_tokens(&self, tokens: &[i32]) -> Result<Vec<LlamaToken>, EngineError> {
+        let n_vocab = self.model.n_vocab();
+        tokens
+            .iter()
+            .map(|&t| {
+                if (0..n_vocab).contains(&t) {
+                    Ok(LlamaToken::new(t))
+                } else {
+                    Err(EngineError::InvalidRequest(format!(
+                        "token id {t} is outside the vocabulary (0..{n_vocab})"
+                    )))
+                }
+            })
+            .collect()
+    }
+}
+
+fn non_zero(n: u32) -> Option<NonZeroU32> {
+    NonZeroU32::new(n)
+}

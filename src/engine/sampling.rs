@@ -1,0 +1,236 @@
+//! Sampling settings: the request's fields with defaults filled in, checked,
+//! and turned into a llama.cpp sampler chain.
+
+use llama_cpp_2::sampling::LlamaSampler;
+
+use super::EngineError;
+use crate::api::pb;
+
+/// Sampling settings with every default resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: i32,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1 = off.
+    pub repeat_penalty: f32,
+    /// 0 = off.
+    pub presence_penalty: f32,
+    /// 0 = off.
+    pub frequency_penalty: f32,
+    /// Tokens the penalties look back over.
+    pub penalty_last_n: i32,
+    /// Seed of the random choice.
+    pub seed: u32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    /// Resolves a request's settings; `random_seed` is used when it sets none.
+    pub fn from_request(
+        params: Option<&pb::SamplingParams>,
+        random_seed: u32,
+    ) -> Result<Self, EngineError> {
+        let d = Sampling::default();
+        let Some(p) = params else {
+            return Ok(Sampling {
+                seed: random_seed,
+                ..d
+            });
+        };
+        let s = Sampling {
+            temperature: p.temperature.unwrap_or(d.temperature),
+            top_k: p.top_k.unwrap_or(d.top_k),
+            top_p: p.top_p.unwrap_or(d.top_p),
+            min_p: p.min_p.unwrap_or(d.min_p),
+            repeat_penalty: p.repeat_penalty.unwrap_or(d.repeat_penalty),
+            presence_penalty: p.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: p.frequency_penalty.unwrap_or(d.frequency_penalty),
+            penalty_last_n: p.penalty_last_n.unwrap_or(d.penalty_last_n),
+            seed: p.seed.unwrap_or(random_seed),
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        let bad = |what: String| Err(EngineError::InvalidRequest(what));
+        let finite = [
+            ("temperature", self.temperature),
+            ("top_p", self.top_p),
+            ("min_p", self.min_p),
+            ("repeat_penalty", self.repeat_penalty),
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ];
+        if let Some((name, v)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return bad(format!("{name} must be a finite number, not {v}"));
+        }
+        if self.temperature < 0.0 {
+            return bad(format!(
+                "temperature must be 0 (greedy) or more, not {}",
+                self.temperature
+            ));
+        }
+        if self.top_k < 0 {
+            return bad(format!("top_k must be 0 (off) or more, not {}", self.top_k));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!(
+                "top_p and min_p must lie in [0, 1], not {} and {}",
+                self.top_p, self.min_p
+            ));
+        }
+        if self.repeat_penalty <= 0.0 {
+            return bad(format!(
+                "repeat_penalty must be above 0 (1 is off), not {}",
+                self.repeat_penalty
+            ));
+        }
+        if self.penalty_last_n < -1 {
+            return bad(format!(
+                "penalty_last_n must be -1 (whole context), 0 (off) or more, not {}",
+                self.penalty_last_n
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether every token is the most likely one.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// The llama.cpp sampler chain, in llama-server's order.
+    pub fn sampler(&self, n_vocab: i32) -> LlamaSampler {
+        let mut chain = Vec::new();
+        let penalised = self.repeat_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0;
+        if penalised && self.penalty_last_n != 0 {
+            chain.push(LlamaSampler::penalties(
+                n_vocab,
+                self.penalty_last_n,
+                self.repeat_penalty,
+                self.frequency_penalty,
+                self.presence_penalty,
+            ));
+        }
+        if self.is_greedy() {
+            chain.push(LlamaSampler::greedy());
+            return LlamaSampler::chain_simple(chain);
+        }
+        if self.top_k > 0 {
+            chain.push(LlamaSampler::top_k(self.top_k));
+        }
+        if self.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(self.top_p, 1));
+        }
+        if self.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(self.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(self.temperature));
+        chain.push(LlamaSampler::dist(self.seed));
+        LlamaSampler::chain_simple(chain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_fields_take_the_defaults_and_the_random_seed() {
+        let s = Sampling::from_request(None, 7).unwrap();
+        assert_eq!(
+            s,
+            Sampling {
+                seed: 7,
+                ..Sampling::default()
+            }
+        );
+        let p = pb::SamplingParams {
+            temperature: Some(0.0),
+            seed: Some(42),
+            ..Default::default()
+        };
+        let s = Sampling::from_request(Some(&p), 7).unwrap();
+        assert!(s.is_greedy());
+        assert_eq!((s.seed, s.top_k), (42, 40));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_with_the_field_named() {
+        let cases = [
+            (
+                pb::SamplingParams {
+                    temperature: Some(-1.0),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                pb::SamplingParams {
+                    temperature: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                pb::SamplingParams {
+                    top_k: Some(-3),
+                    ..Default::default()
+                },
+                "top_k",
+            ),
+            (
+                pb::SamplingParams {
+                    top_p: Some(1.5),
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                pb::SamplingParams {
+                    repeat_penalty: Some(0.0),
+                    ..Default::default()
+                },
+                "repeat_penalty",
+            ),
+            (
+                pb::SamplingParams {
+                    penalty_last_n: Some(-2),
+                    ..Default::default()
+                },
+                "penalty_last_n",
+            ),
+        ];
+        for (params, field) in cases {
+            let err = Sampling::from_request(Some(&params), 0).unwrap_err();
+            assert!(
+                matches!(&err, EngineError::InvalidRequest(m) if m.contains(field)),
+                "{params:?}: {err}"
+            );
+        }
+    }
+}

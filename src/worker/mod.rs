@@ -1,0 +1,12 @@
+//! Worker processes: `llama-router worker` runs one model's llama.cpp engine
+//! out of the daemon's address space, so a crash costs one model, not the
+//! router. `server` and `service` run inside the worker; `process` is the
+//! daemon's side: spawning, watching and stopping it.
+
+pub mod args;
+pub mod process;
+pub mod server;
+pub mod service;
+
+pub use args::WorkerArgs;
+pub use process::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};

@@ -1,0 +1,541 @@
+//! The daemon's side of a worker: spawn it with an explicit argv and
+//! environment, forward its logs, keep the tail of its stderr, ping it, stop
+//! it gracefully (SIGTERM, then SIGKILL), and say in words why it died.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+use super::args::WorkerArgs;
+use super::server::READY_LINE;
+use crate::api::worker_pb::PingRequest;
+use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
+
+/// Lines of a worker's stderr kept for crash reports.
+pub const STDERR_TAIL_LINES: usize = 64;
+/// Stderr lines quoted in a failure reason.
+const REASON_LINES: usize = 3;
+/// Consecutive failed pings (not timeouts) that count as a broken worker.
+const PING_ERRORS_TOLERATED: u32 = 3;
+
+/// How workers run (from the config; applies to workers started after a reload).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerSettings {
+    /// Sequences decoded together per model.
+    pub parallel: u32,
+    /// Context per sequence.
+    pub ctx_size: u32,
+    /// Tokens per decode step.
+    pub batch_size: u32,
+    /// llama.cpp CPU threads (0 = one per core).
+    pub threads: u32,
+    /// Requests that may wait for a free sequence.
+    pub queue: usize,
+    /// Grace period for in-flight requests when a worker stops.
+    pub stop_timeout: Duration,
+    /// How long the engine may take to answer a liveness ping.
+    pub ping_timeout: Duration,
+    /// How long a worker may take to load its model and answer.
+    pub start_timeout: Duration,
+}
+
+/// Where workers come from: the binary, the socket directory, the log level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerEnv {
+    /// This binary (`llama-router`).
+    pub exe: PathBuf,
+    /// Directory for the workers' sockets (the daemon's runtime directory).
+    pub runtime_dir: PathBuf,
+    /// Log filter passed to workers.
+    pub log_level: String,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// In words: `worker killed by SIGSEGV`, `worker exited with code 3`, ...
+    pub reason: String,
+    /// Crashed, hung or failed to start, rather than stopped on purpose.
+    pub crashed: bool,
+}
+
+/// What requests hold of a running worker: its channel and how it ended.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    /// Its process id.
+    pub pid: u32,
+    /// gRPC to its `InferenceService`.
+    pub channel: Channel,
+    exit: watch::Receiver<Option<WorkerExit>>,
+}
+
+impl WorkerLink {
+    /// Why the worker ended, waiting up to `wait` for it to be known (a
+    /// broken stream usually arrives a moment before the exit status).
+    pub async fn exit_reason(&self, wait: Duration) -> Option<WorkerExit> {
+        let mut exit = self.exit.clone();
+        let ended = tokio::time::timeout(wait, exit.wait_for(Option::is_some)).await;
+        match ended {
+            Ok(Ok(e)) => e.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// A running worker, owned by its model actor.
+pub struct WorkerProcess {
+    model_id: String,
+    pid: u32,
+    child: Child,
+    socket: PathBuf,
+    link: WorkerLink,
+    exit: watch::Sender<Option<WorkerExit>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    settings: WorkerSettings,
+}
+
+/// The environment a worker gets: nothing inherited by accident. Never
+/// `NOTIFY_SOCKET` (only the daemon talks to systemd), `LISTEN_*`,
+/// `JOURNAL_STREAM` (its stderr is a pipe to us) or our own config variables.
+pub fn worker_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    const KEEP: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+        "RUST_BACKTRACE",
+        "RUST_LIB_BACKTRACE",
+    ];
+    const KEEP_PREFIXES: &[&str] = &["CUDA_", "HIP_", "ROCR_", "HSA_", "GGML_", "OMP_", "GPU_"];
+    vars.into_iter()
+        .filter(|(name, _)| {
+            let name = name.to_string_lossy();
+            KEEP.contains(&name.as_ref()) || KEEP_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .collect()
+}
+
+/// A process exit in words.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(signal) = status.signal() {
+        let name = Signal::try_from(signal)
+            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
+        let core = if status.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        let hint = if signal == libc::SIGKILL {
+            " (by the out-of-memory killer or an operator)"
+        } else {
+            ""
+        };
+        return format!("worker killed by {name}{core}{hint}");
+    }
+    match status.code() {
+        Some(code) => format!("worker exited with code {code}"),
+        None => "worker ended".to_owned(),
+    }
+}
+
+impl WorkerProcess {
+    /// Starts a worker for `model_id` over `shards` and waits until it serves.
+    /// `generation` keeps socket names unique across restarts.
+    pub async fn start(
+        model_id: &str,
+        shards: Vec<PathBuf>,
+        generation: u64,
+        settings: WorkerSettings,
+        env: &WorkerEnv,
+    ) -> Result<Self, WorkerExit> {
+        let failed = |reason: String| WorkerExit {
+            reason,
+            crashed: true,
+        };
+        let socket = env
+            .runtime_dir
+            .join(format!("worker-{}-{generation}.sock", std::process::id()));
+        let threads = if settings.threads == 0 {
+            std::thread::available_parallelism().map_or(4, |n| n.get())
+        } else {
+            usize::try_from(settings.threads).unwrap_or(4)
+        };
+        let args = WorkerArgs {
+            model_id: model_id.to_owned(),
+            socket: socket.clone(),
+            parallel: settings.parallel,
+            ctx_size: settings.ctx_size,
+            batch_size: settings.batch_size,
+            threads: i32::try_from(threads).unwrap_or(4),
+            queue: settings.queue,
+            parent_pid: std::process::id(),
+            log_level: env.log_level.clone(),
+            shards,
+        };
+        let mut child = Command::new(&env.exe)
+            .args(args.to_argv())
+            .env_clear()
+            .envs(worker_env(std::env::vars_os()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                failed(format!(
+                    "cannot start the worker {}: {e}",
+                    env.exe.display()
+                ))
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_stderr(
+                stderr,
+                model_id.to_owned(),
+                pid,
+                tail.clone(),
+            ));
+        }
+        let (exit, exit_rx) = watch::channel(None);
+        let mut process = WorkerProcess {
+            model_id: model_id.to_owned(),
+            pid,
+            child,
+            socket: socket.clone(),
+            link: WorkerLink {
+                pid,
+                channel: Channel::from_static("http://localhost").connect_lazy(),
+                exit: exit_rx,
+            },
+            exit,
+            tail,
+            settings,
+        };
+        let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
+        let failure = match ready {
+            Ok(Ok(())) => match crate::api::transport::unix_channel(socket).await {
+                Ok(channel) => {
+                    process.link.channel = channel;
+                    tracing::info!(model = %model_id, worker_pid = pid, "worker for {model_id} is serving (pid {pid})");
+                    return Ok(process);
+                }
+                Err(e) => format!("cannot connect to the worker's socket: {e}"),
+            },
+            Ok(Err(reason)) => reason,
+            Err(_) => format!(
+                "worker did not start within {} s",
+                settings.start_timeout.as_secs()
+            ),
+        };
+        let _ = process.child.start_kill();
+        let _ = process.child.wait().await;
+        Err(process.ended(failed(failure)))
+    }
+
+    /// Waits for the READY line, or the worker's exit.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let Some(stdout) = self.child.stdout.take() else {
+            return Err("the worker has no stdout".to_owned());
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(l)) if l.trim() == READY_LINE => return Ok(()),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        // stdout closed: the worker is exiting; report how.
+                        let status = self.child.wait().await.map_err(|e| e.to_string())?;
+                        return Err(describe_exit(status));
+                    }
+                },
+                status = self.child.wait() => {
+                    return Err(status.map_or_else(|e| e.to_string(), describe_exit));
+                }
+            }
+        }
+    }
+
+    /// What requests use to reach it.
+    pub fn link(&self) -> WorkerLink {
+        self.link.clone()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Watches the worker until `stop` fires (then stops it gracefully and
+    /// returns None) or it dies or hangs (returns how).
+    pub async fn supervise(mut self, mut stop: oneshot::Receiver<()>) -> Option<WorkerExit> {
+        let (hung_tx, mut hung) = mpsc::channel(1);
+        let pinger = tokio::spawn(liveness(
+            WorkerServiceClient::new(self.link.channel.clone()),
+            self.settings.ping_timeout,
+            hung_tx,
+        ));
+        let outcome = tokio::select! {
+            _ = &mut stop => {
+                self.stop().await;
+                None
+            }
+            status = self.child.wait() => {
+                let reason = status.map_or_else(|e| format!("lost track of the worker: {e}"), describe_exit);
+                Some(reason)
+            }
+            Some(why) = hung.recv() => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                Some(why)
+            }
+        };
+        pinger.abort();
+        match outcome {
+            None => {
+                self.ended(WorkerExit {
+                    reason: format!("model {} was unloaded", self.model_id),
+                    crashed: false,
+                });
+                None
+            }
+            Some(reason) => Some(self.ended(WorkerExit {
+                reason,
+                crashed: true,
+            })),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL once the grace period is over.
+    async fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let grace = self.settings.stop_timeout;
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(model = %self.model_id, worker_pid = self.pid, "worker still busy after {} s (--stop-timeout): killing it", grace.as_secs());
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+
+    /// Records how it ended (with the tail of its stderr for a crash), logs a
+    /// crash as one ERROR event, and removes its socket.
+    fn ended(&mut self, mut exit: WorkerExit) -> WorkerExit {
+        let _ = std::fs::remove_file(&self.socket);
+        if exit.crashed {
+            let tail: Vec<String> = self
+                .tail
+                .lock()
+                .map(|t| t.iter().cloned().collect())
+                .unwrap_or_default();
+            let last: Vec<&str> = tail
+                .iter()
+                .rev()
+                .take(REASON_LINES)
+                .rev()
+                .map(String::as_str)
+                .collect();
+            if !last.is_empty() {
+                exit.reason = format!("{}; last stderr: {}", exit.reason, last.join(" | "));
+            }
+            let stderr = tail.join("\n");
+            tracing::error!(
+                model = %self.model_id,
+                worker_pid = self.pid,
+                error = %exit.reason,
+                stderr = %stderr,
+                "worker for {} failed: {}", self.model_id, exit.reason
+            );
+        }
+        self.exit.send_replace(Some(exit.clone()));
+        exit
+    }
+}
+
+impl Drop for WorkerProcess {
+    /// The child dies with the handle (kill_on_drop); its socket must not outlive it.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Pings the engine; reports a hang (no answer in `timeout`) or a broken worker.
+async fn liveness(
+    mut client: WorkerServiceClient<Channel>,
+    timeout: Duration,
+    hung: mpsc::Sender<String>,
+) {
+    let interval = (timeout / 2).max(Duration::from_millis(100));
+    let mut errors = 0u32;
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, client.ping(PingRequest {})).await {
+            Ok(Ok(_)) => errors = 0,
+            Ok(Err(status)) => {
+                errors += 1;
+                if errors >= PING_ERRORS_TOLERATED {
+                    let _ = hung
+                        .send(format!(
+                            "worker stopped answering liveness pings: {}",
+                            status.message()
+                        ))
+                        .await;
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = hung
+                    .send(format!(
+                        "worker hung: no answer to a liveness ping within {} s; killed",
+                        timeout.as_secs_f64()
+                    ))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Re-emits the worker's log lines (JSON from its tracing) as our own events
+/// with the model's name, and keeps the last lines for crash reports.
+async fn forward_stderr(
+    stderr: tokio::process::ChildStderr,
+    model: String,
+    pid: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (level, text) = parse_log_line(&line);
+        match level {
+            "ERROR" => tracing::error!(model = %model, worker_pid = pid, "{text}"),
+            "WARN" => tracing::warn!(model = %model, worker_pid = pid, "{text}"),
+            "INFO" => tracing::debug!(model = %model, worker_pid = pid, "{text}"),
+            _ => tracing::trace!(model = %model, worker_pid = pid, "{text}"),
+        }
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() >= STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    }
+}
+
+/// (level, text) of a worker's stderr line: its JSON log format, or raw text
+/// (llama.cpp's aborts, panics) as an error.
+fn parse_log_line(line: &str) -> (&'static str, String) {
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
+        return ("ERROR", line.trim_end().to_owned());
+    };
+    let level = match json.get("level").and_then(|l| l.as_str()) {
+        Some("ERROR") => "ERROR",
+        Some("WARN") => "WARN",
+        Some("INFO") => "INFO",
+        Some("DEBUG") => "DEBUG",
+        _ => "TRACE",
+    };
+    let fields = json.get("fields");
+    let message = fields
+        .and_then(|f| f.get("message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .trim_end();
+    let module = fields
+        .and_then(|f| f.get("module"))
+        .and_then(|m| m.as_str())
+        .or_else(|| json.get("target").and_then(|t| t.as_str()))
+        .unwrap_or("worker");
+    (level, format!("{module}: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_keeps_only_what_a_worker_needs() {
+        let vars = [
+            ("PATH", "/usr/bin"),
+            ("NOTIFY_SOCKET", "/run/systemd/notify"),
+            ("LISTEN_FDS", "2"),
+            ("JOURNAL_STREAM", "8:123"),
+            ("LLAMA_ROUTER_MODELS_MAX", "2"),
+            ("RUST_LOG", "trace"),
+            ("CUDA_VISIBLE_DEVICES", "1"),
+            ("HIP_VISIBLE_DEVICES", "0"),
+            ("RUST_BACKTRACE", "full"),
+        ];
+        let kept = worker_env(
+            vars.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        let names: Vec<String> = kept
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "CUDA_VISIBLE_DEVICES",
+                "HIP_VISIBLE_DEVICES",
+                "RUST_BACKTRACE"
+            ]
+        );
+    }
+
+    #[test]
+    fn exits_are_described_in_words() {
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(libc::SIGSEGV)),
+            "worker killed by SIGSEGV"
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(libc::SIGABRT | 0x80)),
+            "worker killed by SIGABRT (core dumped)"
+        );
+        assert!(
+            describe_exit(ExitStatus::from_raw(libc::SIGKILL))
+                .starts_with("worker killed by SIGKILL")
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(3 << 8)),
+            "worker exited with code 3"
+        );
+    }
+
+    #[test]
+    fn worker_log_lines_keep_level_and_module() {
+        let line = r#"{"timestamp":"t","level":"WARN","fields":{"message":"low memory","module":"llama.cpp::load"},"target":"llama-cpp-2"}"#;
+        assert_eq!(
+            parse_log_line(line),
+            ("WARN", "llama.cpp::load: low memory".to_owned())
+        );
+        assert_eq!(
+            parse_log_line("GGML_ASSERT(x) failed\n"),
+            ("ERROR", "GGML_ASSERT(x) failed".to_owned())
+        );
+    }
+}

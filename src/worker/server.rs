@@ -1,0 +1,190 @@
+//! The worker process (`llama-router worker`): loads one model with llama.cpp
+//! and serves it on a private Unix socket until SIGTERM or its parent's death.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use nix::sys::signal::Signal;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use super::args::WorkerArgs;
+use super::service::{WorkerControl, WorkerInference};
+use crate::api::pb::inference_service_server::InferenceServiceServer;
+use crate::api::worker_pb::worker_service_server::WorkerServiceServer;
+use crate::engine::chat::{ChatError, ChatTemplate};
+use crate::engine::{EngineConfig, EngineHandle};
+use crate::gguf::SplitName;
+
+/// What the worker writes on stdout once it serves: the daemon waits for it.
+pub const READY_LINE: &str = "READY";
+
+/// Why a worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The parent is not the daemon that started it (it died before we could watch it).
+    #[error("parent process {expected} is gone")]
+    Orphaned {
+        /// The pid the daemon passed.
+        expected: u32,
+    },
+    /// The shard list is not what llama.cpp will open.
+    #[error("{0}")]
+    Shards(String),
+    /// llama.cpp could not load the model or make a context.
+    #[error("llama.cpp: {0}")]
+    Llama(String),
+    /// Socket or signal setup failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
+    let what = what.into();
+    move |source| WorkerError::Io { what, source }
+}
+
+/// Dies with the daemon: SIGKILL when the parent goes, and a check that the
+/// parent did not already go before that was set.
+pub fn tie_to_parent(expected: u32) -> Result<(), WorkerError> {
+    // Failing to set it only loses the orphan guard; the daemon still kills us on exit.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)) {
+        tracing::warn!(error = %e, "cannot set PR_SET_PDEATHSIG");
+    }
+    let parent = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
+    if parent != expected {
+        return Err(WorkerError::Orphaned { expected });
+    }
+    Ok(())
+}
+
+/// llama.cpp opens a split set from its first shard and derives the others'
+/// names itself; make sure that gives exactly the files the daemon resolved.
+fn check_shards(shards: &[PathBuf]) -> Result<&Path, WorkerError> {
+    let first = shards
+        .first()
+        .ok_or_else(|| WorkerError::Shards("no model file given".to_owned()))?;
+    if shards.len() == 1 {
+        return Ok(first);
+    }
+    let split = SplitName::parse(first).ok_or_else(|| {
+        WorkerError::Shards(format!(
+            "{} is not named like the first shard of a split set",
+            first.display()
+        ))
+    })?;
+    let expected: Vec<PathBuf> = (1..=split.count).map(|i| split.shard_path(i)).collect();
+    if split.index != 1 || expected != shards {
+        return Err(WorkerError::Shards(format!(
+            "llama.cpp would open {expected:?} from {}, not the resolved {shards:?}",
+            first.display()
+        )));
+    }
+    Ok(first)
+}
+
+/// The model's chat template (from its GGUF metadata), compiled.
+fn chat_template(model: &LlamaModel) -> Result<ChatTemplate, ChatError> {
+    let source = model
+        .chat_template(None)
+        .ok()
+        .and_then(|t| t.to_string().ok())
+        .ok_or(ChatError::NoTemplate)?;
+    let vocab = model.vocab();
+    let text = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    ChatTemplate::new(&source, text(vocab.bos()), text(vocab.eos()))
+}
+
+/// Loads the model, serves it, and returns after SIGTERM/SIGINT once in-flight requests end.
+pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    let first = check_shards(&args.shards)?.to_path_buf();
+    let (model, engine) = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || load(&first, &args)
+    })
+    .await
+    .map_err(|e| WorkerError::Llama(format!("loading panicked: {e}")))??;
+    let template = chat_template(&model);
+    if let Err(e) = &template {
+        tracing::info!(model = %args.model_id, "chat disabled: {e}");
+    }
+
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = UnixListener::bind(&args.socket)
+        .map_err(io(format!("binding {}", args.socket.display())))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    let inference = WorkerInference::new(engine.clone(), template);
+    let server = tonic::transport::Server::builder()
+        .add_service(InferenceServiceServer::new(inference))
+        .add_service(WorkerServiceServer::new(WorkerControl::new(engine)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("stopping: finishing in-flight requests");
+        });
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{READY_LINE}")
+        .and_then(|()| stdout.flush())
+        .map_err(io("telling the daemon we are ready"))?;
+    tracing::info!(model = %args.model_id, socket = %args.socket.display(), "worker ready");
+    let served = server.await;
+    let _ = std::fs::remove_file(&args.socket);
+    drop(model);
+    served.map_err(WorkerError::from)
+}
+
+fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandle), WorkerError> {
+    let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
+    let backend = Arc::new(backend);
+    let model = LlamaModel::load_from_file(&backend, first, &LlamaModelParams::default())
+        .map_err(|e| WorkerError::Llama(format!("cannot load {}: {e}", first.display())))?;
+    let model = Arc::new(model);
+    let config = EngineConfig {
+        parallel: args.parallel.max(1),
+        ctx_size: args.ctx_size.max(16),
+        batch_size: args.batch_size.max(1),
+        threads: args.threads,
+        queue: args.queue,
+    };
+    let engine = EngineHandle::start(backend, model.clone(), config)
+        .map_err(|e| WorkerError::Llama(e.to_string()))?;
+    Ok((model, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_lists_llama_cpp_would_not_open_are_refused() {
+        let one = vec![PathBuf::from("/m/a.gguf")];
+        assert_eq!(check_shards(&one).unwrap(), Path::new("/m/a.gguf"));
+        let set: Vec<PathBuf> = (1..=3)
+            .map(|i| PathBuf::from(format!("/m/a-{i:05}-of-00003.gguf")))
+            .collect();
+        assert_eq!(check_shards(&set).unwrap(), set[0].as_path());
+        let mut reordered = set.clone();
+        reordered.swap(1, 2);
+        assert!(check_shards(&reordered).is_err());
+        assert!(check_shards(&set[..2]).is_err());
+        let odd = vec![PathBuf::from("/m/x.gguf"), PathBuf::from("/m/y.gguf")];
+        assert!(check_shards(&odd).is_err());
+        assert!(check_shards(&[]).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The worker's gRPC services: `InferenceService` over its engine (the model
+//! field is ignored: a worker serves one model) and the private `WorkerService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::api::pb::inference_service_server::InferenceService;
+use crate::api::pb::{self};
+use crate::api::worker_pb::worker_service_server::WorkerService;
+use crate::api::worker_pb::{PingReply, PingRequest};
+use crate::engine::chat::{ChatError, ChatTemplate, Message};
+use crate::engine::{EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling};
+
+/// A stream of generation pieces.
+pub type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;
+
+/// Serves one model's engine.
+#[derive(Clone)]
+pub struct WorkerInference {
+    engine: EngineHandle,
+    /// The model's chat template, if it has one (compiled once).
+    template: Arc<Result<ChatTemplate, ChatError>>,
+}
+
+impl WorkerInference {
+    /// Wraps `engine`; `template` is the model's compiled chat template.
+    pub fn new(engine: EngineHandle, template: Result<ChatTemplate, ChatError>) -> Self {
+        WorkerInference {
+            engine,
+            template: Arc::new(template),
+        }
+    }
+
+    async fn stream(
+        &self,
+        prompt: Vec<llama_cpp_2::token::LlamaToken>,
+        max_tokens: u32,
+        sampling: Option<&pb::SamplingParams>,
+        stops: Vec<String>,
+    ) -> Result<PieceStream, Status> {
+        let received = Instant::now();
+        let ctx = self.engine.config().ctx_size;
+        if prompt.is_empty() {
+            return Err(Status::invalid_argument("the prompt is empty"));
+        }
+        if prompt.len() >= usize::try_from(ctx).unwrap_or(usize::MAX) {
+            return Err(Status::invalid_argument(format!(
+                "the prompt has {} tokens; each request's context holds {ctx} (--ctx-size)",
+                prompt.len()
+            )));
+        }
+        let sampling = Sampling::from_request(sampling, random_seed()).map_err(engine_status)?;
+        let rx = self
+            .engine
+            .generate(GenerateRequest {
+                prompt,
+                max_tokens,
+                sampling,
+                stops,
+                received,
+            })
+            .await
+            .map_err(engine_status)?;
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|p| Ok(to_pb(p)));
+        Ok(Box::pin(stream))
+    }
+}
+
+/// A seed for requests that set none.
+fn random_seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// An engine piece as the wire message.
+pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
+    let (finish_reason, usage, error) = match piece.finish {
+        None => (pb::FinishReason::Unspecified, None, String::new()),
+        Some((finish, usage)) => {
+            let (reason, error) = match finish {
+                Finish::Stop => (pb::FinishReason::Stop, String::new()),
+                Finish::Length => (pb::FinishReason::Length, String::new()),
+                Finish::Error(e) => (pb::FinishReason::Error, e),
+            };
+            let usage = pb::Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                time_to_first_token_ms: usage.time_to_first_token.as_secs_f64() * 1e3,
+                tokens_per_second: usage.tokens_per_second,
+            };
+            (reason, Some(usage), error)
+        }
+    };
+    pb::GenerateResponse {
+        text: piece.text,
+        token_ids: piece.token_ids,
+        finish_reason: finish_reason.into(),
+        usage,
+        error,
+    }
+}
+
+/// The gRPC status for an engine error.
+pub fn engine_status(e: EngineError) -> Status {
+    match e {
+        EngineError::InvalidRequest(m) => Status::invalid_argument(m),
+        EngineError::Unsupported(m) => Status::failed_precondition(m),
+        EngineError::Busy(m) => Status::resource_exhausted(m),
+        EngineError::Llama(m) => Status::internal(m),
+        EngineError::Stopped => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl InferenceService for WorkerInference {
+    type GenerateStream = PieceStream;
+    type ChatStream = PieceStream;
+
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let r = request.into_inner();
+        let prompt = self.engine.tokenize(&r.prompt, true, true);
+        let stream = self
+            .stream(prompt, r.max_tokens, r.sampling.as_ref(), r.stop)
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let r = request.into_inner();
+        let template = match self.template.as_ref() {
+            Ok(t) => t,
+            Err(e) => return Err(Status::failed_precondition(e.to_string())),
+        };
+        let messages: Vec<Message> = r
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                role: m.role,
+                content: m.content,
+            })
+            .collect();
+        let prompt = template.render(&messages).map_err(|e| match e {
+            ChatError::NoMessages => Status::invalid_argument(e.to_string()),
+            _ => Status::failed_precondition(e.to_string()),
+        })?;
+        // A template that writes the BOS token itself must not get a second one.
+        let add_bos = template.bos_token().is_empty() || !prompt.starts_with(template.bos_token());
+        let tokens = self.engine.tokenize(&prompt, add_bos, true);
+        let stream = self
+            .stream(tokens, r.max_tokens, r.sampling.as_ref(), r.stop)
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn tokenize(
+        &self,
+        request: Request<pb::TokenizeRequest>,
+    ) -> Result<Response<pb::TokenizeResponse>, Status> {
+        let r = request.into_inner();
+        let tokens = self
+            .engine
+            .tokenize(&r.text, r.add_special, r.parse_special)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        Ok(Response::new(pb::TokenizeResponse { tokens }))
+    }
+
+    async fn detokenize(
+        &self,
+        request: Request<pb::DetokenizeRequest>,
+    ) -> Result<Response<pb::DetokenizeResponse>, Status> {
+        let r = request.into_inner();
+        let text = self.engine.detokenize(&r.tokens).map_err(engine_status)?;
+        Ok(Response::new(pb::DetokenizeResponse { text }))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let r = request.into_inner();
+        if r.input.is_empty() {
+            return Err(Status::invalid_argument(
+                "an embedding request needs at least one input",
+            ));
+        }
+        let inputs: Vec<_> = r
+            .input
+            .iter()
+            .map(|text| self.engine.tokenize(text, true, false))
+            .collect();
+        let prompt_tokens = inputs.iter().map(Vec::len).sum::<usize>();
+        let vectors = self
+            .engine
+            .embed(inputs, r.normalize)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::EmbedResponse {
+            embeddings: vectors
+                .into_iter()
+                .map(|values| pb::Embedding { values })
+                .collect(),
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// Liveness: answered by the engine thread itself.
+#[derive(Clone)]
+pub struct WorkerControl {
+    engine: EngineHandle,
+}
+
+impl WorkerControl {
+    /// Wraps `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        WorkerControl { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerControl {
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let stats = self.engine.ping().await.map_err(engine_status)?;
+        Ok(Response::new(PingReply {
+            active: stats.active,
+            queued: stats.queued,
+            slots: stats.slots,
+        }))
+    }
+}
