@@ -49,8 +49,9 @@ $(VENV)/.installed: integration/python/requirements.txt
 
 test: test-rust test-units test-python
 
-test-rust:
-	$(CARGO) test --locked
+# The inference tests run the real demo model.
+test-rust: demo-model
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) test --locked
 
 # Uses the debug binary `cargo test` just built: one build serves every test.
 test-python: demo-model venv

@@ -59,6 +59,7 @@ fn worker(args: llama_router::worker::WorkerArgs) -> ExitCode {
         telemetry::init(telemetry::LogFormat::Json, &args.log_level)?;
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
         llama_router::worker::server::tie_to_parent(args.parent_pid)?;
+        llama_router::worker::server::default_fault_signals();
         runtime()?.block_on(llama_router::worker::server::run(args))?;
         Ok(())
     })();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use llama_router::api::pb::inference_service_client::InferenceServiceClient;
 use llama_router::api::pb::model_service_client::ModelServiceClient;
 use llama_router::api::pb::{self, ListModelsRequest};
 use llama_router::gguf::writer::{GgufWriter, TensorSpec};
@@ -95,6 +96,14 @@ impl Daemon {
     /// A connected client.
     pub async fn client(&self) -> ModelServiceClient<Channel> {
         self.try_client().await.unwrap()
+    }
+
+    /// A connected inference client.
+    pub async fn inference(&self) -> InferenceServiceClient<Channel> {
+        let channel = llama_router::cli::client::channel(&self.socket.display().to_string())
+            .await
+            .unwrap();
+        InferenceServiceClient::new(channel)
     }
 
     /// The daemon's status.
@@ -254,6 +263,76 @@ pub fn sparse_copies(model: &Path, dir: &Path, count: usize) -> llama_router::gg
         f.set_len(header.file_len).unwrap();
     }
     header
+}
+
+/// The demo model for tests: `DEMO_MODEL`, else the cache `make demo-model` fills.
+pub fn demo_model() -> PathBuf {
+    let path = std::env::var_os("DEMO_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/llama-router/models/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "the inference tests need the demo model at {} (run `make demo-model`, or set DEMO_MODEL)",
+        path.display()
+    );
+    path
+}
+
+/// Puts the demo model into `dir` as `{id}.gguf` (a hard link when possible).
+pub fn add_demo_model(dir: &Path, id: &str) -> PathBuf {
+    let dest = dir.join(format!("{id}.gguf"));
+    let source = demo_model();
+    if std::fs::hard_link(&source, &dest).is_err() {
+        std::fs::copy(&source, &dest).unwrap();
+    }
+    dest
+}
+
+/// What a generation stream delivered.
+#[derive(Debug, Default)]
+pub struct Generated {
+    pub text: String,
+    pub tokens: Vec<i32>,
+    pub pieces: usize,
+    pub finish: i32,
+    pub usage: Option<pb::Usage>,
+    pub error: String,
+}
+
+/// Reads a generation stream to its end.
+pub async fn collect(
+    stream: tonic::Streaming<pb::GenerateResponse>,
+) -> Result<Generated, tonic::Status> {
+    let mut stream = stream;
+    let mut out = Generated::default();
+    while let Some(piece) = stream.message().await? {
+        out.text.push_str(&piece.text);
+        out.tokens.extend(&piece.token_ids);
+        out.pieces += 1;
+        out.finish = piece.finish_reason;
+        out.error = piece.error;
+        if piece.usage.is_some() {
+            out.usage = piece.usage;
+        }
+    }
+    Ok(out)
+}
+
+/// A greedy generation request.
+pub fn greedy(model: &str, prompt: &str, max_tokens: u32) -> pb::GenerateRequest {
+    pb::GenerateRequest {
+        model: model.into(),
+        prompt: prompt.into(),
+        max_tokens,
+        sampling: Some(pb::SamplingParams {
+            temperature: Some(0.0),
+            ..Default::default()
+        }),
+        stop: vec![],
+    }
 }
 
 /// The demo model's path from `DEMO_MODEL` (benchmarks); exits with a hint when unset.

@@ -71,6 +71,21 @@ pub fn tie_to_parent(expected: u32) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// Gives SIGSEGV and SIGBUS their default action back. Rust's runtime
+/// installs handlers for them to report stack overflows, and those handlers
+/// swallow a signal that was *sent* (`kill -SEGV`) rather than raised by a
+/// fault. A worker must die of it, so that the daemon can say so.
+#[allow(unsafe_code)]
+pub fn default_fault_signals() {
+    use nix::sys::signal::{SigHandler, signal};
+    for sig in [Signal::SIGSEGV, Signal::SIGBUS] {
+        // SAFETY: SIG_DFL installs no handler code; nothing can run in signal context.
+        if let Err(e) = unsafe { signal(sig, SigHandler::SigDfl) } {
+            tracing::warn!(error = %e, "cannot reset the {sig} handler");
+        }
+    }
+}
+
 /// llama.cpp opens a split set from its first shard and derives the others'
 /// names itself; make sure that gives exactly the files the daemon resolved.
 fn check_shards(shards: &[PathBuf]) -> Result<&Path, WorkerError> {

@@ -1,0 +1,432 @@
+//! Inference through the real daemon and its real worker processes, on the
+//! demo model (Gemma 3 270M): determinism, concurrency, cancellation, crashes,
+//! hangs, swapping under --models-max 1, and the errors a client sees.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use llama_router::api::pb;
+use support::{Daemon, add_demo_model, collect, greedy, state};
+use tonic::Code;
+
+const PROMPT: &str = "The capital of France is";
+
+async fn generate(
+    d: &Daemon,
+    request: pb::GenerateRequest,
+) -> Result<support::Generated, tonic::Status> {
+    let stream = d.inference().await.generate(request).await?.into_inner();
+    collect(stream).await
+}
+
+fn kill(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+async fn worker_pid(d: &Daemon, id: &str) -> u32 {
+    let pid = d.model(id).await.unwrap().worker_pid;
+    assert!(pid > 0, "model {id} has no worker");
+    pid
+}
+
+/// Worker sockets the daemon left in its runtime directory.
+fn worker_sockets(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.socket.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("worker-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn greedy_generation_is_deterministic_across_requests_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &[]).await;
+    let first = generate(&d, greedy("gemma", PROMPT, 24)).await.unwrap();
+    assert_eq!(first.tokens.len(), 24);
+    assert_eq!(first.finish, pb::FinishReason::Length as i32);
+    assert!(!first.text.trim().is_empty(), "{first:?}");
+    let usage = first.usage.unwrap();
+    assert_eq!(usage.completion_tokens, 24);
+    let prompt_tokens = d
+        .inference()
+        .await
+        .tokenize(pb::TokenizeRequest {
+            model: "gemma".into(),
+            text: PROMPT.into(),
+            add_special: true,
+            parse_special: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert_eq!(usage.prompt_tokens as usize, prompt_tokens.len());
+    assert!(usage.time_to_first_token_ms > 0.0 && usage.tokens_per_second > 0.0);
+
+    let second = generate(&d, greedy("gemma", PROMPT, 24)).await.unwrap();
+    assert_eq!(second.tokens, first.tokens);
+    assert_eq!(second.text, first.text);
+    let m = d.model("gemma").await.unwrap();
+    assert_eq!(state(&m), "ready");
+    assert!(m.worker_pid > 0);
+    drop(d);
+
+    let d = Daemon::start(dir.path(), &[]).await;
+    let third = generate(&d, greedy("gemma", PROMPT, 24)).await.unwrap();
+    assert_eq!(
+        third.tokens, first.tokens,
+        "a new daemon and worker give the same tokens"
+    );
+}
+
+#[tokio::test]
+async fn seeds_stop_strings_and_tokens_behave() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &[]).await;
+    let sampled = |seed| pb::GenerateRequest {
+        sampling: Some(pb::SamplingParams {
+            temperature: Some(1.0),
+            seed: Some(seed),
+            ..Default::default()
+        }),
+        ..greedy("gemma", PROMPT, 16)
+    };
+    let a = generate(&d, sampled(7)).await.unwrap();
+    let b = generate(&d, sampled(7)).await.unwrap();
+    assert_eq!(a.tokens, b.tokens, "same seed, same request: same tokens");
+
+    // A stop string taken from the greedy answer cuts it there and never shows.
+    let full = generate(&d, greedy("gemma", PROMPT, 24)).await.unwrap();
+    let word = full
+        .text
+        .split_whitespace()
+        .nth(2)
+        .expect("the answer has three words")
+        .to_owned();
+    let cut = full.text.find(&word).unwrap();
+    let stopped = generate(
+        &d,
+        pb::GenerateRequest {
+            stop: vec![word.clone()],
+            ..greedy("gemma", PROMPT, 24)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(stopped.text, full.text[..cut], "stop {word:?}");
+    assert_eq!(stopped.finish, pb::FinishReason::Stop as i32);
+
+    // Detokenize gives back the text of the tokens.
+    let text = d
+        .inference()
+        .await
+        .detokenize(pb::DetokenizeRequest {
+            model: "gemma".into(),
+            tokens: full.tokens.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    assert_eq!(text.trim(), full.text.trim());
+    let err = d
+        .inference()
+        .await
+        .detokenize(pb::DetokenizeRequest {
+            model: "gemma".into(),
+            tokens: vec![-1, 999_999_999],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn eight_concurrent_streams_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--parallel", "4"]).await;
+    let prompts = [
+        "The capital of France is",
+        "One, two, three,",
+        "Water boils at",
+        "The largest planet is",
+        "Once upon a time",
+        "The opposite of hot is",
+        "Monday, Tuesday,",
+        "In 1969 the first",
+    ];
+    let mut tasks = Vec::new();
+    for prompt in prompts {
+        let mut client = d.inference().await;
+        tasks.push(tokio::spawn(async move {
+            let stream = client
+                .generate(greedy("gemma", prompt, 20))
+                .await?
+                .into_inner();
+            collect(stream).await
+        }));
+    }
+    for task in tasks {
+        let out = task.await.unwrap().unwrap();
+        assert_eq!(out.tokens.len(), 20, "{out:?}");
+        assert_eq!(out.finish, pb::FinishReason::Length as i32);
+    }
+    // Batching must not change a greedy answer.
+    let alone = generate(&d, greedy("gemma", prompts[0], 20)).await.unwrap();
+    assert_eq!(alone.tokens.len(), 20);
+}
+
+#[tokio::test]
+async fn a_cancelled_stream_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--parallel", "1", "--request-queue", "0"]).await;
+    // Runs until its context is full (minutes) unless cancelled.
+    let mut long = d
+        .inference()
+        .await
+        .generate(greedy("gemma", PROMPT, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    long.message().await.unwrap().unwrap();
+    long.message().await.unwrap().unwrap();
+    let busy = d
+        .inference()
+        .await
+        .generate(greedy("gemma", PROMPT, 4))
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::ResourceExhausted, "{busy:?}");
+
+    drop(long);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match generate(&d, greedy("gemma", PROMPT, 4)).await {
+            Ok(out) => {
+                assert_eq!(out.tokens.len(), 4);
+                break;
+            }
+            Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the cancelled request still holds the slot: {e:?}"),
+        }
+    }
+}
+
+async fn crash_and_recover(sig: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &[]).await;
+    let mut stream = d
+        .inference()
+        .await
+        .generate(greedy("gemma", PROMPT, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    let pid = worker_pid(&d, "gemma").await;
+    kill(pid, sig);
+
+    // The request in flight ends with UNAVAILABLE and the reason.
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(sig), "{err:?}");
+    d.wait_for("the model to fail", |ms| {
+        ms.iter().any(|m| m.id == "gemma" && state(m) == "failed")
+    })
+    .await;
+    let m = d.model("gemma").await.unwrap();
+    assert!(
+        m.failure_reason
+            .contains(&format!("worker killed by {sig}")),
+        "{m:?}"
+    );
+    assert_eq!(m.worker_pid, 0);
+    assert!(!alive(pid));
+    assert!(worker_sockets(&d).is_empty(), "{:?}", worker_sockets(&d));
+
+    // The daemon is fine and the next request restarts the worker.
+    let out = generate(&d, greedy("gemma", PROMPT, 8)).await.unwrap();
+    assert_eq!(out.tokens.len(), 8);
+    let new_pid = worker_pid(&d, "gemma").await;
+    assert_ne!(new_pid, pid);
+    let log = d.log_text();
+    assert!(log.contains("worker for gemma failed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_worker_killed_by_sigsegv_fails_the_model_and_the_next_request_restarts_it() {
+    crash_and_recover("SIGSEGV").await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_by_sigkill_fails_the_model_and_the_next_request_restarts_it() {
+    crash_and_recover("SIGKILL").await;
+}
+
+#[tokio::test]
+async fn a_hung_worker_is_killed_and_the_model_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--worker-ping-timeout", "1"]).await;
+    generate(&d, greedy("gemma", PROMPT, 2)).await.unwrap();
+    let pid = worker_pid(&d, "gemma").await;
+    kill(pid, "STOP");
+    d.wait_for("the hung model to fail", |ms| {
+        ms.iter().any(|m| m.id == "gemma" && state(m) == "failed")
+    })
+    .await;
+    let m = d.model("gemma").await.unwrap();
+    assert!(m.failure_reason.contains("hung"), "{m:?}");
+    assert!(!alive(pid), "the hung worker must be killed");
+    let out = generate(&d, greedy("gemma", PROMPT, 4)).await.unwrap();
+    assert_eq!(out.tokens.len(), 4);
+}
+
+#[tokio::test]
+async fn two_models_alternating_under_models_max_1_complete_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "a");
+    add_demo_model(dir.path(), "b");
+    let d = Daemon::start(dir.path(), &["--models-max", "1"]).await;
+    for id in ["a", "b", "a", "b"] {
+        let out = generate(&d, greedy(id, PROMPT, 6)).await.unwrap();
+        assert_eq!(out.tokens.len(), 6, "{id}");
+    }
+    // Concurrent requests for both: each model waits for the other's to end.
+    let mut tasks = Vec::new();
+    for id in ["a", "b", "a", "b", "a", "b"] {
+        let mut client = d.inference().await;
+        tasks.push(tokio::spawn(async move {
+            let stream = client.generate(greedy(id, PROMPT, 6)).await?.into_inner();
+            collect(stream).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().tokens.len(), 6);
+    }
+    let models = d.models().await;
+    let running = models.iter().filter(|m| state(m) == "ready").count();
+    assert!(running <= 1, "{models:?}");
+}
+
+#[tokio::test]
+async fn clients_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &[]).await;
+    let mut c = d.inference().await;
+
+    let err = c.generate(greedy("nope", PROMPT, 4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = c.generate(greedy("", PROMPT, 4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let bad = pb::GenerateRequest {
+        sampling: Some(pb::SamplingParams {
+            top_p: Some(7.0),
+            ..Default::default()
+        }),
+        ..greedy("gemma", PROMPT, 4)
+    };
+    let err = c.generate(bad).await.unwrap_err();
+    assert!(
+        err.code() == Code::InvalidArgument && err.message().contains("top_p"),
+        "{err:?}"
+    );
+
+    // The demo model has no chat template: Chat says so.
+    let err = c
+        .chat(pb::ChatRequest {
+            model: "gemma".into(),
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+            }],
+            max_tokens: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("chat template"), "{err:?}");
+
+    // Embeddings: one unit vector per input, the model's width, similar texts closer.
+    let reply = c
+        .embed(pb::EmbedRequest {
+            model: "gemma".into(),
+            input: vec!["a cat".into(), "a kitten".into(), "tax law of 1997".into()],
+            normalize: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.embeddings.len(), 3);
+    let v: Vec<&Vec<f32>> = reply.embeddings.iter().map(|e| &e.values).collect();
+    assert_eq!(v[0].len(), 640);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!((dot(v[0], v[0]) - 1.0).abs() < 1e-3);
+    assert!(
+        dot(v[0], v[1]) > dot(v[0], v[2]),
+        "cat~kitten closer than cat~tax law"
+    );
+}
+
+#[tokio::test]
+async fn without_autoload_requests_need_a_loaded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--no-models-autoload"]).await;
+    let err = generate(&d, greedy("gemma", PROMPT, 4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let out = d.cli(&["load", "gemma"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = d.cli(&[
+        "generate",
+        "gemma",
+        PROMPT,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let first = generate(&d, greedy("gemma", PROMPT, 8)).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        first.text.trim_end()
+    );
+}
