@@ -80,11 +80,6 @@ impl ChatTemplate {
             })
             .map_err(|e| ChatError::Template(describe(&e)))
     }
-
-    /// The BOS token's text (a rendered prompt that starts with it needs no second one).
-    pub fn bos_token(&self) -> &str {
-        &self.bos_token
-    }
 }
 
 fn describe(e: &minijinja::Error) -> String {

@@ -24,15 +24,27 @@ pub struct WorkerInference {
     engine: EngineHandle,
     /// The model's chat template, if it has one (compiled once).
     template: Arc<Result<ChatTemplate, ChatError>>,
+    /// The BOS token's text: a prompt that starts with it gets no second BOS.
+    bos_text: Arc<str>,
 }
 
 impl WorkerInference {
     /// Wraps `engine`; `template` is the model's compiled chat template.
     pub fn new(engine: EngineHandle, template: Result<ChatTemplate, ChatError>) -> Self {
+        let vocab = engine.model().vocab();
+        let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into();
         WorkerInference {
             engine,
             template: Arc::new(template),
+            bos_text: bos,
         }
+    }
+
+    /// Tokens of a prompt with special tokens parsed and exactly one BOS
+    /// (when the model uses one): none is added if the text starts with it.
+    fn prompt_tokens(&self, text: &str) -> Vec<llama_cpp_2::token::LlamaToken> {
+        let has_bos = !self.bos_text.is_empty() && text.starts_with(&*self.bos_text);
+        self.engine.tokenize(text, !has_bos, true)
     }
 
     async fn stream(
@@ -128,7 +140,7 @@ impl InferenceService for WorkerInference {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = request.into_inner();
-        let prompt = self.engine.tokenize(&r.prompt, true, true);
+        let prompt = self.prompt_tokens(&r.prompt);
         let stream = self
             .stream(prompt, r.max_tokens, r.sampling.as_ref(), r.stop)
             .await?;
@@ -156,9 +168,8 @@ impl InferenceService for WorkerInference {
             ChatError::NoMessages => Status::invalid_argument(e.to_string()),
             _ => Status::failed_precondition(e.to_string()),
         })?;
-        // A template that writes the BOS token itself must not get a second one.
-        let add_bos = template.bos_token().is_empty() || !prompt.starts_with(template.bos_token());
-        let tokens = self.engine.tokenize(&prompt, add_bos, true);
+        // Templates usually write the BOS token themselves: no second one.
+        let tokens = self.prompt_tokens(&prompt);
         let stream = self
             .stream(tokens, r.max_tokens, r.sampling.as_ref(), r.stop)
             .await?;
