@@ -105,6 +105,7 @@ lint:
 bench: demo-model
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench gguf_header
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench daemon
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench inference
 
 fuzz:
 	mkdir -p fuzz/corpus/gguf_parse

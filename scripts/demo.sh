@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: start the daemon on the demo model's directory,
-# ask it for its models, load the demo model into RAM, show the status, stop.
+# ask it for its models, load the demo model into RAM, generate an answer
+# (its worker process starts on that first request), show the status, stop.
 set -euo pipefail
 bin=${BIN:-target/release/llama-router}
 models=${MODELS_CACHE:-$HOME/.cache/llama-router/models}
@@ -19,4 +20,6 @@ done
 export LLAMA_ROUTER_ENDPOINT="$sock"
 "$bin" models
 "$bin" load gemma-3-270m-q4_k_m
+echo "--- generate (greedy):"
+"$bin" generate gemma-3-270m-q4_k_m "The capital of France is" --temperature 0 --max-tokens 32 --usage
 "$bin" status
