@@ -13,7 +13,12 @@
 //! `make bench` runs it; or `DEMO_MODEL=path cargo bench --bench inference`.
 
 // A benchmark runs the happy path; any failure should abort it loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "../integration/support/mod.rs"]
 mod support;

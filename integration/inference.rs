@@ -430,3 +430,51 @@ async fn without_autoload_requests_need_a_loaded_model() {
         first.text.trim_end()
     );
 }
+
+#[tokio::test]
+async fn workers_get_an_explicit_environment_and_die_with_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let notify = tempfile::tempdir().unwrap();
+    let notify_socket = notify.path().join("notify.sock");
+    let _listener = std::os::unix::net::UnixDatagram::bind(&notify_socket).unwrap();
+    let mut d = Daemon::start_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", notify_socket.as_path()),
+            ("LLAMA_ROUTER_LOG_FORMAT", std::path::Path::new("text")),
+        ],
+    )
+    .await;
+    generate(&d, greedy("gemma", PROMPT, 2)).await.unwrap();
+    let pid = worker_pid(&d, "gemma").await;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.split(|b| *b == b'=').next())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "NOTIFY_SOCKET" || n.starts_with("LLAMA_ROUTER_")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "PATH"), "{names:?}");
+    let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(
+        parent.contains(&format!(" {} ", d.child.id())),
+        "the daemon is its parent: {parent}"
+    );
+
+    // The daemon dies without a chance to clean up: the worker goes with it.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "worker {pid} outlived the daemon");
+}

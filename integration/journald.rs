@@ -24,13 +24,22 @@ use support::{Daemon, tiny_model};
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
 
+/// Tests take turns: each may start (and on drop stop) its own journald.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A journald started for the test (none if one already runs); stopped on drop.
-struct Journald(Option<Child>);
+struct Journald(
+    Option<Child>,
+    #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+);
 
 impl Journald {
     fn ensure() -> Journald {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if Path::new(JOURNAL_STDOUT).exists() && UnixStream::connect(JOURNAL_STDOUT).is_ok() {
-            return Journald(None);
+            return Journald(None, turn);
         }
         std::fs::create_dir_all("/run/systemd/journal").unwrap();
         let child = Command::new("/lib/systemd/systemd-journald")
@@ -44,7 +53,7 @@ impl Journald {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(Path::new(JOURNAL_SOCKET).exists());
-        Journald(Some(child))
+        Journald(Some(child), turn)
     }
 }
 
@@ -156,5 +165,64 @@ async fn structured_fields_reach_the_journal_with_priorities() {
                 .iter()
                 .all(|e| e["PRIORITY"].as_str().unwrap() <= "4"),
         "{warnings:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_crash_is_one_error_event_with_the_signal_and_its_stderr() {
+    let _journald = Journald::ensure();
+    let dir = tempfile::tempdir().unwrap();
+    let model = format!("crash-test-{}", std::process::id());
+    support::add_demo_model(dir.path(), &model);
+    let (stream, journal_stream_id) = journal_stream("llama-router");
+    let env_value = std::path::PathBuf::from(&journal_stream_id);
+    let d = Daemon::start_full(
+        dir.path(),
+        &[],
+        &[("JOURNAL_STREAM", env_value.as_path())],
+        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
+    )
+    .await;
+    let out = d.cli(&["generate", &model, "Hello", "--max-tokens", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let pid = d.model(&model).await.unwrap().worker_pid;
+    assert!(pid > 0);
+    Command::new("kill")
+        .args(["-SEGV", &pid.to_string()])
+        .status()
+        .unwrap();
+
+    let errors = |entries: Vec<Json>| -> Vec<Json> {
+        entries
+            .into_iter()
+            .filter(|e| e["PRIORITY"].as_str().unwrap_or("7") <= "3")
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = errors(journal_entries(&model));
+    while found.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = errors(journal_entries(&model));
+    }
+    // Let anything else that might follow arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let found = errors(journal_entries(&model));
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one error event per crash: {found:#?}"
+    );
+    let event = &found[0];
+    assert!(
+        event["ERROR"]
+            .as_str()
+            .unwrap()
+            .contains("worker killed by SIGSEGV"),
+        "{event:#}"
+    );
+    assert_eq!(event["WORKER_PID"], pid.to_string().as_str());
+    assert!(
+        event["STDERR"].as_str().unwrap().contains("worker ready"),
+        "the worker's last stderr lines: {event:#}"
     );
 }
