@@ -129,20 +129,12 @@ async fn bench_list_models(dir: &Path) {
     );
 }
 
-fn drop_caches() -> bool {
-    // SAFETY of intent: only the page cache is dropped; needs root.
-    std::process::Command::new("sync")
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
-}
-
 async fn bench_cold_load(demo: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("demo.gguf");
     std::fs::copy(demo, &model).unwrap();
     let d = Daemon::start(dir.path(), &[]).await;
-    let cold = drop_caches();
+    let cold = support::drop_caches();
     if !cold {
         println!("  (cannot drop the page cache here: not root? the numbers below are warm)");
     }
@@ -165,7 +157,7 @@ async fn bench_cold_load(demo: &Path) {
         .unload_model(pb::UnloadModelRequest { id: "demo".into() })
         .await
         .unwrap();
-    drop_caches();
+    support::drop_caches();
     let cat = timed(|| {
         let status = std::process::Command::new("sh")
             .arg("-c")

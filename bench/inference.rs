@@ -196,13 +196,6 @@ async fn bench_concurrency(models: &Path) {
     }
 }
 
-fn drop_caches() -> bool {
-    std::process::Command::new("sync")
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
-}
-
 async fn bench_swap(demo: &Path) {
     let dir = tempfile::tempdir().unwrap();
     // Two distinct files (hard links would share one page cache).
@@ -222,7 +215,7 @@ async fn bench_swap(demo: &Path) {
         through_daemon(&d, from, 8, "Hello").await;
         warm.push(through_daemon(&d, to, 8, "Hello").await.ttft);
         through_daemon(&d, from, 8, "Hello").await;
-        if !drop_caches() {
+        if !support::drop_caches() {
             println!("swap: cannot drop the page cache (needs root); cold swap not measured");
             return;
         }

@@ -43,6 +43,16 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+/// A greedy stream on "gemma" that runs until its context is full (minutes).
+async fn endless(d: &Daemon) -> tonic::Streaming<pb::GenerateResponse> {
+    d.inference()
+        .await
+        .generate(greedy("gemma", PROMPT, 0))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn worker_pid(d: &Daemon, id: &str) -> u32 {
     let pid = d.model(id).await.unwrap().worker_pid;
     assert!(pid > 0, "model {id} has no worker");
@@ -206,14 +216,7 @@ async fn a_cancelled_stream_frees_its_slot() {
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "gemma");
     let d = Daemon::start(dir.path(), &["--parallel", "1", "--request-queue", "0"]).await;
-    // Runs until its context is full (minutes) unless cancelled.
-    let mut long = d
-        .inference()
-        .await
-        .generate(greedy("gemma", PROMPT, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut long = endless(&d).await;
     long.message().await.unwrap().unwrap();
     long.message().await.unwrap().unwrap();
     let busy = d
@@ -244,13 +247,7 @@ async fn crash_and_recover(sig: &str) {
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "gemma");
     let d = Daemon::start(dir.path(), &[]).await;
-    let mut stream = d
-        .inference()
-        .await
-        .generate(greedy("gemma", PROMPT, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = endless(&d).await;
     stream.message().await.unwrap().unwrap();
     let pid = worker_pid(&d, "gemma").await;
     kill(pid, sig);

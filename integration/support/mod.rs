@@ -345,6 +345,12 @@ pub fn demo_model_from_env() -> PathBuf {
         })
 }
 
+/// Drops the page cache (benchmarks of cold reads); false when not root.
+pub fn drop_caches() -> bool {
+    Command::new("sync").status().is_ok_and(|s| s.success())
+        && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
 /// One benchmark line: our time, the baseline's, and their ratio.
 pub fn print_ratio(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
     println!(

@@ -3,12 +3,14 @@
 //! and is relayed to the worker over its Unix socket. When the worker dies
 //! mid-request, the client gets UNAVAILABLE with the reason in words.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
@@ -34,10 +36,13 @@ impl InferenceServiceImpl {
         InferenceServiceImpl { supervisor }
     }
 
-    async fn lease(
-        &self,
-        model: &str,
-    ) -> Result<(Lease, InferenceServiceClient<tonic::transport::Channel>), Status> {
+    /// Leases `model` (loading it and starting its worker as needed) and runs
+    /// `call` on the worker; a failure reads as the client should see it.
+    async fn on_worker<R, F, Fut>(&self, model: &str, call: F) -> Result<(Lease, R), Status>
+    where
+        F: FnOnce(InferenceServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
         if model.is_empty() {
             return Err(Status::invalid_argument(
                 "model is empty: name one (see ListModels)",
@@ -49,7 +54,10 @@ impl InferenceServiceImpl {
             .await
             .map_err(convert::status)?;
         let client = InferenceServiceClient::new(lease.worker().channel.clone());
-        Ok((lease, client))
+        match call(client).await {
+            Ok(reply) => Ok((lease, reply)),
+            Err(status) => Err(worker_status(&lease, status).await),
+        }
     }
 }
 
@@ -108,11 +116,11 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = request.into_inner();
-        let (lease, mut client) = self.lease(&r.model).await?;
-        match client.generate(r).await {
-            Ok(upstream) => Ok(Response::new(relay(lease, upstream.into_inner()))),
-            Err(status) => Err(worker_status(&lease, status).await),
-        }
+        let model = r.model.clone();
+        let (lease, upstream) = self
+            .on_worker(&model, |mut c| async move { c.generate(r).await })
+            .await?;
+        Ok(Response::new(relay(lease, upstream.into_inner())))
     }
 
     async fn chat(
@@ -120,11 +128,11 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let r = request.into_inner();
-        let (lease, mut client) = self.lease(&r.model).await?;
-        match client.chat(r).await {
-            Ok(upstream) => Ok(Response::new(relay(lease, upstream.into_inner()))),
-            Err(status) => Err(worker_status(&lease, status).await),
-        }
+        let model = r.model.clone();
+        let (lease, upstream) = self
+            .on_worker(&model, |mut c| async move { c.chat(r).await })
+            .await?;
+        Ok(Response::new(relay(lease, upstream.into_inner())))
     }
 
     async fn tokenize(
@@ -132,11 +140,11 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::TokenizeRequest>,
     ) -> Result<Response<pb::TokenizeResponse>, Status> {
         let r = request.into_inner();
-        let (lease, mut client) = self.lease(&r.model).await?;
-        match client.tokenize(r).await {
-            Ok(reply) => Ok(reply),
-            Err(status) => Err(worker_status(&lease, status).await),
-        }
+        let model = r.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.tokenize(r).await })
+            .await?;
+        Ok(reply)
     }
 
     async fn detokenize(
@@ -144,11 +152,11 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::DetokenizeRequest>,
     ) -> Result<Response<pb::DetokenizeResponse>, Status> {
         let r = request.into_inner();
-        let (lease, mut client) = self.lease(&r.model).await?;
-        match client.detokenize(r).await {
-            Ok(reply) => Ok(reply),
-            Err(status) => Err(worker_status(&lease, status).await),
-        }
+        let model = r.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.detokenize(r).await })
+            .await?;
+        Ok(reply)
     }
 
     async fn embed(
@@ -156,10 +164,10 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let r = request.into_inner();
-        let (lease, mut client) = self.lease(&r.model).await?;
-        match client.embed(r).await {
-            Ok(reply) => Ok(reply),
-            Err(status) => Err(worker_status(&lease, status).await),
-        }
+        let model = r.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.embed(r).await })
+            .await?;
+        Ok(reply)
     }
 }

@@ -5,6 +5,7 @@
 //! A loading or busy model is never evicted; loads that find no free slot
 //! wait in a bounded FIFO queue; the least recently used idle model goes first.
 
+mod leases;
 mod model;
 mod restart;
 mod slot;

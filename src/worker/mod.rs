@@ -4,6 +4,7 @@
 //! daemon's side: spawning, watching and stopping it.
 
 pub mod args;
+mod logs;
 pub mod process;
 pub mod server;
 pub mod service;
