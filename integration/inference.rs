@@ -475,3 +475,33 @@ async fn workers_get_an_explicit_environment_and_die_with_the_daemon() {
     }
     assert!(!alive(pid), "worker {pid} outlived the daemon");
 }
+
+#[tokio::test]
+async fn unloading_a_busy_model_stops_its_worker_within_the_stop_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--stop-timeout", "1"]).await;
+    let mut stream = endless(&d).await;
+    stream.message().await.unwrap().unwrap();
+    let pid = worker_pid(&d, "gemma").await;
+    let unloaded = d
+        .client()
+        .await
+        .unload_model(pb::UnloadModelRequest { id: "gemma".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&unloaded), "unloaded");
+    assert_eq!(unloaded.worker_pid, 0);
+    assert!(!alive(pid), "the worker must be gone once unload returns");
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended as if complete"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("unloaded"), "{err:?}");
+    assert!(worker_sockets(&d).is_empty());
+}
