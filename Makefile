@@ -53,15 +53,16 @@ test: test-rust test-units test-python
 test-rust: demo-model
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) test --locked
 
-# Uses the debug binary `cargo test` just built: one build serves every test.
+# Uses the debug binary `cargo test` builds: `cargo test --no-run` keeps the
+# same dependency features, so nothing (llama.cpp above all) is built twice.
 test-python: demo-model venv
-	$(CARGO) build --locked --bin llama-router
+	$(CARGO) test --locked --no-run
 	ROUTER_TEST_BIN=$(CURDIR)/target/debug/llama-router DEMO_MODEL=$(DEMO_MODEL) \
 		$(VENV)/bin/pytest -q integration/python
 
 # The systemd unit and its debug drop-in must pass systemd-analyze verify.
 test-units:
-	$(CARGO) build --locked --bin llama-router
+	$(CARGO) test --locked --no-run
 	scripts/verify-units.sh target/debug/llama-router
 
 install: build

@@ -239,11 +239,13 @@ fn fill_batch(
         active.in_batch = false;
         if let Some(token) = active.next.take() {
             let at = i32::try_from(used).unwrap_or(i32::MAX);
-            if batch.add(token, active.pos, &[active.seq], true).is_ok() {
+            if used < capacity && batch.add(token, active.pos, &[active.seq], true).is_ok() {
                 active.logits_at = Some(at);
                 active.in_batch = true;
                 active.pos = active.pos.saturating_add(1);
                 used += 1;
+            } else {
+                active.next = Some(token); // no room this step: next one
             }
         }
     }

@@ -160,6 +160,11 @@ impl EngineHandle {
         model: Arc<LlamaModel>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        // Every generating sequence needs a place in each batch.
+        let config = EngineConfig {
+            batch_size: config.batch_size.max(config.parallel),
+            ..config
+        };
         let (tx, rx) = mpsc::channel(1024);
         let (started_tx, started) = std::sync::mpsc::channel();
         let thread_model = model.clone();
