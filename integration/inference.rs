@@ -510,3 +510,40 @@ async fn unloading_a_busy_model_stops_its_worker_within_the_stop_timeout() {
     assert!(err.message().contains("unloaded"), "{err:?}");
     assert!(worker_sockets(&d).is_empty());
 }
+
+#[tokio::test]
+async fn a_long_prompt_is_fed_in_chunks_without_stalling_a_running_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let d = Daemon::start(dir.path(), &["--parallel", "2", "--batch-size", "128"]).await;
+    let mut running = endless(&d).await;
+    running.message().await.unwrap().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(_)) = running.message().await {
+            let _ = arrived.send(Instant::now());
+        }
+    });
+    // About 2,000 tokens: some sixteen chunks of 128 while the other stream decodes
+    // (fed in one step, the other stream would get one or two tokens meanwhile).
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(200);
+    let sent = Instant::now();
+    let mut long = d
+        .inference()
+        .await
+        .generate(greedy("gemma", &long_prompt, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    long.message().await.unwrap().unwrap();
+    let answered = Instant::now();
+    reader.abort();
+    let mut during = 0;
+    while let Ok(t) = arrivals.try_recv() {
+        during += usize::from(t > sent && t < answered);
+    }
+    assert!(
+        during >= 6,
+        "the running stream got {during} tokens while the long prompt was processed"
+    );
+}
