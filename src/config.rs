@@ -1,11 +1,14 @@
 //! Daemon configuration: built-in defaults < config file < `LLAMA_ROUTER_*`
 //! environment < command-line flags, merged with figment.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::settings::{ModelProfiles, ModelSettings, SettingsError};
 
 /// Config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/llama-router/config.toml";
@@ -62,6 +65,10 @@ pub struct Config {
     pub worker_ping_timeout: u64,
     /// Seconds a worker may take to load its model and answer.
     pub worker_start_timeout: u64,
+    /// Settings every model gets unless its own table says otherwise.
+    pub defaults: ModelSettings,
+    /// Per-model tables, by model id.
+    pub models: BTreeMap<String, ModelSettings>,
 }
 
 impl Default for Config {
@@ -89,6 +96,8 @@ impl Default for Config {
             stop_timeout: 10,
             worker_ping_timeout: 30,
             worker_start_timeout: 300,
+            defaults: ModelSettings::default(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -102,6 +111,9 @@ pub enum ConfigError {
     /// A key is unknown or has a bad value; figment names the key and its source.
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
+    /// The per-model tables contradict each other.
+    #[error("invalid configuration: {0}")]
+    Models(#[from] SettingsError),
 }
 
 impl Config {
@@ -118,11 +130,18 @@ impl Config {
             }
             None => {}
         }
-        figment
+        let config: Config = figment
             .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV))
             .merge(Serialized::defaults(flags))
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.profiles()?.check_startup(config.models_max)?;
+        Ok(config)
+    }
+
+    /// The per-model tables, checked and indexed.
+    pub fn profiles(&self) -> Result<ModelProfiles, SettingsError> {
+        ModelProfiles::new(self.defaults.clone(), self.models.clone())
     }
 
     /// The Unix socket to listen on (or to connect to).

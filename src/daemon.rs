@@ -116,6 +116,7 @@ fn limits_of(config: &Config) -> Limits {
             threads: config.prefetch_threads.max(1),
         },
         autoload: config.models_autoload,
+        profiles: std::sync::Arc::new(config.profiles().unwrap_or_default()),
         worker: WorkerSettings {
             parallel: config.parallel.max(1),
             ctx_size: config.ctx_size.max(16),
@@ -127,6 +128,34 @@ fn limits_of(config: &Config) -> Limits {
             start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
         },
     }
+}
+
+/// A table for a model that is not in the directory is only a warning: its file may come later.
+fn warn_unknown_tables(config: &Config, snapshot: &crate::catalog::Snapshot) {
+    for id in config.models.keys() {
+        if !snapshot.entries.iter().any(|e| &e.id == id) {
+            tracing::warn!(model = %id, "the config has a [models.\"{id}\"] table but no such model is in the models directory (yet)");
+        }
+    }
+}
+
+/// Loads the `load_on_startup` models in the background: READY does not wait for them.
+fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle) {
+    let ids = config.profiles().map(|p| p.startup()).unwrap_or_default();
+    if ids.is_empty() {
+        return;
+    }
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        for id in ids {
+            match supervisor.load_and_wait(&id).await {
+                Ok(_) => tracing::info!(model = %id, "loaded at start-up (load_on_startup)"),
+                Err(e) => {
+                    tracing::error!(model = %id, error = %e, "load_on_startup of {id} failed: {e}")
+                }
+            }
+        }
+    });
 }
 
 /// Keys that only take effect at start-up.
@@ -260,6 +289,7 @@ pub async fn serve(
         .await
         .map_err(|_| DaemonError::ActorStopped("catalog"))?;
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
+    warn_unknown_tables(&config, &first);
     let limits = limits_of(&config);
     let socket = config.socket_path();
     let worker_env = WorkerEnv {
@@ -317,6 +347,7 @@ pub async fn serve(
     }
     tracing::info!(socket = %socket.display(), "listening");
     systemd::ready(&status_line(&supervisor).await);
+    spawn_startup_loads(&config, &supervisor);
     spawn_status_updates(supervisor.clone());
     spawn_watchdog(supervisor.clone(), catalog.clone());
 

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod gguf;
 pub mod loader;
+pub mod settings;
 pub mod supervisor;
 pub mod systemd;
 pub mod telemetry;

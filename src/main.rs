@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llama_router::cli::{Cli, Command, client, inspect, serve::ServeArgs};
+use llama_router::cli::{Cli, Command, ConfigCommand, client, inspect, serve::ServeArgs};
 use llama_router::config::Config;
 use llama_router::telemetry;
 
@@ -22,6 +22,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(&args),
+        Command::Config(ConfigCommand::Check { file }) => {
+            match llama_router::cli::config_check(&file) {
+                Ok(text) => write_stdout(text.as_bytes()),
+                Err(err) => {
+                    eprintln!("error: {}: {err}", file.display());
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            }
+        }
         Command::Worker(args) => worker(args),
         command => run_client(command),
     }
@@ -94,7 +103,9 @@ fn run_client(command: Command) -> ExitCode {
             Command::Status { json, endpoint } => client::status(&endpoint.resolve(), json).await,
             Command::Generate(args) => llama_router::cli::generate::generate(&args).await,
             Command::Chat(args) => llama_router::cli::generate::chat(&args).await,
-            Command::Serve(_) | Command::Inspect(_) | Command::Worker(_) => Ok(()),
+            Command::Serve(_) | Command::Inspect(_) | Command::Worker(_) | Command::Config(_) => {
+                Ok(())
+            }
         }
     });
     match result {

@@ -123,6 +123,7 @@ mod tests {
             pinned: false,
             resident_bytes: 0,
             worker_pid: None,
+            aliases: Vec::new(),
         }
     }
 

@@ -61,6 +61,7 @@ pub fn model(v: &ModelView) -> pb::Model {
         name: v.name.clone(),
         resident_bytes: v.resident_bytes,
         worker_pid: v.worker_pid.unwrap_or(0),
+        aliases: v.aliases.clone(),
     }
 }
 

@@ -120,6 +120,8 @@ pub fn model_json(m: &pb::Model) -> Json {
         "pinned": m.pinned,
         "projector": opt(&m.projector),
         "resident_bytes": m.resident_bytes,
+        "worker_pid": if m.worker_pid == 0 { Json::Null } else { m.worker_pid.into() },
+        "aliases": m.aliases,
     })
 }
 

@@ -97,6 +97,9 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Chat with a model interactively (its own chat template).
     Chat(generate::ChatArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Runs one model's inference engine (started by the daemon, not by hand).
     #[command(hide = true)]
     Worker(crate::worker::WorkerArgs),
@@ -109,4 +112,29 @@ pub enum Command {
         #[command(flatten)]
         endpoint: EndpointArg,
     },
+}
+
+/// `llama-router config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (with the LLAMA_ROUTER_* environment) without starting anything.
+    Check {
+        /// The file.
+        file: std::path::PathBuf,
+    },
+}
+
+/// `config check FILE`: the configuration it gives, summarised, or every error with its key path.
+pub fn config_check(file: &std::path::Path) -> Result<String, crate::config::ConfigError> {
+    let config = crate::config::Config::load(Some(file), serde_json::json!({}))?;
+    let profiles = config.profiles()?;
+    let aliases = profiles.aliases().count();
+    Ok(format!(
+        "{}: ok: models_dir {}, models_max {}, {} model table(s), {} alias(es)\n",
+        file.display(),
+        config.models_dir.display(),
+        config.models_max,
+        config.models.len(),
+        aliases
+    ))
 }

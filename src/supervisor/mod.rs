@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::catalog::{CatalogHandle, Snapshot};
 use crate::loader::LoadOptions;
+use crate::settings::ModelProfiles;
 use crate::worker::process::WorkerEnv;
 use crate::worker::{WorkerLink, WorkerSettings};
 
@@ -36,7 +37,7 @@ use table::Table;
 const TTL_TICK: Duration = Duration::from_millis(500);
 
 /// The supervisor's settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Most active models (0 = no limit).
     pub models_max: u32,
@@ -50,6 +51,8 @@ pub struct Limits {
     pub load: LoadOptions,
     /// How workers run (workers started after a change use the new settings).
     pub worker: WorkerSettings,
+    /// Per-model settings and aliases from the config file.
+    pub profiles: Arc<ModelProfiles>,
     /// Whether `acquire` loads a model that is not loaded (else FAILED_PRECONDITION).
     pub autoload: bool,
 }
@@ -122,13 +125,14 @@ impl SupervisorHandle {
         }
     }
 
-    /// Marks a model busy for as long as the returned lease lives, loading it
+    /// Marks a model (`id` or an alias) busy for as long as the returned lease lives, loading it
     /// first (queueing under `--models-max`) when autoload is on, and starting
     /// its worker if none runs.
     pub async fn acquire(&self, id: &str) -> Result<Lease, SupervisorError> {
         let worker = self.ask(|r| Msg::Acquire(id.to_owned(), r)).await??;
         Ok(Lease {
-            id: id.to_owned(),
+            // The model's id, which `id` may only be an alias of.
+            id: worker.model.clone(),
             worker,
             releases: self.releases.clone(),
         })
@@ -266,13 +270,18 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
             let _ = reply.send(table.list());
         }
         Msg::Get(id, reply) => {
-            let _ = reply.send(table.view(&id));
+            let _ = reply.send(table.view(&table.resolve(&id)));
         }
         Msg::Load(id, reply) => {
+            let id = table.resolve(&id);
             let _ = reply.send(table.load(&id));
         }
-        Msg::Unload(id, reply) => table.unload(&id, reply),
+        Msg::Unload(id, reply) => {
+            let id = table.resolve(&id);
+            table.unload(&id, reply);
+        }
         Msg::Pin(id, pinned, reply) => {
+            let id = table.resolve(&id);
             let _ = reply.send(table.pin(&id, pinned));
         }
         Msg::Status(reply) => {
@@ -288,7 +297,10 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
         Msg::Ping(reply) => {
             let _ = reply.send(());
         }
-        Msg::Acquire(id, reply) => table.acquire(&id, reply),
+        Msg::Acquire(id, reply) => {
+            let id = table.resolve(&id);
+            table.acquire(&id, reply);
+        }
         Msg::Shutdown(reply) => {
             table.unload_all();
             let _ = reply.send(());

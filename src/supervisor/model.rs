@@ -3,6 +3,7 @@
 //! first request needs it (*running*), watches it, stops it on unload, and
 //! reports every step to the supervisor.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ pub struct ModelSpec {
     pub worker: WorkerSettings,
     /// Where workers come from.
     pub env: Arc<WorkerEnv>,
+    /// This model's own worker environment (its config table's `env`).
+    pub model_env: BTreeMap<String, String>,
 }
 
 /// What a model actor reports.
@@ -185,6 +188,7 @@ impl Actor {
             self.generation,
             self.spec.worker,
             &self.spec.env,
+            &self.spec.model_env,
         );
         let started = tokio::select! {
             started = start => started,

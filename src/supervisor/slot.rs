@@ -52,6 +52,8 @@ pub(super) struct Slot {
     pub(super) crashes: CrashRecord,
     /// Gone from the directory: delete once released.
     pub(super) removed: bool,
+    /// Other names for it (config file).
+    pub(super) aliases: Vec<String>,
 }
 
 impl Slot {
@@ -77,6 +79,7 @@ impl Slot {
             worker: Worker::Stopped,
             crashes: CrashRecord::default(),
             removed: false,
+            aliases: Vec::new(),
         }
     }
 
@@ -111,6 +114,7 @@ impl Slot {
                 Worker::Running(link, _) => Some(link.pid),
                 _ => None,
             },
+            aliases: self.aliases.clone(),
         }
     }
 

@@ -47,6 +47,18 @@ impl Table {
         }
     }
 
+    /// The model `name` means: a model id, else an alias from the config.
+    pub(super) fn resolve(&self, name: &str) -> String {
+        if self.slots.contains_key(name) {
+            return name.to_owned();
+        }
+        self.limits
+            .profiles
+            .resolve_alias(name)
+            .unwrap_or(name)
+            .to_owned()
+    }
+
     pub(super) fn slot(&self, id: &str) -> Result<&Slot, SupervisorError> {
         self.slots
             .get(id)
@@ -222,8 +234,9 @@ impl Table {
         let generation = self.next_generation;
         let spec = ModelSpec {
             load: self.limits.load,
-            worker: self.limits.worker,
+            worker: self.limits.profiles.worker(id, self.limits.worker),
             env: self.env.clone(),
+            model_env: self.limits.profiles.env(id),
         };
         let reports = self.reports.clone();
         let Some(slot) = self.slots.get_mut(id) else {
@@ -401,7 +414,9 @@ impl Table {
             match self.slots.get_mut(&id) {
                 None => {
                     summary.added = summary.added.saturating_add(1);
-                    let slot = Slot::new(entry.clone());
+                    let mut slot = Slot::new(entry.clone());
+                    slot.pinned = self.limits.profiles.pinned(&id);
+                    slot.aliases = self.limits.profiles.aliases_of(&id);
                     let (state, reason) = (slot.state, slot.failure.clone());
                     self.slots.insert(id.clone(), slot);
                     let _ = self.events.send(ModelEvent {
@@ -479,8 +494,11 @@ impl Table {
     /// New limits from a config reload: evict idle models over a lowered
     /// `--models-max` (least recently used first), start loads a raised one allows.
     pub(super) fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
         let max = limits.models_max as usize;
+        self.limits = limits;
+        for (id, slot) in &mut self.slots {
+            slot.aliases = self.limits.profiles.aliases_of(id);
+        }
         if max > 0 {
             let loaded = |t: &Self| {
                 t.slots

@@ -53,6 +53,7 @@ async fn supervisor(
             },
             autoload,
             worker: worker_settings(),
+            profiles: Default::default(),
         },
         WorkerEnv {
             exe: worker.to_path_buf(),

@@ -87,6 +87,8 @@ pub struct ModelView {
     pub resident_bytes: u64,
     /// The worker's process id while one serves the model.
     pub worker_pid: Option<u32>,
+    /// Other names for it (config file).
+    pub aliases: Vec<String>,
 }
 
 /// A state change.

@@ -2,7 +2,7 @@
 //! environment, forward its logs, keep the tail of its stderr, ping it, stop
 //! it gracefully (SIGTERM, then SIGKILL), and say in words why it died.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -71,6 +71,8 @@ pub struct WorkerExit {
 /// What requests hold of a running worker: its channel and how it ended.
 #[derive(Debug, Clone)]
 pub struct WorkerLink {
+    /// The model it serves (its id, never an alias).
+    pub model: String,
     /// Its process id.
     pub pid: u32,
     /// gRPC to its `InferenceService`.
@@ -154,13 +156,15 @@ pub fn describe_exit(status: ExitStatus) -> String {
 
 impl WorkerProcess {
     /// Starts a worker for `model_id` over `shards` and waits until it serves.
-    /// `generation` keeps socket names unique across restarts.
+    /// `generation` keeps socket names unique across restarts; `model_env`
+    /// (the model's config table `env`) is added to the allow-listed environment.
     pub async fn start(
         model_id: &str,
         shards: Vec<PathBuf>,
         generation: u64,
         settings: WorkerSettings,
         env: &WorkerEnv,
+        model_env: &BTreeMap<String, String>,
     ) -> Result<Self, WorkerExit> {
         let failed = |reason: String| WorkerExit {
             reason,
@@ -190,6 +194,7 @@ impl WorkerProcess {
             .args(args.to_argv())
             .env_clear()
             .envs(worker_env(std::env::vars_os()))
+            .envs(model_env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,6 +223,7 @@ impl WorkerProcess {
             child,
             socket: socket.clone(),
             link: WorkerLink {
+                model: model_id.to_owned(),
                 pid,
                 channel: Channel::from_static("http://localhost").connect_lazy(),
                 exit: exit_rx,

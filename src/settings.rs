@@ -1,0 +1,355 @@
+//! Per-model settings from the config file: `[defaults]` and `[models."ID"]`
+//! tables, resolved as model table > defaults > the daemon-wide keys.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::worker::WorkerSettings;
+
+/// Settings a `[defaults]` or `[models."ID"]` table may set; unset keys fall through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// Context per request, in tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx_size: Option<u32>,
+    /// Requests decoded together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+    /// llama.cpp CPU threads (0 = one per core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Tokens per decode step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Never evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<bool>,
+    /// Load into RAM when the daemon starts (in the background, after READY).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_on_startup: Option<bool>,
+    /// Environment of this model's worker (and of nothing else).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Other names requests may use for this model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// A problem with the per-model tables.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// Two models claim one alias, or an alias is another model's id.
+    #[error("models.{model}.aliases: {alias:?} {problem}")]
+    Alias {
+        /// The table that declares it.
+        model: String,
+        /// The alias.
+        alias: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// More models load at start-up than `models_max` allows.
+    #[error("{count} models have load_on_startup ({names}) but models_max is {max}")]
+    TooManyAtStartup {
+        /// How many.
+        count: usize,
+        /// Which.
+        names: String,
+        /// `models_max`.
+        max: u32,
+    },
+    /// An environment variable name that cannot be one.
+    #[error("{table}.env: {name:?} is not a valid environment variable name")]
+    EnvName {
+        /// `defaults` or `models.ID`.
+        table: String,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Every model's settings, resolved on demand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelProfiles {
+    defaults: ModelSettings,
+    models: BTreeMap<String, ModelSettings>,
+    /// alias -> model id
+    aliases: BTreeMap<String, String>,
+}
+
+impl ModelProfiles {
+    /// Checks the tables (aliases unique and not model ids, env names valid) and indexes them.
+    pub fn new(
+        defaults: ModelSettings,
+        models: BTreeMap<String, ModelSettings>,
+    ) -> Result<Self, SettingsError> {
+        let mut aliases = BTreeMap::new();
+        check_env("defaults", &defaults.env)?;
+        for (id, settings) in &models {
+            check_env(&format!("models.{id}"), &settings.env)?;
+            for alias in &settings.aliases {
+                let problem = if models.contains_key(alias) {
+                    Some("is the id of another model".to_owned())
+                } else if alias.is_empty() || alias == id {
+                    Some("must be a non-empty name other than the model's own".to_owned())
+                } else {
+                    aliases
+                        .get(alias)
+                        .map(|other| format!("is already an alias of {other}"))
+                };
+                if let Some(problem) = problem {
+                    return Err(SettingsError::Alias {
+                        model: id.clone(),
+                        alias: alias.clone(),
+                        problem,
+                    });
+                }
+                aliases.insert(alias.clone(), id.clone());
+            }
+        }
+        Ok(ModelProfiles {
+            defaults,
+            models,
+            aliases,
+        })
+    }
+
+    /// The model an alias names, if it is one.
+    pub fn resolve_alias(&self, name: &str) -> Option<&str> {
+        self.aliases.get(name).map(String::as_str)
+    }
+
+    /// Every alias with its model.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.aliases.iter().map(|(a, m)| (a.as_str(), m.as_str()))
+    }
+
+    /// Aliases of `id`.
+    pub fn aliases_of(&self, id: &str) -> Vec<String> {
+        self.models
+            .get(id)
+            .map(|m| m.aliases.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ids that have a table.
+    pub fn configured(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// The table of `id` over the defaults.
+    fn pick<T: Clone>(&self, id: &str, key: impl Fn(&ModelSettings) -> Option<T>) -> Option<T> {
+        self.models
+            .get(id)
+            .and_then(&key)
+            .or_else(|| key(&self.defaults))
+    }
+
+    /// `id`'s worker settings: its table, else the defaults, else `base` (the daemon-wide keys).
+    pub fn worker(&self, id: &str, base: WorkerSettings) -> WorkerSettings {
+        WorkerSettings {
+            ctx_size: self
+                .pick(id, |s| s.ctx_size)
+                .unwrap_or(base.ctx_size)
+                .max(16),
+            parallel: self
+                .pick(id, |s| s.parallel)
+                .unwrap_or(base.parallel)
+                .max(1),
+            threads: self.pick(id, |s| s.threads).unwrap_or(base.threads),
+            batch_size: self
+                .pick(id, |s| s.batch_size)
+                .unwrap_or(base.batch_size)
+                .max(1),
+            ..base
+        }
+    }
+
+    /// Whether `id` is pinned by the config.
+    pub fn pinned(&self, id: &str) -> bool {
+        self.pick(id, |s| s.pin).unwrap_or(false)
+    }
+
+    /// Models to load at start-up, in id order (`[defaults] load_on_startup` counts only
+    /// for models with a table).
+    pub fn startup(&self) -> Vec<String> {
+        self.models
+            .keys()
+            .filter(|id| self.pick(id, |s| s.load_on_startup).unwrap_or(false))
+            .cloned()
+            .collect()
+    }
+
+    /// Refuses more start-up loads than `models_max` (0 = no limit) allows.
+    pub fn check_startup(&self, models_max: u32) -> Result<(), SettingsError> {
+        let startup = self.startup();
+        if models_max > 0 && startup.len() > models_max as usize {
+            return Err(SettingsError::TooManyAtStartup {
+                count: startup.len(),
+                names: startup.join(", "),
+                max: models_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Extra environment of `id`'s worker: the defaults' env, then its own over it.
+    pub fn env(&self, id: &str) -> BTreeMap<String, String> {
+        let mut env = self.defaults.env.clone();
+        if let Some(m) = self.models.get(id) {
+            env.extend(m.env.clone());
+        }
+        env
+    }
+}
+
+fn check_env(table: &str, env: &BTreeMap<String, String>) -> Result<(), SettingsError> {
+    match env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        Some(name) => Err(SettingsError::EnvName {
+            table: table.to_owned(),
+            name: name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn base() -> WorkerSettings {
+        WorkerSettings {
+            parallel: 4,
+            ctx_size: 4096,
+            batch_size: 512,
+            threads: 0,
+            queue: 64,
+            stop_timeout: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(300),
+        }
+    }
+
+    fn table(ctx: Option<u32>, aliases: &[&str]) -> ModelSettings {
+        ModelSettings {
+            ctx_size: ctx,
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            ..ModelSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_model_table_beats_the_defaults_which_beat_the_daemon_keys() {
+        let defaults = ModelSettings {
+            ctx_size: Some(2048),
+            parallel: Some(2),
+            env: [
+                ("A".to_owned(), "d".to_owned()),
+                ("B".to_owned(), "d".to_owned()),
+            ]
+            .into(),
+            ..ModelSettings::default()
+        };
+        let mut own = table(Some(8192), &[]);
+        own.env.insert("B".into(), "own".into());
+        let p = ModelProfiles::new(defaults, [("big".to_owned(), own)].into()).unwrap();
+        let big = p.worker("big", base());
+        assert_eq!((big.ctx_size, big.parallel, big.batch_size), (8192, 2, 512));
+        let other = p.worker("other", base());
+        assert_eq!((other.ctx_size, other.parallel), (2048, 2));
+        assert_eq!(
+            p.env("big"),
+            [
+                ("A".to_owned(), "d".to_owned()),
+                ("B".to_owned(), "own".to_owned())
+            ]
+            .into()
+        );
+        assert_eq!(p.env("other").get("B").map(String::as_str), Some("d"));
+        assert_eq!(ModelProfiles::default().worker("x", base()), base());
+    }
+
+    #[test]
+    fn aliases_resolve_and_collisions_are_refused() {
+        let p = ModelProfiles::new(
+            ModelSettings::default(),
+            [(
+                "gemma-3-270m-q4_k_m".to_owned(),
+                table(None, &["gemma", "small"]),
+            )]
+            .into(),
+        )
+        .unwrap();
+        assert_eq!(p.resolve_alias("small"), Some("gemma-3-270m-q4_k_m"));
+        assert_eq!(p.resolve_alias("gemma-3-270m-q4_k_m"), None);
+
+        let twice = ModelProfiles::new(
+            ModelSettings::default(),
+            [
+                ("a".to_owned(), table(None, &["x"])),
+                ("b".to_owned(), table(None, &["x"])),
+            ]
+            .into(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            r#"models.b.aliases: "x" is already an alias of a"#
+        );
+        let is_a_model = ModelProfiles::new(
+            ModelSettings::default(),
+            [
+                ("a".to_owned(), table(None, &["b"])),
+                ("b".to_owned(), table(None, &[])),
+            ]
+            .into(),
+        )
+        .unwrap_err();
+        assert!(
+            is_a_model
+                .to_string()
+                .contains("is the id of another model"),
+            "{is_a_model}"
+        );
+        let bad_env = ModelProfiles::new(
+            ModelSettings {
+                env: [("A=B".to_owned(), "x".to_owned())].into(),
+                ..ModelSettings::default()
+            },
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(bad_env, SettingsError::EnvName { .. }));
+    }
+
+    #[test]
+    fn more_startup_loads_than_models_max_is_an_error_naming_them() {
+        let eager = ModelSettings {
+            load_on_startup: Some(true),
+            ..ModelSettings::default()
+        };
+        let p = ModelProfiles::new(
+            ModelSettings::default(),
+            [
+                ("a".to_owned(), eager.clone()),
+                ("b".to_owned(), eager),
+                ("c".to_owned(), table(None, &[])),
+            ]
+            .into(),
+        )
+        .unwrap();
+        assert_eq!(p.startup(), ["a", "b"]);
+        assert!(p.check_startup(2).is_ok() && p.check_startup(0).is_ok());
+        assert_eq!(
+            p.check_startup(1).unwrap_err().to_string(),
+            "2 models have load_on_startup (a, b) but models_max is 1"
+        );
+    }
+}
