@@ -171,3 +171,102 @@ fn config_check_validates_without_starting_anything() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[tokio::test]
+async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "a");
+    add_demo_model(dir.path(), "b");
+    let template = dir.path().join("chatml.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
+    )
+    .unwrap();
+    let config = dir.path().join("router.toml");
+    let write_config = |b_ctx: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[models.a]\nsampling = {{ temperature = 0.0 }}\n\n[models.b]\nctx_size = {b_ctx}\nchat_template = \"{}\"\n",
+                template.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(2048);
+    let d = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()]).await;
+    let mut c = d.inference().await;
+
+    // a's default is greedy: a request that sets no sampling is deterministic.
+    let unset = |model: &str| llama_router::api::pb::GenerateRequest {
+        sampling: None,
+        ..greedy(model, "The capital of France is", 12)
+    };
+    let first = collect(c.generate(unset("a")).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let second = collect(c.generate(unset("a")).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let explicit = collect(
+        c.generate(greedy("a", "The capital of France is", 12))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.tokens, second.tokens);
+    assert_eq!(first.tokens, explicit.tokens);
+
+    // b chats with the configured template although its GGUF has none; a does not.
+    let chat = |model: &str| llama_router::api::pb::ChatRequest {
+        model: model.into(),
+        messages: vec![llama_router::api::pb::ChatMessage {
+            role: "user".into(),
+            content: "Hi".into(),
+        }],
+        max_tokens: 4,
+        ..Default::default()
+    };
+    let answer = collect(c.chat(chat("b")).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let expected = c
+        .tokenize(llama_router::api::pb::TokenizeRequest {
+            model: "b".into(),
+            // Jinja drops a template's final newline, as Hugging Face's does.
+            text: "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant".into(),
+            add_special: true,
+            parse_special: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert_eq!(answer.usage.unwrap().prompt_tokens as usize, expected.len());
+    let err = c.chat(chat("a")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Changing b's table and sending SIGHUP restarts b only; a keeps its worker.
+    let a_pid = d.model("a").await.unwrap().worker_pid;
+    let b_pid = d.model("b").await.unwrap().worker_pid;
+    assert!(a_pid > 0 && b_pid > 0);
+    write_config(1024);
+    d.signal("HUP");
+    d.wait_for("b to reload without its old worker", |ms| {
+        ms.iter().any(|m| m.id == "b" && m.worker_pid != b_pid)
+    })
+    .await;
+    collect(c.chat(chat("b")).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let b = d.model("b").await.unwrap();
+    assert!(b.worker_pid > 0 && b.worker_pid != b_pid);
+    assert_eq!(
+        d.model("a").await.unwrap().worker_pid,
+        a_pid,
+        "a was not touched"
+    );
+}

@@ -2,13 +2,72 @@
 //! tables, resolved as model table > defaults > the daemon-wide keys.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::worker::WorkerSettings;
 
+/// Sampling defaults of a model: a request's own values win over them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSettings {
+    /// 0 = greedy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i32>,
+    /// 1 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// 1 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// Tokens the penalties look back over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub penalty_last_n: Option<i32>,
+}
+
+impl SamplingSettings {
+    /// Each field of `self`, else of `under`.
+    pub fn over(self, under: SamplingSettings) -> SamplingSettings {
+        SamplingSettings {
+            temperature: self.temperature.or(under.temperature),
+            top_k: self.top_k.or(under.top_k),
+            top_p: self.top_p.or(under.top_p),
+            min_p: self.min_p.or(under.min_p),
+            repeat_penalty: self.repeat_penalty.or(under.repeat_penalty),
+            presence_penalty: self.presence_penalty.or(under.presence_penalty),
+            frequency_penalty: self.frequency_penalty.or(under.frequency_penalty),
+            penalty_last_n: self.penalty_last_n.or(under.penalty_last_n),
+        }
+    }
+}
+
+/// What one model's worker gets besides the daemon-wide settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerExtras {
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Sampling defaults.
+    pub sampling: SamplingSettings,
+    /// A chat template file used instead of the model's own.
+    pub chat_template: Option<PathBuf>,
+}
+
 /// Settings a `[defaults]` or `[models."ID"]` table may set; unset keys fall through.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
     /// Context per request, in tokens.
@@ -26,6 +85,17 @@ pub struct ModelSettings {
     /// Never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<bool>,
+    /// Lock this model's pages in RAM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlock: Option<bool>,
+    /// Seconds idle before unloading (0 = never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ttl: Option<u64>,
+    /// Sampling defaults for requests that do not set them.
+    pub sampling: SamplingSettings,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<PathBuf>,
     /// Load into RAM when the daemon starts (in the background, after READY).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_on_startup: Option<bool>,
@@ -167,6 +237,32 @@ impl ModelProfiles {
         }
     }
 
+    /// `id`'s idle TTL: its table, else the defaults, else `base` (`--idle-ttl`).
+    pub fn idle_ttl(&self, id: &str, base: Option<Duration>) -> Option<Duration> {
+        match self.pick(id, |s| s.idle_ttl) {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => base,
+        }
+    }
+
+    /// Whether `id` is locked in RAM: its table, else the defaults, else `base` (`--mlock`).
+    pub fn mlock(&self, id: &str, base: bool) -> bool {
+        self.pick(id, |s| s.mlock).unwrap_or(base)
+    }
+
+    /// Environment, sampling defaults and chat template of `id`'s worker.
+    pub fn extras(&self, id: &str) -> WorkerExtras {
+        let own = self.models.get(id);
+        WorkerExtras {
+            env: self.env(id),
+            sampling: own
+                .map_or_else(SamplingSettings::default, |m| m.sampling)
+                .over(self.defaults.sampling),
+            chat_template: self.pick(id, |s| s.chat_template.clone()),
+        }
+    }
+
     /// Whether `id` is pinned by the config.
     pub fn pinned(&self, id: &str) -> bool {
         self.pick(id, |s| s.pin).unwrap_or(false)
@@ -196,7 +292,7 @@ impl ModelProfiles {
     }
 
     /// Extra environment of `id`'s worker: the defaults' env, then its own over it.
-    pub fn env(&self, id: &str) -> BTreeMap<String, String> {
+    fn env(&self, id: &str) -> BTreeMap<String, String> {
         let mut env = self.defaults.env.clone();
         if let Some(m) = self.models.get(id) {
             env.extend(m.env.clone());
@@ -265,15 +361,51 @@ mod tests {
         let other = p.worker("other", base());
         assert_eq!((other.ctx_size, other.parallel), (2048, 2));
         assert_eq!(
-            p.env("big"),
+            p.extras("big").env,
             [
                 ("A".to_owned(), "d".to_owned()),
                 ("B".to_owned(), "own".to_owned())
             ]
             .into()
         );
-        assert_eq!(p.env("other").get("B").map(String::as_str), Some("d"));
+        assert_eq!(
+            p.extras("other").env.get("B").map(String::as_str),
+            Some("d")
+        );
         assert_eq!(ModelProfiles::default().worker("x", base()), base());
+    }
+
+    #[test]
+    fn sampling_ttl_and_mlock_fall_through_field_by_field() {
+        let defaults = ModelSettings {
+            sampling: SamplingSettings {
+                temperature: Some(0.2),
+                top_k: Some(10),
+                ..SamplingSettings::default()
+            },
+            idle_ttl: Some(60),
+            ..ModelSettings::default()
+        };
+        let own = ModelSettings {
+            sampling: SamplingSettings {
+                temperature: Some(0.0),
+                ..SamplingSettings::default()
+            },
+            idle_ttl: Some(0),
+            mlock: Some(true),
+            chat_template: Some("/t.jinja".into()),
+            ..ModelSettings::default()
+        };
+        let p = ModelProfiles::new(defaults, [("m".to_owned(), own)].into()).unwrap();
+        let s = p.extras("m").sampling;
+        assert_eq!(
+            (s.temperature, s.top_k, s.top_p),
+            (Some(0.0), Some(10), None)
+        );
+        assert_eq!(p.extras("m").chat_template, Some(PathBuf::from("/t.jinja")));
+        assert_eq!(p.idle_ttl("m", Some(Duration::from_secs(5))), None);
+        assert_eq!(p.idle_ttl("x", None), Some(Duration::from_secs(60)));
+        assert!(p.mlock("m", false) && !p.mlock("x", false));
     }
 
     #[test]

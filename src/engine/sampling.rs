@@ -5,6 +5,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 
 use super::EngineError;
 use crate::api::pb;
+use crate::settings::SamplingSettings;
 
 /// Sampling settings with every default resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,17 +47,37 @@ impl Default for Sampling {
 }
 
 impl Sampling {
-    /// Resolves a request's settings; `random_seed` is used when it sets none.
+    /// The built-in defaults with a model's configured defaults over them.
+    pub fn with_defaults(model: &SamplingSettings) -> Self {
+        let d = Sampling::default();
+        Sampling {
+            temperature: model.temperature.unwrap_or(d.temperature),
+            top_k: model.top_k.unwrap_or(d.top_k),
+            top_p: model.top_p.unwrap_or(d.top_p),
+            min_p: model.min_p.unwrap_or(d.min_p),
+            repeat_penalty: model.repeat_penalty.unwrap_or(d.repeat_penalty),
+            presence_penalty: model.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: model.frequency_penalty.unwrap_or(d.frequency_penalty),
+            penalty_last_n: model.penalty_last_n.unwrap_or(d.penalty_last_n),
+            seed: d.seed,
+        }
+    }
+
+    /// Resolves a request's settings over `defaults` (the model's); `random_seed`
+    /// is used when it sets none.
     pub fn from_request(
         params: Option<&pb::SamplingParams>,
         random_seed: u32,
+        defaults: &Sampling,
     ) -> Result<Self, EngineError> {
-        let d = Sampling::default();
+        let d = defaults.clone();
         let Some(p) = params else {
-            return Ok(Sampling {
+            let s = Sampling {
                 seed: random_seed,
                 ..d
-            });
+            };
+            s.check()?;
+            return Ok(s);
         };
         let s = Sampling {
             temperature: p.temperature.unwrap_or(d.temperature),
@@ -71,6 +92,11 @@ impl Sampling {
         };
         s.check()?;
         Ok(s)
+    }
+
+    /// Checks configured defaults as a request would be checked.
+    pub fn check_defaults(&self) -> Result<(), EngineError> {
+        self.check()
     }
 
     fn check(&self) -> Result<(), EngineError> {
@@ -161,7 +187,7 @@ mod tests {
 
     #[test]
     fn unset_fields_take_the_defaults_and_the_random_seed() {
-        let s = Sampling::from_request(None, 7).unwrap();
+        let s = Sampling::from_request(None, 7, &Sampling::default()).unwrap();
         assert_eq!(
             s,
             Sampling {
@@ -174,7 +200,7 @@ mod tests {
             seed: Some(42),
             ..Default::default()
         };
-        let s = Sampling::from_request(Some(&p), 7).unwrap();
+        let s = Sampling::from_request(Some(&p), 7, &Sampling::default()).unwrap();
         assert!(s.is_greedy());
         assert_eq!((s.seed, s.top_k), (42, 40));
     }
@@ -226,7 +252,7 @@ mod tests {
             ),
         ];
         for (params, field) in cases {
-            let err = Sampling::from_request(Some(&params), 0).unwrap_err();
+            let err = Sampling::from_request(Some(&params), 0, &Sampling::default()).unwrap_err();
             assert!(
                 matches!(&err, EngineError::InvalidRequest(m) if m.contains(field)),
                 "{params:?}: {err}"

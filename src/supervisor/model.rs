@@ -3,7 +3,6 @@
 //! first request needs it (*running*), watches it, stops it on unload, and
 //! reports every step to the supervisor.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::loader::{self, LoadError, LoadOptions, Progress, ResidentModel};
+use crate::settings::WorkerExtras;
 use crate::worker::process::WorkerEnv;
 use crate::worker::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};
 
@@ -23,8 +23,8 @@ pub struct ModelSpec {
     pub worker: WorkerSettings,
     /// Where workers come from.
     pub env: Arc<WorkerEnv>,
-    /// This model's own worker environment (its config table's `env`).
-    pub model_env: BTreeMap<String, String>,
+    /// This model's own worker environment, sampling defaults and chat template.
+    pub extras: WorkerExtras,
 }
 
 /// What a model actor reports.
@@ -188,7 +188,7 @@ impl Actor {
             self.generation,
             self.spec.worker,
             &self.spec.env,
-            &self.spec.model_env,
+            &self.spec.extras,
         );
         let started = tokio::select! {
             started = start => started,

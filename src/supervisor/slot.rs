@@ -54,6 +54,8 @@ pub(super) struct Slot {
     pub(super) removed: bool,
     /// Other names for it (config file).
     pub(super) aliases: Vec<String>,
+    /// Load it again once released (its settings changed on a config reload).
+    pub(super) reload_when_released: bool,
 }
 
 impl Slot {
@@ -80,6 +82,7 @@ impl Slot {
             crashes: CrashRecord::default(),
             removed: false,
             aliases: Vec::new(),
+            reload_when_released: false,
         }
     }
 

@@ -13,7 +13,7 @@ use super::types::{
 };
 use super::{Limits, Reply};
 use crate::catalog::Snapshot;
-use crate::loader::{LoadError, Phase, Progress};
+use crate::loader::{LoadError, LoadOptions, Phase, Progress};
 use crate::worker::process::WorkerEnv;
 
 pub(super) struct Table {
@@ -232,11 +232,15 @@ impl Table {
     fn start_load(&mut self, id: &str) {
         self.next_generation = self.next_generation.saturating_add(1);
         let generation = self.next_generation;
+        let profiles = &self.limits.profiles;
         let spec = ModelSpec {
-            load: self.limits.load,
-            worker: self.limits.profiles.worker(id, self.limits.worker),
+            load: LoadOptions {
+                mlock: profiles.mlock(id, self.limits.load.mlock),
+                ..self.limits.load
+            },
+            worker: profiles.worker(id, self.limits.worker),
             env: self.env.clone(),
-            model_env: self.limits.profiles.env(id),
+            extras: profiles.extras(id),
         };
         let reports = self.reports.clone();
         let Some(slot) = self.slots.get_mut(id) else {
@@ -391,11 +395,16 @@ impl Table {
         for waiter in slot.unload_waiters.drain(..) {
             let _ = waiter.send(Ok(view.clone()));
         }
+        let reload = std::mem::take(&mut slot.reload_when_released);
         if removed {
             self.slots.remove(id);
         } else if slot.entry.info.is_err() {
             let reason = slot.entry.info.clone().err();
             self.transition(id, ModelState::Failed, reason);
+        } else if reload {
+            if let Err(e) = self.load(id) {
+                tracing::warn!(model = %id, error = %e, "cannot reload {id} with its new settings: {e}");
+            }
         }
     }
 
@@ -472,22 +481,20 @@ impl Table {
 
     /// Unloads ready, idle, unpinned models unused for longer than the TTL.
     pub(super) fn expire_idle(&mut self) {
-        let Some(ttl) = self.limits.idle_ttl else {
-            return;
-        };
         let now = SystemTime::now();
-        let expired: Vec<String> = self
+        let expired: Vec<(String, std::time::Duration)> = self
             .slots
             .iter()
             .filter(|(_, s)| s.evictable())
-            .filter(|(_, s)| {
+            .filter_map(|(id, s)| {
+                let ttl = self.limits.profiles.idle_ttl(id, self.limits.idle_ttl)?;
                 s.last_used
                     .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ttl)
+                    .then(|| (id.clone(), ttl))
             })
-            .map(|(id, _)| id.clone())
             .collect();
-        for id in expired {
-            self.begin_unload(&id, format!("idle for {} s (--idle-ttl)", ttl.as_secs()));
+        for (id, ttl) in expired {
+            self.begin_unload(&id, format!("idle for {} s (idle_ttl)", ttl.as_secs()));
         }
     }
 
@@ -495,9 +502,30 @@ impl Table {
     /// `--models-max` (least recently used first), start loads a raised one allows.
     pub(super) fn set_limits(&mut self, limits: Limits) {
         let max = limits.models_max as usize;
+        // Models whose worker would now start differently reload; the others keep serving.
+        let changed: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s.state, ModelState::Loading | ModelState::Ready))
+            .filter(|(id, _)| {
+                let (old, new) = (&self.limits, &limits);
+                old.profiles.worker(id, old.worker) != new.profiles.worker(id, new.worker)
+                    || old.profiles.extras(id) != new.profiles.extras(id)
+                    || old.profiles.mlock(id, old.load.mlock)
+                        != new.profiles.mlock(id, new.load.mlock)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         self.limits = limits;
+        for id in changed {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.reload_when_released = true;
+            }
+            self.begin_unload(&id, "its settings changed (config reload)".to_owned());
+        }
         for (id, slot) in &mut self.slots {
             slot.aliases = self.limits.profiles.aliases_of(id);
+            slot.pinned = slot.pinned || self.limits.profiles.pinned(id);
         }
         if max > 0 {
             let loaded = |t: &Self| {

@@ -33,6 +33,12 @@ pub struct WorkerArgs {
     /// Log filter.
     #[arg(long)]
     pub log_level: String,
+    /// Sampling defaults of this model (JSON of `SamplingSettings`).
+    #[arg(long, default_value = "{}")]
+    pub sampling: String,
+    /// A chat template file used instead of the model's own.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// The model's files in shard order, as the daemon's GGUF reader resolved them.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
@@ -55,6 +61,10 @@ impl WorkerArgs {
         flag("queue", self.queue.to_string().into());
         flag("parent-pid", self.parent_pid.to_string().into());
         flag("log-level", self.log_level.clone().into());
+        flag("sampling", self.sampling.clone().into());
+        if let Some(template) = &self.chat_template {
+            flag("chat-template", template.clone().into());
+        }
         argv.push("--".into());
         argv.extend(self.shards.iter().map(|s| s.clone().into_os_string()));
         argv
@@ -89,6 +99,8 @@ mod tests {
             queue: 64,
             parent_pid: 42,
             log_level: "info".into(),
+            sampling: r#"{"temperature":0.0}"#.into(),
+            chat_template: Some("/t.jinja".into()),
             shards: vec![
                 "/m/-a-00001-of-00002.gguf".into(),
                 "/m/-a-00002-of-00002.gguf".into(),

@@ -2,7 +2,7 @@
 //! environment, forward its logs, keep the tail of its stderr, ping it, stop
 //! it gracefully (SIGTERM, then SIGKILL), and say in words why it died.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use super::args::WorkerArgs;
 use super::server::READY_LINE;
 use crate::api::worker_pb::PingRequest;
 use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
+use crate::settings::WorkerExtras;
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
@@ -157,14 +158,14 @@ pub fn describe_exit(status: ExitStatus) -> String {
 impl WorkerProcess {
     /// Starts a worker for `model_id` over `shards` and waits until it serves.
     /// `generation` keeps socket names unique across restarts; `model_env`
-    /// (the model's config table `env`) is added to the allow-listed environment.
+    /// (the model's config table) adds environment, sampling defaults and a chat template.
     pub async fn start(
         model_id: &str,
         shards: Vec<PathBuf>,
         generation: u64,
         settings: WorkerSettings,
         env: &WorkerEnv,
-        model_env: &BTreeMap<String, String>,
+        extras: &WorkerExtras,
     ) -> Result<Self, WorkerExit> {
         let failed = |reason: String| WorkerExit {
             reason,
@@ -188,13 +189,15 @@ impl WorkerProcess {
             queue: settings.queue,
             parent_pid: std::process::id(),
             log_level: env.log_level.clone(),
+            sampling: serde_json::to_string(&extras.sampling).unwrap_or_else(|_| "{}".to_owned()),
+            chat_template: extras.chat_template.clone(),
             shards,
         };
         let mut child = Command::new(&env.exe)
             .args(args.to_argv())
             .env_clear()
             .envs(worker_env(std::env::vars_os()))
-            .envs(model_env)
+            .envs(&extras.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

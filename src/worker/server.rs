@@ -18,8 +18,9 @@ use super::service::{WorkerControl, WorkerInference};
 use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::engine::chat::{ChatError, ChatTemplate};
-use crate::engine::{EngineConfig, EngineHandle};
+use crate::engine::{EngineConfig, EngineHandle, Sampling};
 use crate::gguf::SplitName;
+use crate::settings::SamplingSettings;
 
 /// What the worker writes on stdout once it serves: the daemon waits for it.
 pub const READY_LINE: &str = "READY";
@@ -47,6 +48,9 @@ pub enum WorkerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The settings the daemon passed are unusable.
+    #[error("{0}")]
+    Settings(String),
     /// The gRPC server failed.
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -111,13 +115,18 @@ fn check_shards(shards: &[PathBuf]) -> Result<&Path, WorkerError> {
     Ok(first)
 }
 
-/// The model's chat template (from its GGUF metadata), compiled.
-fn chat_template(model: &LlamaModel) -> Result<ChatTemplate, ChatError> {
-    let source = model
-        .chat_template(None)
-        .ok()
-        .and_then(|t| t.to_string().ok())
-        .ok_or(ChatError::NoTemplate)?;
+/// The chat template: the configured file, else the model's (GGUF metadata), compiled.
+fn chat_template(model: &LlamaModel, file: Option<&Path>) -> Result<ChatTemplate, ChatError> {
+    let source = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            ChatError::Template(format!("cannot read chat template {}: {e}", path.display()))
+        })?,
+        None => model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok())
+            .ok_or(ChatError::NoTemplate)?,
+    };
     let vocab = model.vocab();
     let text = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
     ChatTemplate::new(&source, text(vocab.bos()), text(vocab.eos()))
@@ -132,17 +141,26 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     })
     .await
     .map_err(|e| WorkerError::Llama(format!("loading panicked: {e}")))??;
-    let template = chat_template(&model);
-    if let Err(e) = &template {
-        tracing::info!(model = %args.model_id, "chat disabled: {e}");
+    let template = chat_template(&model, args.chat_template.as_deref());
+    match (&template, &args.chat_template) {
+        // A configured template that does not work is a configuration error.
+        (Err(e), Some(_)) => return Err(WorkerError::Settings(e.to_string())),
+        (Err(e), None) => tracing::info!(model = %args.model_id, "chat disabled: {e}"),
+        _ => {}
     }
+    let sampling: SamplingSettings = serde_json::from_str(&args.sampling)
+        .map_err(|e| WorkerError::Settings(format!("bad --sampling: {e}")))?;
+    let sampling = Sampling::with_defaults(&sampling);
+    sampling
+        .check_defaults()
+        .map_err(|e| WorkerError::Settings(format!("sampling defaults: {e}")))?;
 
     let _ = std::fs::remove_file(&args.socket);
     let listener = UnixListener::bind(&args.socket)
         .map_err(io(format!("binding {}", args.socket.display())))?;
     let mut terminate = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
-    let inference = WorkerInference::new(engine.clone(), template);
+    let inference = WorkerInference::new(engine.clone(), template, sampling);
     let server = tonic::transport::Server::builder()
         .add_service(InferenceServiceServer::new(inference))
         .add_service(WorkerServiceServer::new(WorkerControl::new(engine)))

@@ -26,17 +26,24 @@ pub struct WorkerInference {
     template: Arc<Result<ChatTemplate, ChatError>>,
     /// The BOS token's text: a prompt that starts with it gets no second BOS.
     bos_text: Arc<str>,
+    /// This model's sampling defaults (built-in, with its config table over them).
+    sampling: Sampling,
 }
 
 impl WorkerInference {
     /// Wraps `engine`; `template` is the model's compiled chat template.
-    pub fn new(engine: EngineHandle, template: Result<ChatTemplate, ChatError>) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        template: Result<ChatTemplate, ChatError>,
+        sampling: Sampling,
+    ) -> Self {
         let vocab = engine.model().vocab();
         let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into();
         WorkerInference {
             engine,
             template: Arc::new(template),
             bos_text: bos,
+            sampling,
         }
     }
 
@@ -65,7 +72,8 @@ impl WorkerInference {
                 prompt.len()
             )));
         }
-        let sampling = Sampling::from_request(sampling, random_seed()).map_err(engine_status)?;
+        let sampling = Sampling::from_request(sampling, random_seed(), &self.sampling)
+            .map_err(engine_status)?;
         let rx = self
             .engine
             .generate(GenerateRequest {
