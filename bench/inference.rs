@@ -119,6 +119,9 @@ async fn bench_overhead(demo: &Path, models: &Path) {
         batch_size: 512,
         threads: threads(),
         queue: 64,
+        flash_attn: llama_router::settings::FlashAttn::Auto,
+        cache_type_k: llama_router::settings::CacheType::F16,
+        cache_type_v: llama_router::settings::CacheType::F16,
     };
     let engine = EngineHandle::start(backend, model, config).unwrap();
     let d = Daemon::start(

@@ -40,6 +40,9 @@ aliases = ["small"]
 env = { ROUTER_TEST_ONLY_A = "yes", ROUTER_TEST_ALL = "a" }
 ctx_size = 256
 pin = true
+flash_attn = "on"
+cache_type_k = "q8_0"
+cache_type_v = "q8_0"
 
 [models.b]
 load_on_startup = true
@@ -118,6 +121,20 @@ ctx_size = 1024
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["aliases"][0], "small");
     assert!(listed[0]["worker_pid"].as_u64().unwrap() > 0);
+    let (sa, sb) = (&listed[0]["settings"], &listed[1]["settings"]);
+    assert_eq!(
+        (sa["ctx_size"].as_u64(), sb["ctx_size"].as_u64()),
+        (Some(256), Some(4096))
+    );
+    assert_eq!(
+        (sa["flash_attn"].as_str(), sb["flash_attn"].as_str()),
+        (Some("on"), Some("auto"))
+    );
+    assert_eq!(sa["cache_type_v"], "q8_0");
+    assert_eq!(
+        sa["env"],
+        serde_json::json!(["ROUTER_TEST_ALL", "ROUTER_TEST_ONLY_A"])
+    );
     assert!(d.cli(&["unload", "small"]).status.success());
     assert_eq!(support::state(&d.model("a").await.unwrap()), "unloaded");
 }

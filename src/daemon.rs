@@ -126,6 +126,10 @@ fn limits_of(config: &Config) -> Limits {
             stop_timeout: Duration::from_secs(config.stop_timeout),
             ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
             start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
+            gpu_layers: None,
+            flash_attn: crate::settings::FlashAttn::Auto,
+            cache_type_k: crate::settings::CacheType::F16,
+            cache_type_v: crate::settings::CacheType::F16,
         },
     }
 }

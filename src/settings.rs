@@ -9,6 +9,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::worker::WorkerSettings;
 
+/// The config/command-line spelling of a setting's value (`q8_0`, `auto`).
+pub fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Flash attention: llama.cpp decides, or forced on or off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    /// llama.cpp decides per backend.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl FlashAttn {
+    /// llama.cpp's `llama_flash_attn_type` value.
+    pub fn llama_value(self) -> i32 {
+        match self {
+            FlashAttn::Auto => -1,
+            FlashAttn::Off => 0,
+            FlashAttn::On => 1,
+        }
+    }
+}
+
+/// Element type of the KV cache (quantized types save memory; V needs flash attention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (llama.cpp's default).
+    #[default]
+    F16,
+    /// 8-bit blocks.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 5-bit blocks.
+    #[value(name = "q5_1")]
+    Q5_1,
+    /// 5-bit blocks.
+    #[value(name = "q5_0")]
+    Q5_0,
+    /// 4-bit blocks.
+    #[value(name = "q4_1")]
+    Q4_1,
+    /// 4-bit blocks.
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
 /// Sampling defaults of a model: a request's own values win over them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +143,18 @@ pub struct ModelSettings {
     /// Never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<bool>,
+    /// Layers offloaded to the GPU (GPU builds; none = llama.cpp's default, all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<u32>,
+    /// Flash attention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flash_attn: Option<FlashAttn>,
+    /// KV cache type of keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_type_k: Option<CacheType>,
+    /// KV cache type of values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_type_v: Option<CacheType>,
     /// Lock this model's pages in RAM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlock: Option<bool>,
@@ -138,6 +208,19 @@ pub enum SettingsError {
         /// The name.
         name: String,
     },
+}
+
+/// What a model's worker runs with, for display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effective {
+    /// Worker settings.
+    pub worker: Option<WorkerSettings>,
+    /// Locked in RAM.
+    pub mlock: bool,
+    /// Idle TTL.
+    pub idle_ttl: Option<Duration>,
+    /// Environment, sampling defaults, template.
+    pub extras: WorkerExtras,
 }
 
 /// Every model's settings, resolved on demand.
@@ -233,6 +316,14 @@ impl ModelProfiles {
                 .pick(id, |s| s.batch_size)
                 .unwrap_or(base.batch_size)
                 .max(1),
+            gpu_layers: self.pick(id, |s| s.gpu_layers).or(base.gpu_layers),
+            flash_attn: self.pick(id, |s| s.flash_attn).unwrap_or(base.flash_attn),
+            cache_type_k: self
+                .pick(id, |s| s.cache_type_k)
+                .unwrap_or(base.cache_type_k),
+            cache_type_v: self
+                .pick(id, |s| s.cache_type_v)
+                .unwrap_or(base.cache_type_v),
             ..base
         }
     }
@@ -260,6 +351,22 @@ impl ModelProfiles {
                 .map_or_else(SamplingSettings::default, |m| m.sampling)
                 .over(self.defaults.sampling),
             chat_template: self.pick(id, |s| s.chat_template.clone()),
+        }
+    }
+
+    /// Everything `id`'s worker gets, over the daemon-wide `base`, `mlock` and `idle_ttl`.
+    pub fn effective(
+        &self,
+        id: &str,
+        base: WorkerSettings,
+        mlock: bool,
+        idle_ttl: Option<Duration>,
+    ) -> Effective {
+        Effective {
+            worker: Some(self.worker(id, base)),
+            mlock: self.mlock(id, mlock),
+            idle_ttl: self.idle_ttl(id, idle_ttl),
+            extras: self.extras(id),
         }
     }
 
@@ -330,6 +437,10 @@ mod tests {
             stop_timeout: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
             start_timeout: Duration::from_secs(300),
+            gpu_layers: None,
+            flash_attn: FlashAttn::Auto,
+            cache_type_k: CacheType::F16,
+            cache_type_v: CacheType::F16,
         }
     }
 

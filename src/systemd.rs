@@ -124,6 +124,7 @@ mod tests {
             resident_bytes: 0,
             worker_pid: None,
             aliases: Vec::new(),
+            settings: Default::default(),
         }
     }
 

@@ -62,6 +62,7 @@ pub fn model(v: &ModelView) -> pb::Model {
         resident_bytes: v.resident_bytes,
         worker_pid: v.worker_pid.unwrap_or(0),
         aliases: v.aliases.clone(),
+        settings: Some(settings(&v.settings)),
     }
 }
 
@@ -99,4 +100,36 @@ pub fn status(e: SupervisorError) -> Status {
         SupervisorError::ResourceExhausted(_) => Status::resource_exhausted(message),
         SupervisorError::Unavailable(_) | SupervisorError::Stopped => Status::unavailable(message),
     }
+}
+
+use crate::settings::value_name;
+
+/// A model's effective settings as the wire message.
+pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
+    let mut out = pb::EffectiveSettings {
+        mlock: e.mlock,
+        idle_ttl_seconds: e.idle_ttl.map_or(0, |t| t.as_secs()),
+        env: e.extras.env.keys().cloned().collect(),
+        chat_template: e
+            .extras
+            .chat_template
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        gpu_layers: -1,
+        ..Default::default()
+    };
+    if let Some(w) = &e.worker {
+        out.ctx_size = w.ctx_size;
+        out.parallel = w.parallel;
+        out.threads = w.threads;
+        out.batch_size = w.batch_size;
+        out.gpu_layers = w
+            .gpu_layers
+            .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        out.flash_attn = value_name(w.flash_attn);
+        out.cache_type_k = value_name(w.cache_type_k);
+        out.cache_type_v = value_name(w.cache_type_v);
+    }
+    out
 }

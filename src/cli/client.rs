@@ -122,6 +122,20 @@ pub fn model_json(m: &pb::Model) -> Json {
         "resident_bytes": m.resident_bytes,
         "worker_pid": if m.worker_pid == 0 { Json::Null } else { m.worker_pid.into() },
         "aliases": m.aliases,
+        "settings": m.settings.as_ref().map(|s| json!({
+            "ctx_size": s.ctx_size,
+            "parallel": s.parallel,
+            "threads": s.threads,
+            "batch_size": s.batch_size,
+            "gpu_layers": if s.gpu_layers < 0 { Json::Null } else { s.gpu_layers.into() },
+            "flash_attn": s.flash_attn,
+            "cache_type_k": s.cache_type_k,
+            "cache_type_v": s.cache_type_v,
+            "mlock": s.mlock,
+            "idle_ttl_seconds": s.idle_ttl_seconds,
+            "env": s.env,
+            "chat_template": opt(&s.chat_template),
+        })),
     })
 }
 

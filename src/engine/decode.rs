@@ -93,7 +93,10 @@ pub(super) fn run(
         .with_n_seq_max(parallel)
         .with_kv_unified(false)
         .with_n_threads(config.threads)
-        .with_n_threads_batch(config.threads);
+        .with_n_threads_batch(config.threads)
+        .with_flash_attention_policy(config.flash_attn.llama_value())
+        .with_type_k(super::kv_type(config.cache_type_k))
+        .with_type_v(super::kv_type(config.cache_type_v));
     let mut ctx = match model.new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {

@@ -12,12 +12,15 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use llama_cpp_2::context::params::KvCacheType;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use sampling::Sampling;
+
+use crate::settings::{CacheType, FlashAttn};
 
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,25 @@ pub struct EngineConfig {
     pub threads: i32,
     /// Requests that may wait for a free sequence.
     pub queue: usize,
+    /// Flash attention.
+    pub flash_attn: FlashAttn,
+    /// KV cache type of keys.
+    pub cache_type_k: CacheType,
+    /// KV cache type of values.
+    pub cache_type_v: CacheType,
+}
+
+/// llama-cpp-2's name for a cache type.
+fn kv_type(t: CacheType) -> KvCacheType {
+    match t {
+        CacheType::F32 => KvCacheType::F32,
+        CacheType::F16 => KvCacheType::F16,
+        CacheType::Q8_0 => KvCacheType::Q8_0,
+        CacheType::Q5_1 => KvCacheType::Q5_1,
+        CacheType::Q5_0 => KvCacheType::Q5_0,
+        CacheType::Q4_1 => KvCacheType::Q4_1,
+        CacheType::Q4_0 => KvCacheType::Q4_0,
+    }
 }
 
 /// Why the engine refused or failed a request.

@@ -54,6 +54,8 @@ pub(super) struct Slot {
     pub(super) removed: bool,
     /// Other names for it (config file).
     pub(super) aliases: Vec<String>,
+    /// What its worker runs with.
+    pub(super) settings: crate::settings::Effective,
     /// Load it again once released (its settings changed on a config reload).
     pub(super) reload_when_released: bool,
 }
@@ -83,6 +85,7 @@ impl Slot {
             removed: false,
             aliases: Vec::new(),
             reload_when_released: false,
+            settings: crate::settings::Effective::default(),
         }
     }
 
@@ -118,6 +121,7 @@ impl Slot {
                 _ => None,
             },
             aliases: self.aliases.clone(),
+            settings: self.settings.clone(),
         }
     }
 

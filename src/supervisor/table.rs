@@ -47,6 +47,12 @@ impl Table {
         }
     }
 
+    /// What `id`'s worker runs with under the current limits.
+    fn effective(&self, id: &str) -> crate::settings::Effective {
+        let l = &self.limits;
+        l.profiles.effective(id, l.worker, l.load.mlock, l.idle_ttl)
+    }
+
     /// The model `name` means: a model id, else an alias from the config.
     pub(super) fn resolve(&self, name: &str) -> String {
         if self.slots.contains_key(name) {
@@ -426,6 +432,7 @@ impl Table {
                     let mut slot = Slot::new(entry.clone());
                     slot.pinned = self.limits.profiles.pinned(&id);
                     slot.aliases = self.limits.profiles.aliases_of(&id);
+                    slot.settings = self.effective(&id);
                     let (state, reason) = (slot.state, slot.failure.clone());
                     self.slots.insert(id.clone(), slot);
                     let _ = self.events.send(ModelEvent {
@@ -523,7 +530,9 @@ impl Table {
             }
             self.begin_unload(&id, "its settings changed (config reload)".to_owned());
         }
-        for (id, slot) in &mut self.slots {
+        let settings: Vec<_> = self.slots.keys().map(|id| self.effective(id)).collect();
+        for ((id, slot), settings) in self.slots.iter_mut().zip(settings) {
+            slot.settings = settings;
             slot.aliases = self.limits.profiles.aliases_of(id);
             slot.pinned = slot.pinned || self.limits.profiles.pinned(id);
         }

@@ -27,6 +27,10 @@ fn worker_settings() -> WorkerSettings {
         stop_timeout: Duration::from_secs(1),
         ping_timeout: Duration::from_secs(5),
         start_timeout: Duration::from_secs(60),
+        gpu_layers: None,
+        flash_attn: crate::settings::FlashAttn::Auto,
+        cache_type_k: crate::settings::CacheType::F16,
+        cache_type_v: crate::settings::CacheType::F16,
     }
 }
 

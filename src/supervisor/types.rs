@@ -89,6 +89,8 @@ pub struct ModelView {
     pub worker_pid: Option<u32>,
     /// Other names for it (config file).
     pub aliases: Vec<String>,
+    /// What its worker runs with.
+    pub settings: crate::settings::Effective,
 }
 
 /// A state change.

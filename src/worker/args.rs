@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::settings::{CacheType, FlashAttn, value_name};
+
 /// Arguments of the hidden `worker` subcommand (started by the daemon only).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct WorkerArgs {
@@ -39,6 +41,18 @@ pub struct WorkerArgs {
     /// A chat template file used instead of the model's own.
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
+    /// Layers offloaded to the GPU (llama.cpp's default when absent).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
+    /// Flash attention.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub flash_attn: FlashAttn,
+    /// KV cache type of keys.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub cache_type_k: CacheType,
+    /// KV cache type of values.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub cache_type_v: CacheType,
     /// The model's files in shard order, as the daemon's GGUF reader resolved them.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
@@ -65,6 +79,12 @@ impl WorkerArgs {
         if let Some(template) = &self.chat_template {
             flag("chat-template", template.clone().into());
         }
+        if let Some(layers) = self.gpu_layers {
+            flag("gpu-layers", layers.to_string().into());
+        }
+        flag("flash-attn", value_name(self.flash_attn).into());
+        flag("cache-type-k", value_name(self.cache_type_k).into());
+        flag("cache-type-v", value_name(self.cache_type_v).into());
         argv.push("--".into());
         argv.extend(self.shards.iter().map(|s| s.clone().into_os_string()));
         argv
@@ -101,6 +121,10 @@ mod tests {
             log_level: "info".into(),
             sampling: r#"{"temperature":0.0}"#.into(),
             chat_template: Some("/t.jinja".into()),
+            gpu_layers: Some(12),
+            flash_attn: FlashAttn::On,
+            cache_type_k: CacheType::Q8_0,
+            cache_type_v: CacheType::Q4_0,
             shards: vec![
                 "/m/-a-00001-of-00002.gguf".into(),
                 "/m/-a-00002-of-00002.gguf".into(),

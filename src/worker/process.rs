@@ -21,7 +21,7 @@ use super::args::WorkerArgs;
 use super::server::READY_LINE;
 use crate::api::worker_pb::PingRequest;
 use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
-use crate::settings::WorkerExtras;
+use crate::settings::{CacheType, FlashAttn, WorkerExtras};
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
@@ -47,6 +47,14 @@ pub struct WorkerSettings {
     pub ping_timeout: Duration,
     /// How long a worker may take to load its model and answer.
     pub start_timeout: Duration,
+    /// Layers on the GPU (None: llama.cpp's default).
+    pub gpu_layers: Option<u32>,
+    /// Flash attention.
+    pub flash_attn: FlashAttn,
+    /// KV cache type of keys.
+    pub cache_type_k: CacheType,
+    /// KV cache type of values.
+    pub cache_type_v: CacheType,
 }
 
 /// Where workers come from: the binary, the socket directory, the log level.
@@ -191,6 +199,10 @@ impl WorkerProcess {
             log_level: env.log_level.clone(),
             sampling: serde_json::to_string(&extras.sampling).unwrap_or_else(|_| "{}".to_owned()),
             chat_template: extras.chat_template.clone(),
+            gpu_layers: settings.gpu_layers,
+            flash_attn: settings.flash_attn,
+            cache_type_k: settings.cache_type_k,
+            cache_type_v: settings.cache_type_v,
             shards,
         };
         let mut child = Command::new(&env.exe)

@@ -185,7 +185,11 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
 fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandle), WorkerError> {
     let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
     let backend = Arc::new(backend);
-    let model = LlamaModel::load_from_file(&backend, first, &LlamaModelParams::default())
+    let mut params = LlamaModelParams::default();
+    if let Some(layers) = args.gpu_layers {
+        params = params.with_n_gpu_layers(layers);
+    }
+    let model = LlamaModel::load_from_file(&backend, first, &params)
         .map_err(|e| WorkerError::Llama(format!("cannot load {}: {e}", first.display())))?;
     let model = Arc::new(model);
     let config = EngineConfig {
@@ -194,6 +198,9 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
         batch_size: args.batch_size.max(1),
         threads: args.threads,
         queue: args.queue,
+        flash_attn: args.flash_attn,
+        cache_type_k: args.cache_type_k,
+        cache_type_v: args.cache_type_v,
     };
     let engine = EngineHandle::start(backend, model.clone(), config)
         .map_err(|e| WorkerError::Llama(e.to_string()))?;
