@@ -287,3 +287,27 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
         "a was not touched"
     );
 }
+
+#[tokio::test]
+async fn an_alias_that_is_a_model_in_the_directory_stops_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    support::tiny_model(&dir.path().join("a.gguf"), "a");
+    support::tiny_model(&dir.path().join("b.gguf"), "b");
+    let config = dir.path().join("router.toml");
+    std::fs::write(&config, "[models.a]\naliases = [\"b\"]\n").unwrap();
+    let out = Command::new(support::bin())
+        .args(["serve", "--models-dir"])
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"models.a.aliases: "b" is the id of a model in the models directory"#),
+        "{stderr}"
+    );
+}

@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// Reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The configuration contradicts the models directory.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::settings::SettingsError),
     /// An actor stopped during start-up.
     #[error("{0} stopped during start-up")]
     ActorStopped(&'static str),
@@ -189,7 +192,22 @@ async fn reload(
     log: &LogLevelHandle,
 ) {
     systemd::reloading();
+    let shadowing = |new: &Config, ids: &[String]| {
+        new.profiles()
+            .ok()
+            .and_then(|p| p.alias_shadowing(ids.iter().map(String::as_str)))
+    };
+    let ids: Vec<String> = supervisor
+        .list()
+        .await
+        .map(|ms| ms.into_iter().map(|m| m.id).collect())
+        .unwrap_or_default();
     match reread() {
+        Ok(new) if shadowing(&new, &ids).is_some() => {
+            if let Some(e) = shadowing(&new, &ids) {
+                tracing::error!(error = %e, "SIGHUP: the configuration is invalid ({e}); keeping the previous one");
+            }
+        }
         Ok(new) => {
             let restart = restart_only_changes(config, &new);
             if !restart.is_empty() {
@@ -294,6 +312,12 @@ pub async fn serve(
         .map_err(|_| DaemonError::ActorStopped("catalog"))?;
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
     warn_unknown_tables(&config, &first);
+    if let Some(e) = config
+        .profiles()?
+        .alias_shadowing(first.entries.iter().map(|e| e.id.as_str()))
+    {
+        return Err(e.into());
+    }
     let limits = limits_of(&config);
     let socket = config.socket_path();
     let worker_env = WorkerEnv {

@@ -279,6 +279,20 @@ impl ModelProfiles {
         self.aliases.iter().map(|(a, m)| (a.as_str(), m.as_str()))
     }
 
+    /// An alias that is also the id of a model in the directory: `ids` are the catalog's.
+    pub fn alias_shadowing<'a>(
+        &self,
+        mut ids: impl Iterator<Item = &'a str>,
+    ) -> Option<SettingsError> {
+        ids.find_map(|id| {
+            self.aliases.get(id).map(|model| SettingsError::Alias {
+                model: model.clone(),
+                alias: id.to_owned(),
+                problem: "is the id of a model in the models directory".to_owned(),
+            })
+        })
+    }
+
     /// Aliases of `id`.
     pub fn aliases_of(&self, id: &str) -> Vec<String> {
         self.models
