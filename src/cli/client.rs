@@ -175,6 +175,25 @@ pub async fn models(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
             m.parameter_count,
             m.context_length
         ));
+        if !m.aliases.is_empty() {
+            text.push_str(&format!("    aliases: {}\n", m.aliases.join(", ")));
+        }
+        if let Some(s) = &m.settings {
+            let worker = if m.worker_pid > 0 {
+                format!("worker pid {}, ", m.worker_pid)
+            } else {
+                String::new()
+            };
+            let env = if s.env.is_empty() {
+                String::new()
+            } else {
+                format!(", env {}", s.env.join(" "))
+            };
+            text.push_str(&format!(
+                "    {worker}ctx {} x {}, batch {}, flash-attn {}, kv {}/{}{env}\n",
+                s.ctx_size, s.parallel, s.batch_size, s.flash_attn, s.cache_type_k, s.cache_type_v
+            ));
+        }
         if !m.failure_reason.is_empty() {
             text.push_str(&format!("    {}\n", m.failure_reason));
         }
