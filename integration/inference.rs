@@ -91,19 +91,7 @@ async fn greedy_generation_is_deterministic_across_requests_and_restarts() {
     assert!(!first.text.trim().is_empty(), "{first:?}");
     let usage = first.usage.unwrap();
     assert_eq!(usage.completion_tokens, 24);
-    let prompt_tokens = d
-        .inference()
-        .await
-        .tokenize(pb::TokenizeRequest {
-            model: "gemma".into(),
-            text: PROMPT.into(),
-            add_special: true,
-            parse_special: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens;
+    let prompt_tokens = d.prompt_tokens("gemma", PROMPT).await;
     assert_eq!(usage.prompt_tokens as usize, prompt_tokens.len());
     assert!(usage.time_to_first_token_ms > 0.0 && usage.tokens_per_second > 0.0);
 

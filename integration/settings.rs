@@ -250,18 +250,10 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
     let answer = collect(c.chat(chat("b")).await.unwrap().into_inner())
         .await
         .unwrap();
-    let expected = c
-        .tokenize(llama_router::api::pb::TokenizeRequest {
-            model: "b".into(),
-            // Jinja drops a template's final newline, as Hugging Face's does.
-            text: "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant".into(),
-            add_special: true,
-            parse_special: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens;
+    // Jinja drops a template's final newline, as Hugging Face's does.
+    let expected = d
+        .prompt_tokens("b", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant")
+        .await;
     assert_eq!(answer.usage.unwrap().prompt_tokens as usize, expected.len());
     let err = c.chat(chat("a")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");

@@ -98,6 +98,22 @@ impl Daemon {
         self.try_client().await.unwrap()
     }
 
+    /// Tokens of `text` as a prompt of `model` (special tokens added and parsed).
+    pub async fn prompt_tokens(&self, model: &str, text: &str) -> Vec<i32> {
+        self.inference()
+            .await
+            .tokenize(pb::TokenizeRequest {
+                model: model.into(),
+                text: text.into(),
+                add_special: true,
+                parse_special: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+    }
+
     /// A connected inference client.
     pub async fn inference(&self) -> InferenceServiceClient<Channel> {
         let channel = llama_router::cli::client::channel(&self.socket.display().to_string())
