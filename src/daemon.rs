@@ -137,6 +137,17 @@ fn limits_of(config: &Config) -> Limits {
     }
 }
 
+/// An alias that is also the id of a model in the directory (`ids`) is a configuration error.
+fn check_aliases<'a>(
+    config: &Config,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<(), crate::settings::SettingsError> {
+    match config.profiles()?.alias_shadowing(ids) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// A table for a model that is not in the directory is only a warning: its file may come later.
 fn warn_unknown_tables(config: &Config, snapshot: &crate::catalog::Snapshot) {
     for id in config.models.keys() {
@@ -192,22 +203,16 @@ async fn reload(
     log: &LogLevelHandle,
 ) {
     systemd::reloading();
-    let shadowing = |new: &Config, ids: &[String]| {
-        new.profiles()
-            .ok()
-            .and_then(|p| p.alias_shadowing(ids.iter().map(String::as_str)))
-    };
     let ids: Vec<String> = supervisor
         .list()
         .await
         .map(|ms| ms.into_iter().map(|m| m.id).collect())
         .unwrap_or_default();
-    match reread() {
-        Ok(new) if shadowing(&new, &ids).is_some() => {
-            if let Some(e) = shadowing(&new, &ids) {
-                tracing::error!(error = %e, "SIGHUP: the configuration is invalid ({e}); keeping the previous one");
-            }
-        }
+    let reread = reread().and_then(|new| {
+        check_aliases(&new, ids.iter().map(String::as_str))?;
+        Ok(new)
+    });
+    match reread {
         Ok(new) => {
             let restart = restart_only_changes(config, &new);
             if !restart.is_empty() {
@@ -312,12 +317,7 @@ pub async fn serve(
         .map_err(|_| DaemonError::ActorStopped("catalog"))?;
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
     warn_unknown_tables(&config, &first);
-    if let Some(e) = config
-        .profiles()?
-        .alias_shadowing(first.entries.iter().map(|e| e.id.as_str()))
-    {
-        return Err(e.into());
-    }
+    check_aliases(&config, first.entries.iter().map(|e| e.id.as_str()))?;
     let limits = limits_of(&config);
     let socket = config.socket_path();
     let worker_env = WorkerEnv {

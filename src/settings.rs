@@ -301,11 +301,6 @@ impl ModelProfiles {
             .unwrap_or_default()
     }
 
-    /// Ids that have a table.
-    pub fn configured(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
-    }
-
     /// The table of `id` over the defaults.
     fn pick<T: Clone>(&self, id: &str, key: impl Fn(&ModelSettings) -> Option<T>) -> Option<T> {
         self.models

@@ -94,12 +94,8 @@ impl Sampling {
         Ok(s)
     }
 
-    /// Checks configured defaults as a request would be checked.
-    pub fn check_defaults(&self) -> Result<(), EngineError> {
-        self.check()
-    }
-
-    fn check(&self) -> Result<(), EngineError> {
+    /// Refuses out-of-range settings, naming the field (requests and configured defaults alike).
+    pub fn check(&self) -> Result<(), EngineError> {
         let bad = |what: String| Err(EngineError::InvalidRequest(what));
         let finite = [
             ("temperature", self.temperature),

@@ -297,11 +297,6 @@ impl WorkerProcess {
         self.link.clone()
     }
 
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Watches the worker until `stop` fires (then stops it gracefully and
     /// returns None) or it dies or hangs (returns how).
     pub async fn supervise(mut self, mut stop: oneshot::Receiver<()>) -> Option<WorkerExit> {

@@ -152,7 +152,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         .map_err(|e| WorkerError::Settings(format!("bad --sampling: {e}")))?;
     let sampling = Sampling::with_defaults(&sampling);
     sampling
-        .check_defaults()
+        .check()
         .map_err(|e| WorkerError::Settings(format!("sampling defaults: {e}")))?;
 
     let _ = std::fs::remove_file(&args.socket);
