@@ -1,0 +1,123 @@
+//! The values per-model settings are made of: flash attention, KV cache
+//! types, sampling defaults, and what a worker gets besides the daemon-wide
+//! settings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The config/command-line spelling of a setting's value (`q8_0`, `auto`).
+pub fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Flash attention: llama.cpp decides, or forced on or off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    /// llama.cpp decides per backend.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl FlashAttn {
+    /// llama.cpp's `llama_flash_attn_type` value.
+    pub fn llama_value(self) -> i32 {
+        match self {
+            FlashAttn::Auto => -1,
+            FlashAttn::Off => 0,
+            FlashAttn::On => 1,
+        }
+    }
+}
+
+/// Element type of the KV cache (quantized types save memory; V needs flash attention).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (llama.cpp's default).
+    #[default]
+    F16,
+    /// 8-bit blocks.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 5-bit blocks.
+    #[value(name = "q5_1")]
+    Q5_1,
+    /// 5-bit blocks.
+    #[value(name = "q5_0")]
+    Q5_0,
+    /// 4-bit blocks.
+    #[value(name = "q4_1")]
+    Q4_1,
+    /// 4-bit blocks.
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+/// Sampling defaults of a model: a request's own values win over them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSettings {
+    /// 0 = greedy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i32>,
+    /// 1 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// 1 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// 0 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// Tokens the penalties look back over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub penalty_last_n: Option<i32>,
+}
+
+impl SamplingSettings {
+    /// Each field of `self`, else of `under`.
+    pub fn over(self, under: SamplingSettings) -> SamplingSettings {
+        SamplingSettings {
+            temperature: self.temperature.or(under.temperature),
+            top_k: self.top_k.or(under.top_k),
+            top_p: self.top_p.or(under.top_p),
+            min_p: self.min_p.or(under.min_p),
+            repeat_penalty: self.repeat_penalty.or(under.repeat_penalty),
+            presence_penalty: self.presence_penalty.or(under.presence_penalty),
+            frequency_penalty: self.frequency_penalty.or(under.frequency_penalty),
+            penalty_last_n: self.penalty_last_n.or(under.penalty_last_n),
+        }
+    }
+}
+
+/// What one model's worker gets besides the daemon-wide settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerExtras {
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Sampling defaults.
+    pub sampling: SamplingSettings,
+    /// A chat template file used instead of the model's own.
+    pub chat_template: Option<PathBuf>,
+}
