@@ -31,6 +31,12 @@ pub struct Config {
     pub host: String,
     /// TCP port for gRPC; none means Unix socket only.
     pub port: Option<u16>,
+    /// Address the OpenAI-compatible HTTP API binds (only with `http_port`).
+    pub http_host: String,
+    /// TCP port of the OpenAI-compatible HTTP API; none means no HTTP.
+    pub http_port: Option<u16>,
+    /// Bearer token every HTTP and gRPC request must carry (except health checks); none: open.
+    pub api_key: Option<crate::api::auth::ApiKey>,
     /// Unix socket path; none means the default in the runtime directory.
     pub socket: Option<PathBuf>,
     /// Seconds an idle, unpinned model stays loaded (0 = forever).
@@ -79,6 +85,9 @@ impl Default for Config {
             models_autoload: true,
             host: "127.0.0.1".to_owned(),
             port: None,
+            http_host: "127.0.0.1".to_owned(),
+            http_port: None,
+            api_key: None,
             socket: None,
             idle_ttl: 0,
             host_cache_bytes: 0,

@@ -8,10 +8,13 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::api::auth::{ApiKey, GrpcAuth};
 use crate::api::grpc::ModelServiceImpl;
+use crate::api::http::HttpState;
 use crate::api::inference::InferenceServiceImpl;
 use crate::api::pb;
 use crate::api::pb::inference_service_server::InferenceServiceServer;
@@ -19,6 +22,7 @@ use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
 use crate::loader::LoadOptions;
+use crate::metrics::Metrics;
 use crate::supervisor::{Limits, SupervisorHandle};
 use crate::systemd;
 use crate::telemetry::{self, LogLevelHandle};
@@ -46,6 +50,9 @@ pub enum DaemonError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
     /// Reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -76,10 +83,13 @@ async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The gRPC services; all but health (and reflection) check the API key.
 async fn router(
     service: &ModelServiceImpl,
     inference: &InferenceServiceImpl,
+    api_key: Option<&ApiKey>,
 ) -> Result<Router, DaemonError> {
+    let auth = GrpcAuth::new(api_key.cloned());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ModelServiceServer<ModelServiceImpl>>()
@@ -96,8 +106,14 @@ async fn router(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ModelServiceServer::new(service.clone()))
-        .add_service(InferenceServiceServer::new(inference.clone())))
+        .add_service(InterceptedService::new(
+            ModelServiceServer::new(service.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            InferenceServiceServer::new(inference.clone()),
+            auth,
+        )))
 }
 
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
@@ -187,6 +203,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.port != new.port || old.host != new.host {
         keys.push("host/port");
+    }
+    if old.http_port != new.http_port || old.http_host != new.http_host {
+        keys.push("http_host/http_port");
+    }
+    if old.api_key != new.api_key {
+        keys.push("api_key");
     }
     if old.watch_debounce_ms != new.watch_debounce_ms {
         keys.push("watch_debounce_ms");
@@ -339,7 +361,9 @@ pub async fn serve(
         stop_rx.clone(),
     );
 
-    let inference = InferenceServiceImpl::new(supervisor.clone());
+    let metrics = Metrics::new();
+    crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
+    let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone());
     prepare_socket(&socket).await?;
     let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
     let tcp = match config.port {
@@ -353,25 +377,52 @@ pub async fn serve(
         }
         None => None,
     };
-    let mut servers = vec![tokio::spawn(
-        router(&service, &inference)
-            .await?
-            .serve_with_incoming_shutdown(
-                UnixListenerStream::new(uds),
-                shutdown_signal(stop_rx.clone()),
-            ),
-    )];
+    let http = match config.http_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", config.http_host);
+            Some(
+                TcpListener::bind(&addr)
+                    .await
+                    .map_err(listen_error(&addr))?,
+            )
+        }
+        None => None,
+    };
+    let api_key = config.api_key.as_ref();
+    let grpc = router(&service, &inference, api_key).await?;
+    let stop = shutdown_signal(stop_rx.clone());
+    let mut servers = vec![tokio::spawn(async move {
+        grpc.serve_with_incoming_shutdown(UnixListenerStream::new(uds), stop)
+            .await
+            .map_err(DaemonError::Grpc)
+    })];
     if let Some(tcp) = tcp {
         let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
-        tracing::info!(%addr, "listening on TCP");
-        servers.push(tokio::spawn(
-            router(&service, &inference)
-                .await?
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(tcp),
-                    shutdown_signal(stop_rx.clone()),
-                ),
-        ));
+        tracing::info!(%addr, "listening on TCP (gRPC)");
+        let grpc = router(&service, &inference, api_key).await?;
+        let stop = shutdown_signal(stop_rx.clone());
+        servers.push(tokio::spawn(async move {
+            grpc.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop)
+                .await
+                .map_err(DaemonError::Grpc)
+        }));
+    }
+    if let Some(http) = http {
+        let addr = http.local_addr().map_err(listen_error("http"))?;
+        tracing::info!(%addr, auth = api_key.is_some(), "listening on HTTP (OpenAI-compatible API)");
+        let app = crate::api::http::router(HttpState {
+            inference: inference.clone(),
+            supervisor: supervisor.clone(),
+            metrics: metrics.clone(),
+            stopping: stop_rx.clone(),
+            api_key: api_key.cloned(),
+        });
+        let stop = shutdown_signal(stop_rx.clone());
+        servers.push(tokio::spawn(async move {
+            crate::api::http::serve(http, app, stop)
+                .await
+                .map_err(DaemonError::Http)
+        }));
     }
     tracing::info!(socket = %socket.display(), "listening");
     systemd::ready(&status_line(&supervisor).await);
@@ -396,7 +447,7 @@ pub async fn serve(
     drop(inference);
     for server in servers {
         match tokio::time::timeout(DRAIN, server).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server ended with an error"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error: {e}"),
             Err(_) => tracing::warn!(
                 "in-flight calls did not finish within {} s",
                 DRAIN.as_secs()

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod gguf;
 pub mod loader;
+pub mod metrics;
 pub mod settings;
 pub mod supervisor;
 pub mod systemd;

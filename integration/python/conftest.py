@@ -46,8 +46,9 @@ def inspect(router_bin):
 
 
 @contextlib.contextmanager
-def running_daemon(router_bin, models_dir, tmp_path, *flags):
-    """`llama-router serve` on models_dir; yields a connected channel, then stops it (exit 0)."""
+def running_daemon(router_bin, models_dir, tmp_path, *flags, env=None):
+    """`llama-router serve` on models_dir (with `env` added to the environment);
+    yields a connected channel, then stops it (exit 0). Its log is tmp_path/daemon.log."""
     socket = tmp_path / "router.sock"
     log_path = tmp_path / "daemon.log"
     log = open(log_path, "w")
@@ -55,6 +56,7 @@ def running_daemon(router_bin, models_dir, tmp_path, *flags):
         [router_bin, "serve", "--models-dir", str(models_dir), "--socket", str(socket), *flags],
         stdout=subprocess.DEVNULL,
         stderr=log,
+        env={**os.environ, **(env or {})},
     )
     # gRPC C-core sends the socket path as :authority over a Unix socket, which
     # the daemon's HTTP/2 stack (h2) refuses as malformed; "localhost" is the
@@ -75,8 +77,9 @@ def running_daemon(router_bin, models_dir, tmp_path, *flags):
 class Dynamic:
     """Calls methods of a service described only by reflection."""
 
-    def __init__(self, channel, service):
+    def __init__(self, channel, service, metadata=None):
         self.channel = channel
+        self.metadata = metadata
         self.name = service
         self.db = ProtoReflectionDescriptorDatabase(channel)
         self.pool = DescriptorPool(self.db)
@@ -94,14 +97,14 @@ class Dynamic:
         call = self.channel.unary_unary(
             f"/{self.name}/{name}", request_serializer=req.SerializeToString, response_deserializer=resp.FromString
         )
-        return call(req(**fields), timeout=60)
+        return call(req(**fields), timeout=60, metadata=self.metadata)
 
     def stream(self, name, **fields):
         req, resp = self._types(name)
         call = self.channel.unary_stream(
             f"/{self.name}/{name}", request_serializer=req.SerializeToString, response_deserializer=resp.FromString
         )
-        return list(call(req(**fields), timeout=120))
+        return list(call(req(**fields), timeout=120, metadata=self.metadata))
 
     def enum_name(self, enum, number):
         return self.pool.FindEnumTypeByName(enum).values_by_number[number].name

@@ -17,6 +17,7 @@ use super::convert;
 use super::pb::inference_service_client::InferenceServiceClient;
 use super::pb::inference_service_server::InferenceService;
 use super::pb::{self};
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::supervisor::{Lease, SupervisorHandle};
 
 /// How long a broken call waits to learn why the worker ended.
@@ -28,17 +29,27 @@ type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status
 #[derive(Clone)]
 pub struct InferenceServiceImpl {
     supervisor: SupervisorHandle,
+    metrics: Metrics,
+}
+
+/// A lease, counted as an active request while it lives.
+struct Held {
+    lease: Lease,
+    _active: GaugeGuard,
 }
 
 impl InferenceServiceImpl {
-    /// A service that leases models from `supervisor`.
-    pub fn new(supervisor: SupervisorHandle) -> Self {
-        InferenceServiceImpl { supervisor }
+    /// A service that leases models from `supervisor` and counts requests in `metrics`.
+    pub fn new(supervisor: SupervisorHandle, metrics: Metrics) -> Self {
+        InferenceServiceImpl {
+            supervisor,
+            metrics,
+        }
     }
 
     /// Leases `model` (loading it and starting its worker as needed) and runs
     /// `call` on the worker; a failure reads as the client should see it.
-    async fn on_worker<R, F, Fut>(&self, model: &str, call: F) -> Result<(Lease, R), Status>
+    async fn on_worker<R, F, Fut>(&self, model: &str, call: F) -> Result<(Held, R), Status>
     where
         F: FnOnce(InferenceServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
@@ -48,15 +59,21 @@ impl InferenceServiceImpl {
                 "model is empty: name one (see ListModels)",
             ));
         }
+        let queued = self.metrics.queued();
         let lease = self
             .supervisor
             .acquire(model)
             .await
             .map_err(convert::status)?;
-        let client = InferenceServiceClient::new(lease.worker().channel.clone());
+        drop(queued);
+        let held = Held {
+            _active: self.metrics.active(lease.model()),
+            lease,
+        };
+        let client = InferenceServiceClient::new(held.lease.worker().channel.clone());
         match call(client).await {
-            Ok(reply) => Ok((lease, reply)),
-            Err(status) => Err(worker_status(&lease, status).await),
+            Ok(reply) => Ok((held, reply)),
+            Err(status) => Err(worker_status(&held.lease, status).await),
         }
     }
 }
@@ -84,7 +101,12 @@ async fn worker_status(lease: &Lease, status: Status) -> Status {
 
 /// Relays a worker's stream; the lease lives as long as the relay, and a
 /// client that leaves drops the worker's stream, which cancels the request there.
-fn relay(lease: Lease, mut upstream: Streaming<pb::GenerateResponse>) -> PieceStream {
+/// The last piece's usage goes into the metrics.
+fn relay(
+    held: Held,
+    metrics: Metrics,
+    mut upstream: Streaming<pb::GenerateResponse>,
+) -> PieceStream {
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
         loop {
@@ -93,9 +115,22 @@ fn relay(lease: Lease, mut upstream: Streaming<pb::GenerateResponse>) -> PieceSt
                 next = upstream.message() => next,
             };
             let item = match next {
-                Ok(Some(piece)) => Ok(piece),
+                Ok(Some(piece)) => {
+                    metrics.tokens(held.lease.model(), piece.token_ids.len());
+                    if let Some(u) = &piece.usage {
+                        metrics.finished(
+                            held.lease.model(),
+                            u.prompt_tokens,
+                            u.completion_tokens,
+                            Duration::try_from_secs_f64(u.time_to_first_token_ms / 1000.0)
+                                .unwrap_or_default(),
+                            u.tokens_per_second,
+                        );
+                    }
+                    Ok(piece)
+                }
                 Ok(None) => return,
-                Err(status) => Err(worker_status(&lease, status).await),
+                Err(status) => Err(worker_status(&held.lease, status).await),
             };
             let last = item.is_err();
             if tx.send(item).await.is_err() || last {
@@ -117,10 +152,14 @@ impl InferenceService for InferenceServiceImpl {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = request.into_inner();
         let model = r.model.clone();
-        let (lease, upstream) = self
+        let (held, upstream) = self
             .on_worker(&model, |mut c| async move { c.generate(r).await })
             .await?;
-        Ok(Response::new(relay(lease, upstream.into_inner())))
+        Ok(Response::new(relay(
+            held,
+            self.metrics.clone(),
+            upstream.into_inner(),
+        )))
     }
 
     async fn chat(
@@ -129,10 +168,14 @@ impl InferenceService for InferenceServiceImpl {
     ) -> Result<Response<Self::ChatStream>, Status> {
         let r = request.into_inner();
         let model = r.model.clone();
-        let (lease, upstream) = self
+        let (held, upstream) = self
             .on_worker(&model, |mut c| async move { c.chat(r).await })
             .await?;
-        Ok(Response::new(relay(lease, upstream.into_inner())))
+        Ok(Response::new(relay(
+            held,
+            self.metrics.clone(),
+            upstream.into_inner(),
+        )))
     }
 
     async fn tokenize(

@@ -1,8 +1,10 @@
 //! The daemon's interfaces: gRPC (control plane, health, reflection).
 //! Handlers only talk to actor handles.
 
+pub mod auth;
 pub mod convert;
 pub mod grpc;
+pub mod http;
 pub mod inference;
 pub mod transport;
 

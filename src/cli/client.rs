@@ -9,6 +9,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::api::auth::{ApiKey, BearerAuth};
 use crate::api::convert::state_name;
 use crate::api::pb::model_service_client::ModelServiceClient;
 use crate::api::pb::{self, load_progress::Phase};
@@ -32,6 +33,9 @@ pub enum ClientError {
     /// The daemon refused the request.
     #[error("{}", .0.message())]
     Rpc(#[from] Status),
+    /// The API key cannot be sent.
+    #[error("{0}")]
+    Key(crate::api::auth::InvalidKey),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -65,6 +69,31 @@ pub fn default_endpoint() -> String {
         crate::config::default_socket_path()
     };
     path.display().to_string()
+}
+
+/// A channel that sends the API key with every call.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, BearerAuth>;
+
+/// Where a client command goes, and the key it shows.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Socket path or URL (see [`connect`]).
+    pub endpoint: String,
+    /// Bearer token for a daemon started with `--api-key`.
+    pub api_key: Option<ApiKey>,
+}
+
+impl Target {
+    /// A channel to the daemon that carries the key.
+    pub async fn channel(&self) -> Result<Authed, ClientError> {
+        let auth = BearerAuth::new(self.api_key.as_ref()).map_err(ClientError::Key)?;
+        Ok(Authed::new(channel(&self.endpoint).await?, auth))
+    }
+
+    /// A model-service client (see [`connect`]).
+    pub async fn models(&self) -> Result<ModelServiceClient<Authed>, ClientError> {
+        Ok(ModelServiceClient::new(self.channel().await?))
+    }
 }
 
 /// Connects to `endpoint`: a Unix socket path (`/run/...`, `unix:/run/...`) or `http://host:port`.
@@ -147,8 +176,8 @@ fn print(out: &mut impl Write, text: &str) -> Result<(), ClientError> {
 }
 
 /// `models [--json]`.
-pub async fn models(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn models(target: &Target, as_json: bool) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let models = client
         .list_models(pb::ListModelsRequest {})
         .await?
@@ -202,8 +231,8 @@ pub async fn models(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
 }
 
 /// `load NAME`: progress on a terminal, one line at the end.
-pub async fn load(endpoint: &str, id: &str) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn load(target: &Target, id: &str) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let started = Instant::now();
     let mut stream = client
         .load_model(pb::LoadModelRequest { id: id.to_owned() })
@@ -243,8 +272,8 @@ pub async fn load(endpoint: &str, id: &str) -> Result<(), ClientError> {
 }
 
 /// `unload NAME`.
-pub async fn unload(endpoint: &str, id: &str) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn unload(target: &Target, id: &str) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let m = client
         .unload_model(pb::UnloadModelRequest { id: id.to_owned() })
         .await?
@@ -256,8 +285,8 @@ pub async fn unload(endpoint: &str, id: &str) -> Result<(), ClientError> {
 }
 
 /// `pin NAME [--off]`.
-pub async fn pin(endpoint: &str, id: &str, pinned: bool) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn pin(target: &Target, id: &str, pinned: bool) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let m = client
         .pin_model(pb::PinModelRequest {
             id: id.to_owned(),
@@ -273,8 +302,8 @@ pub async fn pin(endpoint: &str, id: &str, pinned: bool) -> Result<(), ClientErr
 }
 
 /// `watch [--json]`: one line per state change until interrupted.
-pub async fn watch(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn watch(target: &Target, as_json: bool) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let mut events = client
         .watch_events(pb::WatchEventsRequest {})
         .await?
@@ -309,8 +338,8 @@ pub async fn watch(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
 }
 
 /// `status [--json]`.
-pub async fn status(endpoint: &str, as_json: bool) -> Result<(), ClientError> {
-    let mut client = connect(endpoint).await?;
+pub async fn status(target: &Target, as_json: bool) -> Result<(), ClientError> {
+    let mut client = target.models().await?;
     let s = client
         .get_status(pb::GetStatusRequest {})
         .await?

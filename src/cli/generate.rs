@@ -3,10 +3,9 @@
 use std::io::{BufRead, Write};
 
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use super::EndpointArg;
-use super::client::{ClientError, channel};
+use super::client::{Authed, ClientError};
 use crate::api::pb::inference_service_client::InferenceServiceClient;
 use crate::api::pb::{self, FinishReason};
 
@@ -71,9 +70,9 @@ pub struct ChatArgs {
     pub endpoint: EndpointArg,
 }
 
-async fn client(endpoint: &EndpointArg) -> Result<InferenceServiceClient<Channel>, ClientError> {
+async fn client(endpoint: &EndpointArg) -> Result<InferenceServiceClient<Authed>, ClientError> {
     Ok(InferenceServiceClient::new(
-        channel(&endpoint.resolve()).await?,
+        endpoint.resolve().channel().await?,
     ))
 }
 

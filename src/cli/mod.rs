@@ -30,14 +30,26 @@ pub struct EndpointArg {
     /// Daemon address: a Unix socket path or http://HOST:PORT [default: the daemon's socket].
     #[arg(long, env = "LLAMA_ROUTER_ENDPOINT", global = true)]
     pub endpoint: Option<String>,
+    /// Bearer token of a daemon started with --api-key (prefer the environment variable: flags show in `ps`).
+    #[arg(
+        long,
+        env = "LLAMA_ROUTER_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_key: Option<crate::api::auth::ApiKey>,
 }
 
 impl EndpointArg {
-    /// The endpoint to use.
-    pub fn resolve(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(client::default_endpoint)
+    /// The endpoint and key to use.
+    pub fn resolve(&self) -> client::Target {
+        client::Target {
+            endpoint: self
+                .endpoint
+                .clone()
+                .unwrap_or_else(client::default_endpoint),
+            api_key: self.api_key.clone(),
+        }
     }
 }
 

@@ -28,6 +28,15 @@ pub struct ServeArgs {
     /// Also serve gRPC on this TCP port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Address for HTTP (only with --http-port) [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub http_host: Option<String>,
+    /// Serve the OpenAI-compatible HTTP API (and /health, /metrics) on this TCP port.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Require this bearer token on HTTP and gRPC requests (prefer LLAMA_ROUTER_API_KEY or the config file: flags show in `ps`).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<crate::api::auth::ApiKey>,
     /// Unix socket [default: $RUNTIME_DIRECTORY or /run/llama-router, else $XDG_RUNTIME_DIR/llama-router].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -95,6 +104,12 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    http_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<crate::api::auth::ApiKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     socket: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_ttl: Option<u64>,
@@ -144,6 +159,9 @@ impl ServeArgs {
             models_autoload: autoload,
             host: self.host.clone(),
             port: self.port,
+            http_host: self.http_host.clone(),
+            http_port: self.http_port,
+            api_key: self.api_key.clone(),
             socket: self.socket.clone(),
             idle_ttl: self.idle_ttl,
             host_cache_bytes: self.host_cache_bytes,

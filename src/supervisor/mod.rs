@@ -27,7 +27,8 @@ use crate::worker::process::WorkerEnv;
 use crate::worker::{WorkerLink, WorkerSettings};
 
 pub use types::{
-    LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
+    EVICTED, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView,
+    SupervisorError,
 };
 
 use model::Tagged;

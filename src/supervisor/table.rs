@@ -9,7 +9,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::model::{ModelHandle, ModelReport, ModelSpec, Tagged};
 use super::slot::{Slot, Worker};
 use super::types::{
-    LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView, SupervisorError,
+    EVICTED, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView,
+    SupervisorError,
 };
 use super::{Limits, Reply};
 use crate::catalog::Snapshot;
@@ -225,7 +226,7 @@ impl Table {
             match victim {
                 Some(victim) => self.begin_unload(
                     &victim,
-                    format!("evicted (least recently used) to load {id}"),
+                    format!("{EVICTED} (least recently used) to load {id}"),
                 ),
                 None => {
                     tracing::debug!(model = %id, "load waits: every loaded model is busy, loading or pinned")
@@ -551,7 +552,7 @@ impl Table {
                     .min_by_key(|(_, s)| s.last_used)
                     .map(|(id, _)| id.clone());
                 let Some(victim) = victim else { break };
-                self.begin_unload(&victim, format!("--models-max lowered to {max}"));
+                self.begin_unload(&victim, format!("{EVICTED}: --models-max lowered to {max}"));
             }
         }
         self.pump();

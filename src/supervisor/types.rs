@@ -93,6 +93,9 @@ pub struct ModelView {
     pub settings: crate::settings::Effective,
 }
 
+/// How the reason of an unload that makes room for another model begins.
+pub const EVICTED: &str = "evicted";
+
 /// A state change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEvent {
@@ -106,6 +109,17 @@ pub struct ModelEvent {
     pub reason: Option<String>,
     /// When.
     pub at: SystemTime,
+}
+
+impl ModelEvent {
+    /// Whether this is a model being unloaded to make room.
+    pub fn is_eviction(&self) -> bool {
+        self.state == ModelState::Unloading
+            && self
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(EVICTED))
+    }
 }
 
 /// Where a load request stands; the last value is `Ready` or `Failed`.

@@ -1,0 +1,311 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: the same leases
+//! and worker streams as gRPC's Chat and Generate, answered whole or as
+//! server-sent events ending with `data: [DONE]`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Request;
+
+use super::error::ApiError;
+use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
+use super::{HttpState, parse_json};
+use crate::api::pb::inference_service_server::InferenceService;
+use crate::api::pb::{self, FinishReason};
+
+/// Chat or text completion: what the JSON says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// What every answer to one request repeats.
+#[derive(Debug, Clone)]
+struct Header {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Header {
+    fn new(kind: Kind, model: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let prefix = match kind {
+            Kind::Chat => "chatcmpl",
+            Kind::Text => "cmpl",
+        };
+        Header {
+            kind,
+            id: format!(
+                "{prefix}-{:x}-{:x}-{:x}",
+                std::process::id(),
+                created,
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            created,
+            model: model.to_owned(),
+        }
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Value, usage: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        })
+    }
+
+    /// A streamed chunk of `text` (chat: a delta), or the last one with its finish reason.
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Kind::Text => {
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
+        };
+        self.envelope(true, json!([choice]), Value::Null)
+    }
+}
+
+fn usage_json(usage: Option<&pb::Usage>) -> Value {
+    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt.saturating_add(completion),
+    })
+}
+
+/// OpenAI's finish reason for ours; `None` for one that is an error.
+fn finish_name(finish: FinishReason) -> Option<&'static str> {
+    match finish {
+        FinishReason::Stop => Some("stop"),
+        FinishReason::Length => Some("length"),
+        FinishReason::Unspecified | FinishReason::Cancelled | FinishReason::Error => None,
+    }
+}
+
+/// The error a piece that finished badly carries.
+fn piece_error(piece: &pb::GenerateResponse) -> ApiError {
+    let message = match piece.finish_reason() {
+        FinishReason::Cancelled => {
+            "the generation was cancelled (the model is stopping)".to_owned()
+        }
+        _ => format!("generation failed: {}", piece.error),
+    };
+    ApiError::from_status(&tonic::Status::unavailable(message))
+}
+
+type Pieces =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, tonic::Status>> + Send>>;
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
+    let result = async {
+        let request: ChatCompletionRequest = parse_json(&body)?;
+        let pieces = state
+            .inference
+            .chat(Request::new(request.to_pb()?))
+            .await?
+            .into_inner();
+        Ok::<_, ApiError>((request.model, request.sampling, pieces))
+    }
+    .await;
+    match result {
+        Ok((model, sampling, pieces)) => {
+            answer(Header::new(Kind::Chat, &model), &sampling, pieces).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(state): State<HttpState>, body: Bytes) -> Response {
+    let result = async {
+        let request: CompletionRequest = parse_json(&body)?;
+        let pieces = state
+            .inference
+            .generate(Request::new(request.to_pb()?))
+            .await?
+            .into_inner();
+        Ok::<_, ApiError>((request.model, request.sampling, pieces))
+    }
+    .await;
+    match result {
+        Ok((model, sampling, pieces)) => {
+            answer(Header::new(Kind::Text, &model), &sampling, pieces).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn answer(header: Header, sampling: &Sampling, pieces: Pieces) -> Response {
+    if sampling.stream {
+        stream(header, sampling.include_usage(), pieces).into_response()
+    } else {
+        match whole(&header, pieces).await {
+            Ok(body) => axum::Json(body).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+/// Collects the pieces into one answer. Dropped with the request when the
+/// client leaves, which drops the stream and cancels the generation.
+async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
+    let mut text = String::new();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece?;
+        text.push_str(&piece.text);
+        let finish = piece.finish_reason();
+        if finish == FinishReason::Unspecified {
+            continue;
+        }
+        let Some(reason) = finish_name(finish) else {
+            return Err(piece_error(&piece));
+        };
+        let choice = match header.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": reason,
+            }),
+            Kind::Text => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
+            }
+        };
+        return Ok(header.envelope(false, json!([choice]), usage_json(piece.usage.as_ref())));
+    }
+    Err(ApiError::from_status(&tonic::Status::unavailable(
+        "the generation ended without finishing (worker gone)",
+    )))
+}
+
+fn event(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+/// Server-sent events: a role chunk (chat), a chunk per piece of text, the
+/// finish chunk, the usage chunk when asked for, then `[DONE]`. An error
+/// mid-stream is sent as `{"error": ...}` and ends the stream.
+fn stream(header: Header, include_usage: bool, mut pieces: Pieces) -> impl IntoResponse {
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(32);
+    tokio::spawn(async move {
+        let send = |value: Value| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(event(&value))).await.is_ok() }
+        };
+        if header.kind == Kind::Chat {
+            let role = json!([{
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": null,
+                "finish_reason": null,
+            }]);
+            if !send(header.envelope(true, role, Value::Null)).await {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                // The client left: dropping `pieces` cancels the generation.
+                _ = tx.closed() => return,
+                next = pieces.next() => next,
+            };
+            let piece = match next {
+                Some(Ok(piece)) => piece,
+                Some(Err(status)) => {
+                    let _ = send(ApiError::from_status(&status).body()).await;
+                    return;
+                }
+                None => {
+                    let _ = send(piece_error(&pb::GenerateResponse::default()).body()).await;
+                    return;
+                }
+            };
+            if !piece.text.is_empty() && !send(header.chunk(Some(&piece.text), None)).await {
+                return;
+            }
+            let finish = piece.finish_reason();
+            if finish == FinishReason::Unspecified {
+                continue;
+            }
+            let Some(reason) = finish_name(finish) else {
+                let _ = send(piece_error(&piece).body()).await;
+                return;
+            };
+            if !send(header.chunk(None, Some(reason))).await {
+                return;
+            }
+            if include_usage {
+                let usage = header.envelope(true, json!([]), usage_json(piece.usage.as_ref()));
+                if !send(usage).await {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+            return;
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_have_openai_shapes() {
+        let chat = Header::new(Kind::Chat, "m");
+        assert!(chat.id.starts_with("chatcmpl-"));
+        let c = chat.chunk(Some("hi"), None);
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["choices"][0]["delta"]["content"], "hi");
+        assert_eq!(
+            chat.chunk(None, Some("stop"))["choices"][0]["delta"],
+            json!({})
+        );
+        let text = Header::new(Kind::Text, "m");
+        assert_eq!(
+            text.chunk(Some("x"), Some("length"))["choices"][0]["text"],
+            "x"
+        );
+        assert_eq!(text.chunk(None, None)["object"], "text_completion");
+        assert_ne!(Header::new(Kind::Text, "m").id, text.id);
+        let u = usage_json(Some(&pb::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            ..Default::default()
+        }));
+        assert_eq!(u["total_tokens"], 7);
+    }
+}

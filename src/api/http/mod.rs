@@ -1,0 +1,143 @@
+//! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
+//! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`.
+//! Inference goes through the same [`InferenceServiceImpl`] as gRPC, so model
+//! resolution, autoload, leases and errors are one code path.
+
+mod completions;
+pub mod error;
+mod models;
+pub mod openai;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use self::error::ApiError;
+use super::auth::ApiKey;
+use super::inference::InferenceServiceImpl;
+use crate::metrics::Metrics;
+use crate::supervisor::SupervisorHandle;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The inference service gRPC serves too.
+    pub inference: InferenceServiceImpl,
+    /// The supervisor, for listings, health and metrics.
+    pub supervisor: SupervisorHandle,
+    /// The daemon's metrics.
+    pub metrics: Metrics,
+    /// Becomes true when the daemon is stopping.
+    pub stopping: watch::Receiver<bool>,
+    /// Requests must carry this bearer token (none: open).
+    pub api_key: Option<ApiKey>,
+}
+
+/// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// Every route; all but `/health` need the API key when one is set.
+pub fn router(state: HttpState) -> Router {
+    let guarded = Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::one))
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(models::embeddings))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
+        .with_state(state)
+}
+
+async fn require_key(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.api_key {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !key.accepts(header) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> Response {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        code: "unknown_url",
+        message: format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    }
+    .into_response()
+}
+
+/// `GET /health`: 200 while the daemon serves, 503 when stopping or stuck.
+async fn health(State(state): State<HttpState>) -> Response {
+    if *state.stopping.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "stopping"})),
+        )
+            .into_response();
+    }
+    match state.supervisor.status().await {
+        Ok(status) => {
+            let models: serde_json::Map<_, _> = status
+                .by_state
+                .iter()
+                .map(|(s, n)| (s.name().to_owned(), json!(n)))
+                .collect();
+            axum::Json(json!({"status": "ok", "models": models})).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match state.supervisor.status().await {
+        Ok(status) => (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            state.metrics.render(&status),
+        )
+            .into_response(),
+        Err(e) => ApiError::from_status(&crate::api::convert::status(e)).into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; streams still
+/// open then are waited for (the caller bounds that wait).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,395 @@
+//! OpenAI request bodies and how they become our gRPC requests. Fields we
+//! do not know are ignored, as OpenAI-compatible servers do; fields we know
+//! but cannot honour (`n` > 1, images, token arrays) are a clear 400.
+
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::api::pb;
+
+/// `stop`: one string or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// Sampling and length fields shared by chat and text completions.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Sampling {
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// The newer name of `max_tokens` (chat).
+    pub max_completion_tokens: Option<u32>,
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// llama.cpp extension.
+    pub top_k: Option<i32>,
+    /// llama.cpp extension.
+    pub min_p: Option<f32>,
+    /// llama.cpp extension.
+    pub repeat_penalty: Option<f32>,
+    /// OpenAI's presence penalty.
+    pub presence_penalty: Option<f32>,
+    /// OpenAI's frequency penalty.
+    pub frequency_penalty: Option<f32>,
+    /// Any integer; folded into 32 bits.
+    pub seed: Option<i64>,
+    /// Stop strings.
+    pub stop: Option<Stop>,
+    /// Choices per request; only 1.
+    pub n: Option<u32>,
+    /// Stream server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// `{"include_usage": true}` adds a last chunk with usage.
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send usage in a last chunk.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+impl Sampling {
+    fn check(&self) -> Result<(), ApiError> {
+        match self.n {
+            None | Some(1) => Ok(()),
+            Some(n) => Err(ApiError::bad_request(format!(
+                "n = {n} is not supported: each request returns one choice (send n = 1)"
+            ))),
+        }
+    }
+
+    fn max_tokens(&self) -> u32 {
+        self.max_completion_tokens.or(self.max_tokens).unwrap_or(0)
+    }
+
+    fn params(&self) -> pb::SamplingParams {
+        pb::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            penalty_last_n: None,
+            // Any integer is a valid seed to OpenAI; the same one still gives the same tokens.
+            seed: self.seed.map(|s| s as u32),
+        }
+    }
+
+    fn stops(&self) -> Vec<String> {
+        match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        }
+    }
+
+    /// Whether a stream ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.is_some_and(|o| o.include_usage)
+    }
+}
+
+/// A chat message's content: text, or parts of which only text is supported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// `[{"type": "text", "text": ...}, ...]`.
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    /// `text`, `image_url`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// A chat message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    /// system, user, assistant.
+    pub role: String,
+    /// Its content (null for an assistant turn that only called tools).
+    pub content: Option<Content>,
+}
+
+impl Message {
+    fn text(&self) -> Result<String, ApiError> {
+        match &self.content {
+            None => Ok(String::new()),
+            Some(Content::Text(t)) => Ok(t.clone()),
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for part in parts {
+                    match (part.kind.as_str(), &part.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        (kind, _) => {
+                            return Err(ApiError::bad_request(format!(
+                                "message content of type {kind:?} is not supported: send text"
+                            )));
+                        }
+                    }
+                }
+                Ok(text)
+            }
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Model id or alias.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Sampling and streaming.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+impl ChatCompletionRequest {
+    /// The gRPC request.
+    pub fn to_pb(&self) -> Result<pb::ChatRequest, ApiError> {
+        self.sampling.check()?;
+        if self.messages.is_empty() {
+            return Err(ApiError::bad_request("messages is empty"));
+        }
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| {
+                Ok(pb::ChatMessage {
+                    role: m.role.clone(),
+                    content: m.text()?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(pb::ChatRequest {
+            model: self.model.clone(),
+            messages,
+            max_tokens: self.sampling.max_tokens(),
+            sampling: Some(self.sampling.params()),
+            stop: self.sampling.stops(),
+        })
+    }
+}
+
+/// `prompt`: text, or OpenAI's other shapes that we refuse clearly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    /// One prompt.
+    One(String),
+    /// Several prompts, or token ids.
+    Other(serde_json::Value),
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    /// Model id or alias.
+    pub model: String,
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Sampling and streaming.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+impl CompletionRequest {
+    /// The gRPC request.
+    pub fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
+        self.sampling.check()?;
+        let prompt = match &self.prompt {
+            Prompt::One(p) => p.clone(),
+            Prompt::Other(serde_json::Value::Array(items)) if items.len() == 1 => {
+                match items.first().and_then(|v| v.as_str()) {
+                    Some(p) => p.to_owned(),
+                    None => return Err(token_prompts()),
+                }
+            }
+            Prompt::Other(serde_json::Value::Array(_)) => {
+                return Err(ApiError::bad_request(
+                    "one prompt per request is supported: send a string",
+                ));
+            }
+            Prompt::Other(_) => return Err(token_prompts()),
+        };
+        Ok(pb::GenerateRequest {
+            model: self.model.clone(),
+            prompt,
+            // OpenAI's default for text completions is 16 tokens.
+            max_tokens: self
+                .sampling
+                .max_completion_tokens
+                .or(self.sampling.max_tokens)
+                .unwrap_or(16),
+            sampling: Some(self.sampling.params()),
+            stop: self.sampling.stops(),
+        })
+    }
+}
+
+fn token_prompts() -> ApiError {
+    ApiError::bad_request("prompts as token ids are not supported: send text")
+}
+
+/// `input` of an embeddings request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    /// One text.
+    One(String),
+    /// Several texts.
+    Many(Vec<String>),
+    /// Token ids (refused: they would be another tokenizer's).
+    Tokens(serde_json::Value),
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmbeddingRequest {
+    /// Model id or alias.
+    pub model: String,
+    /// What to embed.
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64` (little-endian f32, what the `openai` package asks for).
+    pub encoding_format: Option<String>,
+}
+
+impl EmbeddingRequest {
+    /// The gRPC request (vectors scaled to unit length, as OpenAI's are).
+    pub fn to_pb(&self) -> Result<pb::EmbedRequest, ApiError> {
+        let input = match &self.input {
+            EmbeddingInput::One(s) => vec![s.clone()],
+            EmbeddingInput::Many(v) if !v.is_empty() => v.clone(),
+            EmbeddingInput::Many(_) => return Err(ApiError::bad_request("input is empty")),
+            EmbeddingInput::Tokens(_) => {
+                return Err(ApiError::bad_request(
+                    "input as token ids is not supported: send text (with LangChain, set check_embedding_ctx_length=False)",
+                ));
+            }
+        };
+        match self.encoding_format.as_deref() {
+            None | Some("float") | Some("base64") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "encoding_format {other:?} is not supported: use float or base64"
+                )));
+            }
+        }
+        Ok(pb::EmbedRequest {
+            model: self.model.clone(),
+            input,
+            normalize: true,
+        })
+    }
+
+    /// Whether vectors go out as base64.
+    pub fn base64(&self) -> bool {
+        self.encoding_format.as_deref() == Some("base64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chat(body: serde_json::Value) -> Result<pb::ChatRequest, ApiError> {
+        serde_json::from_value::<ChatCompletionRequest>(body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .to_pb()
+    }
+
+    #[test]
+    fn chat_requests_carry_what_openai_clients_send() {
+        let r = chat(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
+                {"role": "assistant", "content": null}
+            ],
+            "max_completion_tokens": 7, "temperature": 0, "seed": -1,
+            "stop": "\n", "n": 1, "stream": true, "user": "ignored"
+        }))
+        .unwrap();
+        assert_eq!(r.messages.len(), 3);
+        assert_eq!(r.messages[1].content, "hi there");
+        assert_eq!(r.max_tokens, 7);
+        assert_eq!(r.stop, vec!["\n"]);
+        let s = r.sampling.unwrap();
+        assert_eq!(s.temperature, Some(0.0));
+        assert_eq!(s.seed, Some(u32::MAX));
+    }
+
+    #[test]
+    fn what_we_cannot_honour_is_a_bad_request() {
+        let base = |extra: serde_json::Value| {
+            let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            chat(body)
+        };
+        assert!(base(json!({"n": 2})).unwrap_err().message.contains("n = 2"));
+        let image = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
+        assert!(base(image).unwrap_err().message.contains("image_url"));
+        assert!(base(json!({"messages": []})).is_err());
+        assert!(chat(json!({"messages": []})).is_err(), "model is required");
+    }
+
+    #[test]
+    fn completions_take_one_text_prompt_and_default_to_16_tokens() {
+        let parse = |b| {
+            serde_json::from_value::<CompletionRequest>(b)
+                .unwrap()
+                .to_pb()
+        };
+        let r = parse(json!({"model": "m", "prompt": "abc"})).unwrap();
+        assert_eq!((r.prompt.as_str(), r.max_tokens), ("abc", 16));
+        let r = parse(json!({"model": "m", "prompt": ["abc"], "max_tokens": 3})).unwrap();
+        assert_eq!((r.prompt.as_str(), r.max_tokens), ("abc", 3));
+        assert!(parse(json!({"model": "m", "prompt": [1, 2, 3]})).is_err());
+        assert!(parse(json!({"model": "m", "prompt": ["a", "b"]})).is_err());
+    }
+
+    #[test]
+    fn embeddings_take_text_and_refuse_token_ids() {
+        let parse = |b| serde_json::from_value::<EmbeddingRequest>(b).unwrap();
+        let r = parse(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"}));
+        assert!(r.base64());
+        assert_eq!(r.to_pb().unwrap().input, vec!["a", "b"]);
+        assert!(
+            parse(json!({"model": "m", "input": [[1, 2]]}))
+                .to_pb()
+                .is_err()
+        );
+        assert!(
+            parse(json!({"model": "m", "input": "x", "encoding_format": "int8"}))
+                .to_pb()
+                .is_err()
+        );
+    }
+}
