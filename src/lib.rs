@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod gguf;
+pub mod gpu;
 pub mod loader;
 pub mod metrics;
 pub mod settings;

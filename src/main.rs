@@ -32,6 +32,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Worker(args) => worker(args),
+        Command::GpuProbe => {
+            let found = llama_router::gpu::probe::discover_here();
+            match serde_json::to_vec(&found) {
+                Ok(mut json) => {
+                    json.push(b'\n');
+                    write_stdout(&json)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => run_client(command),
     }
 }
@@ -103,9 +116,11 @@ fn run_client(command: Command) -> ExitCode {
             Command::Status { json, endpoint } => client::status(&endpoint.resolve(), json).await,
             Command::Generate(args) => llama_router::cli::generate::generate(&args).await,
             Command::Chat(args) => llama_router::cli::generate::chat(&args).await,
-            Command::Serve(_) | Command::Inspect(_) | Command::Worker(_) | Command::Config(_) => {
-                Ok(())
-            }
+            Command::Serve(_)
+            | Command::Inspect(_)
+            | Command::Worker(_)
+            | Command::GpuProbe
+            | Command::Config(_) => Ok(()),
         }
     });
     match result {

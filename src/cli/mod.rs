@@ -115,6 +115,9 @@ pub enum Command {
     /// Runs one model's inference engine (started by the daemon, not by hand).
     #[command(hide = true)]
     Worker(crate::worker::WorkerArgs),
+    /// Prints the GPUs this machine has as JSON (what the daemon runs at start-up).
+    #[command(hide = true)]
+    GpuProbe,
     /// Show the daemon's status.
     Status {
         /// JSON instead of text.
