@@ -71,6 +71,10 @@ pub struct Config {
     pub worker_ping_timeout: u64,
     /// Seconds a worker may take to load its model and answer.
     pub worker_start_timeout: u64,
+    /// Layers each model offloads to the GPU: auto (as many as fit), all, or a number.
+    pub gpu_layers: crate::settings::GpuLayers,
+    /// Which usable GPU models offload to (0 = the first).
+    pub main_gpu: u32,
     /// Settings every model gets unless its own table says otherwise.
     pub defaults: ModelSettings,
     /// Per-model tables, by model id.
@@ -105,6 +109,8 @@ impl Default for Config {
             stop_timeout: 10,
             worker_ping_timeout: 30,
             worker_start_timeout: 300,
+            gpu_layers: crate::settings::GpuLayers::Auto,
+            main_gpu: 0,
             defaults: ModelSettings::default(),
             models: BTreeMap::new(),
         }

@@ -145,7 +145,8 @@ fn limits_of(config: &Config) -> Limits {
             stop_timeout: Duration::from_secs(config.stop_timeout),
             ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
             start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
-            gpu_layers: None,
+            gpu_layers: config.gpu_layers,
+            main_gpu: config.main_gpu,
             flash_attn: crate::settings::FlashAttn::Auto,
             cache_type_k: crate::settings::CacheType::F16,
             cache_type_v: crate::settings::CacheType::F16,
@@ -190,6 +191,40 @@ fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle) {
             }
         }
     });
+}
+
+/// Discovers the GPUs (in a child process) and says what it found.
+async fn discover_gpus() -> crate::gpu::devices::GpuSet {
+    use crate::gpu::probe;
+    let found = match std::env::current_exe() {
+        Ok(exe) => probe::discover(&exe, probe::PROBE_TIMEOUT).await,
+        Err(e) => crate::gpu::Discovery {
+            devices: Vec::new(),
+            notes: vec![format!("cannot find our own binary to probe GPUs: {e}")],
+        },
+    };
+    for d in &found.devices {
+        tracing::info!(
+            backend = d.backend.name(),
+            device = d.index,
+            name = %d.name,
+            arch = d.arch.as_deref().unwrap_or(""),
+            total_bytes = d.total_bytes,
+            free_bytes = d.free_bytes,
+            usable = d.backend.usable(),
+            "GPU {}:{} {}: {} of {} free{}",
+            d.backend.name(),
+            d.index,
+            d.name,
+            crate::cli::inspect::human_bytes(d.free_bytes),
+            crate::cli::inspect::human_bytes(d.total_bytes),
+            if d.backend.usable() { "" } else { " (this build has no engine for it: CPU only)" }
+        );
+    }
+    if found.devices.is_empty() {
+        tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
+    }
+    crate::gpu::devices::GpuSet::new(found)
 }
 
 /// Keys that only take effect at start-up.
@@ -348,7 +383,9 @@ pub async fn serve(
             .parent()
             .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
+        gpus: discover_gpus().await,
     };
+    let gpus = worker_env.gpus.clone();
     let supervisor = SupervisorHandle::spawn(catalog.clone(), limits, worker_env);
     supervisor
         .ping()
@@ -359,6 +396,7 @@ pub async fn serve(
         supervisor.clone(),
         models_dir.display().to_string(),
         stop_rx.clone(),
+        gpus.clone(),
     );
 
     let metrics = Metrics::new();
@@ -416,6 +454,7 @@ pub async fn serve(
             metrics: metrics.clone(),
             stopping: stop_rx.clone(),
             api_key: api_key.cloned(),
+            gpus: gpus.clone(),
         });
         let stop = shutdown_signal(stop_rx.clone());
         servers.push(tokio::spawn(async move {

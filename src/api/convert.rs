@@ -102,7 +102,7 @@ pub fn status(e: SupervisorError) -> Status {
     }
 }
 
-use crate::settings::value_name;
+use crate::settings::{GpuLayers, value_name};
 
 /// A model's effective settings as the wire message.
 pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
@@ -124,12 +124,35 @@ pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
         out.parallel = w.parallel;
         out.threads = w.threads;
         out.batch_size = w.batch_size;
-        out.gpu_layers = w
-            .gpu_layers
-            .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        out.gpu_layers = match w.gpu_layers {
+            GpuLayers::Auto => -1,
+            GpuLayers::All => -2,
+            GpuLayers::Count(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        };
         out.flash_attn = value_name(w.flash_attn);
         out.cache_type_k = value_name(w.cache_type_k);
         out.cache_type_v = value_name(w.cache_type_v);
     }
     out
+}
+
+/// The GPUs with their ledgers, as the wire message.
+pub fn gpus(set: &crate::gpu::devices::GpuSet) -> Vec<pb::GpuDevice> {
+    set.devices()
+        .iter()
+        .map(|g| {
+            let (free, holders) = g.usage();
+            let d = &g.device;
+            pb::GpuDevice {
+                backend: d.backend.name().to_owned(),
+                index: d.index,
+                name: d.name.clone(),
+                arch: d.arch.clone().unwrap_or_default(),
+                total_bytes: d.total_bytes,
+                free_bytes: free,
+                usable: d.backend.usable(),
+                reserved_by_model: holders.into_iter().collect(),
+            }
+        })
+        .collect()
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb::{self, model_service_server::ModelService};
+use crate::gpu::devices::GpuSet;
 use crate::supervisor::{LoadStatus, SupervisorHandle};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -21,6 +22,7 @@ pub struct ModelServiceImpl {
     models_dir: String,
     /// Turns true when the daemon starts draining: long-lived streams end then.
     stopping: watch::Receiver<bool>,
+    gpus: GpuSet,
 }
 
 impl ModelServiceImpl {
@@ -29,12 +31,14 @@ impl ModelServiceImpl {
         supervisor: SupervisorHandle,
         models_dir: String,
         stopping: watch::Receiver<bool>,
+        gpus: GpuSet,
     ) -> Self {
         ModelServiceImpl {
             supervisor,
             started: Instant::now(),
             models_dir,
             stopping,
+            gpus,
         }
     }
 }
@@ -200,6 +204,8 @@ impl ModelService for ModelServiceImpl {
                 .map(|(st, n)| (st.name().to_owned(), *n))
                 .collect(),
             models_dir: self.models_dir.clone(),
+            gpus: convert::gpus(&self.gpus),
+            gpu_notes: self.gpus.notes().to_vec(),
         }))
     }
 }

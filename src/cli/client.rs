@@ -156,7 +156,11 @@ pub fn model_json(m: &pb::Model) -> Json {
             "parallel": s.parallel,
             "threads": s.threads,
             "batch_size": s.batch_size,
-            "gpu_layers": if s.gpu_layers < 0 { Json::Null } else { s.gpu_layers.into() },
+            "gpu_layers": match s.gpu_layers {
+                -1 => Json::from("auto"),
+                -2 => Json::from("all"),
+                n => n.into(),
+            },
             "flash_attn": s.flash_attn,
             "cache_type_k": s.cache_type_k,
             "cache_type_v": s.cache_type_v,
@@ -355,6 +359,17 @@ pub async fn status(target: &Target, as_json: bool) -> Result<(), ClientError> {
             "host_cache_bytes_used": s.host_cache_bytes_used,
             "host_cache_bytes_limit": s.host_cache_bytes_limit,
             "models_by_state": s.models_by_state,
+            "gpus": s.gpus.iter().map(|g| json!({
+                "backend": g.backend,
+                "index": g.index,
+                "name": g.name,
+                "arch": if g.arch.is_empty() { Json::Null } else { g.arch.clone().into() },
+                "total_bytes": g.total_bytes,
+                "free_bytes": g.free_bytes,
+                "usable": g.usable,
+                "reserved_by_model": g.reserved_by_model,
+            })).collect::<Vec<_>>(),
+            "gpu_notes": s.gpu_notes,
         })
         .to_string()
             + "\n"
@@ -365,8 +380,32 @@ pub async fn status(target: &Target, as_json: bool) -> Result<(), ClientError> {
             human_bytes(s.host_cache_bytes_limit)
         };
         let states: Vec<String> = by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let gpus = if s.gpus.is_empty() {
+            format!("none ({})", s.gpu_notes.join("; "))
+        } else {
+            s.gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}:{} {} {}: {} free of {}{}",
+                        g.backend,
+                        g.index,
+                        g.name,
+                        g.arch,
+                        human_bytes(g.free_bytes),
+                        human_bytes(g.total_bytes),
+                        if g.usable {
+                            ""
+                        } else {
+                            " (no engine for it in this build)"
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n             ")
+        };
         format!(
-            "version:     {}\nuptime:      {} s\nmodels dir:  {}\nmodels max:  {}\nhost cache:  {} of {limit}\nmodels:      {}\n",
+            "version:     {}\nuptime:      {} s\nmodels dir:  {}\nmodels max:  {}\nhost cache:  {} of {limit}\nmodels:      {}\ngpus:        {gpus}\n",
             s.version,
             s.uptime_seconds,
             s.models_dir,

@@ -37,6 +37,12 @@ pub struct ServeArgs {
     /// Require this bearer token on HTTP and gRPC requests (prefer LLAMA_ROUTER_API_KEY or the config file: flags show in `ps`).
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<crate::api::auth::ApiKey>,
+    /// Layers offloaded to the GPU: auto (as many as fit in free VRAM), all, or a number [default: auto].
+    #[arg(long, value_name = "N|auto|all")]
+    pub gpu_layers: Option<crate::settings::GpuLayers>,
+    /// Which GPU models offload to (index among the usable ones) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub main_gpu: Option<u32>,
     /// Unix socket [default: $RUNTIME_DIRECTORY or /run/llama-router, else $XDG_RUNTIME_DIR/llama-router].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -104,6 +110,10 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_layers: Option<crate::settings::GpuLayers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    main_gpu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     http_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_port: Option<u16>,
@@ -159,6 +169,8 @@ impl ServeArgs {
             models_autoload: autoload,
             host: self.host.clone(),
             port: self.port,
+            gpu_layers: self.gpu_layers,
+            main_gpu: self.main_gpu,
             http_host: self.http_host.clone(),
             http_port: self.http_port,
             api_key: self.api_key.clone(),

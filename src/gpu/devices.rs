@@ -103,6 +103,19 @@ pub struct GpuSet {
     notes: Vec<String>,
 }
 
+/// Two sets are equal when discovery found the same (ledgers aside).
+impl PartialEq for GpuSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.notes == other.notes
+            && self.devices.len() == other.devices.len()
+            && self
+                .devices
+                .iter()
+                .zip(&other.devices)
+                .all(|(a, b)| a.device == b.device)
+    }
+}
+
 impl GpuSet {
     /// Handles for what discovery found.
     pub fn new(found: Discovery) -> Self {

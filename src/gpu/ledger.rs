@@ -6,18 +6,7 @@ use std::collections::BTreeMap;
 use super::Device;
 use super::estimate::{self, Context, Estimate, Shape};
 use crate::cli::inspect::human_bytes;
-
-/// How many layers a model asks to offload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GpuLayers {
-    /// As many as fit in free VRAM.
-    #[default]
-    Auto,
-    /// Every layer; refused when it does not fit.
-    All,
-    /// This many; refused when it does not fit.
-    Count(u32),
-}
+pub use crate::settings::GpuLayers;
 
 /// Bytes on one device.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,7 +163,7 @@ impl Metrics {
         );
         r.register(
             "worker_crashes",
-            "Workers that crashed, hung or failed to start",
+            "Workers that crashed, hung, failed to start or did not fit in VRAM",
             inner.crashes.clone(),
         );
         r.register(

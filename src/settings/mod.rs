@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use values::{CacheType, FlashAttn, SamplingSettings, WorkerExtras, value_name};
+pub use values::{CacheType, FlashAttn, GpuLayers, SamplingSettings, WorkerExtras, value_name};
 
 use crate::worker::WorkerSettings;
 
@@ -35,9 +35,9 @@ pub struct ModelSettings {
     /// Never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<bool>,
-    /// Layers offloaded to the GPU (GPU builds; none = llama.cpp's default, all).
+    /// Layers offloaded to the GPU: auto (as many as fit), all, or a number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_layers: Option<u32>,
+    pub gpu_layers: Option<GpuLayers>,
     /// Flash attention.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flash_attn: Option<FlashAttn>,
@@ -217,7 +217,7 @@ impl ModelProfiles {
                 .pick(id, |s| s.batch_size)
                 .unwrap_or(base.batch_size)
                 .max(1),
-            gpu_layers: self.pick(id, |s| s.gpu_layers).or(base.gpu_layers),
+            gpu_layers: self.pick(id, |s| s.gpu_layers).unwrap_or(base.gpu_layers),
             flash_attn: self.pick(id, |s| s.flash_attn).unwrap_or(base.flash_attn),
             cache_type_k: self
                 .pick(id, |s| s.cache_type_k)

@@ -152,6 +152,22 @@ impl Table {
             );
         }
         let error = SupervisorError::Unavailable(format!("worker for model {id} failed: {reason}"));
+        self.fail_worker(id, error, reason);
+    }
+
+    /// The worker was not started because its GPU offload does not fit:
+    /// waiting requests get RESOURCE_EXHAUSTED with the numbers, no crash is
+    /// counted, and the next request tries again (VRAM may have been freed).
+    pub(super) fn on_worker_refused(&mut self, id: &str, reason: String) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.worker = Worker::Stopped;
+        }
+        let error = SupervisorError::ResourceExhausted(reason.clone());
+        self.fail_worker(id, error, reason);
+    }
+
+    /// Fails everything waiting on `id`'s worker and releases its resident copy.
+    fn fail_worker(&mut self, id: &str, error: SupervisorError, reason: String) {
         self.fail_worker_waiters(id, &error);
         self.fail_waiters(id, error);
         self.transition(id, ModelState::Failed, Some(reason));

@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::time::{Duration, Instant};
+
+use crate::gpu::devices::Reservation;
+use crate::gpu::estimate::{Context, Shape};
+use crate::gpu::ledger::{GpuLayers, NoRoom};
 use crate::loader::{self, LoadError, LoadOptions, Progress, ResidentModel};
 use crate::settings::WorkerExtras;
 use crate::worker::process::WorkerEnv;
@@ -43,6 +48,8 @@ pub enum ModelReport {
     WorkerReady(WorkerLink),
     /// The worker failed to start, crashed or hung.
     WorkerFailed(WorkerExit),
+    /// The worker was not started: its GPU offload does not fit (the reason has the numbers).
+    WorkerRefused(String),
     /// Released (after ready, a failure or a cancelled load); the actor has ended.
     Unloaded,
 }
@@ -138,7 +145,7 @@ impl Actor {
             // Resident until unloaded; the worker starts when a request needs it.
             tokio::select! {
                 _ = &mut unload => {}
-                Ok(()) = start_worker => self.serve(files, unload).await,
+                Ok(()) = start_worker => self.serve(&resident, files, unload).await,
             }
             // munmap of a large model can take a while: off the async threads.
             let _ = tokio::task::spawn_blocking(move || drop(resident)).await;
@@ -179,14 +186,63 @@ impl Actor {
         }
     }
 
+    /// Decides how many layers go to the GPU and reserves their VRAM
+    /// (none on a CPU-only build or machine, or with `--gpu-layers 0`).
+    fn place(&self, resident: &ResidentModel) -> Result<Option<Reservation>, NoRoom> {
+        let worker = self.spec.worker;
+        if worker.gpu_layers == GpuLayers::Count(0) {
+            return Ok(None);
+        }
+        let (Some(gpu), Some(shape)) = (
+            self.spec.env.gpus.main(worker.main_gpu),
+            Shape::of(resident.model()),
+        ) else {
+            return Ok(None);
+        };
+        let context = Context {
+            tokens: u64::from(worker.ctx_size) * u64::from(worker.parallel),
+            batch: u64::from(worker.batch_size),
+            cache_k: worker.cache_type_k,
+            cache_v: worker.cache_type_v,
+        };
+        gpu.admit(&self.id, &shape, context, worker.gpu_layers)
+            .map(Some)
+    }
+
     /// Starts the worker and watches it until unload, a crash or a hang.
-    async fn serve(&self, files: Vec<PathBuf>, mut unload: oneshot::Receiver<()>) {
+    async fn serve(
+        &self,
+        resident: &ResidentModel,
+        files: Vec<PathBuf>,
+        mut unload: oneshot::Receiver<()>,
+    ) {
+        let mut settings = self.spec.worker;
+        let reservation = match self.place(resident) {
+            Ok(r) => r,
+            Err(no_room) => {
+                tracing::warn!(model = %self.id, error = %no_room, "not starting the worker of {}: {no_room}", self.id);
+                self.send(ModelReport::WorkerRefused(no_room.to_string()));
+                return;
+            }
+        };
+        // One upload per device at a time; the turn ends when the worker is ready.
+        let mut turn = None;
+        if let Some(r) = &reservation {
+            settings.gpu_layers = GpuLayers::Count(r.estimate.layers);
+            if r.estimate.layers > 0 {
+                turn = tokio::select! {
+                    turn = r.gpu().upload_turn() => turn,
+                    _ = &mut unload => return,
+                };
+            }
+        }
+        let upload_started = Instant::now();
         // The worker maps the same files: it finds them in the page cache the loader filled.
         let start = WorkerProcess::start(
             &self.id,
             files,
             self.generation,
-            self.spec.worker,
+            settings,
             &self.spec.env,
             &self.spec.extras,
         );
@@ -194,6 +250,10 @@ impl Actor {
             started = start => started,
             _ = &mut unload => return, // dropping the start kills the child
         };
+        drop(turn);
+        if let (Ok(_), Some(r)) = (&started, &reservation) {
+            log_upload(&self.id, r, upload_started.elapsed());
+        }
         match started {
             Ok(worker) => {
                 self.send(ModelReport::WorkerReady(worker.link()));
@@ -204,4 +264,31 @@ impl Actor {
             Err(exit) => self.send(ModelReport::WorkerFailed(exit)),
         }
     }
+}
+
+/// Logs what went to the GPU and how fast: bytes offloaded over the time
+/// from the worker's start to its model being loaded and answering.
+fn log_upload(id: &str, r: &Reservation, took: Duration) {
+    let e = r.estimate;
+    let secs = took.as_secs_f64();
+    let bandwidth = if secs > 0.0 {
+        e.weights_bytes as f64 / secs
+    } else {
+        0.0
+    };
+    tracing::info!(
+        model = %id,
+        device = %r.gpu().label(),
+        gpu_layers = e.layers,
+        offloaded_bytes = e.weights_bytes,
+        reserved_bytes = e.total(),
+        upload_seconds = secs,
+        upload_bytes_per_second = bandwidth,
+        "model {id}: {} layers ({}) on {} in {secs:.2} s ({}/s; {} reserved with KV cache and buffers)",
+        e.layers,
+        crate::cli::inspect::human_bytes(e.weights_bytes),
+        r.gpu().label(),
+        crate::cli::inspect::human_bytes(bandwidth as u64),
+        crate::cli::inspect::human_bytes(e.total()),
+    );
 }

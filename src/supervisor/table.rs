@@ -363,6 +363,7 @@ impl Table {
             ModelReport::Ready { .. } => {} // unloading already
             ModelReport::WorkerReady(link) => self.on_worker_ready(&id, link),
             ModelReport::WorkerFailed(exit) => self.on_worker_failed(&id, exit),
+            ModelReport::WorkerRefused(reason) => self.on_worker_refused(&id, reason),
             ModelReport::Failed(LoadError::Cancelled) => {}
             ModelReport::Failed(err) => {
                 let reason = err.to_string();

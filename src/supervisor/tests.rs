@@ -27,7 +27,8 @@ fn worker_settings() -> WorkerSettings {
         stop_timeout: Duration::from_secs(1),
         ping_timeout: Duration::from_secs(5),
         start_timeout: Duration::from_secs(60),
-        gpu_layers: None,
+        gpu_layers: crate::settings::GpuLayers::Auto,
+        main_gpu: 0,
         flash_attn: crate::settings::FlashAttn::Auto,
         cache_type_k: crate::settings::CacheType::F16,
         cache_type_v: crate::settings::CacheType::F16,
@@ -63,6 +64,7 @@ async fn supervisor(
             exe: worker.to_path_buf(),
             runtime_dir: dir.to_path_buf(),
             log_level: "info".into(),
+            gpus: Default::default(),
         },
     )
 }

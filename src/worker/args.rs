@@ -44,6 +44,9 @@ pub struct WorkerArgs {
     /// Layers offloaded to the GPU (llama.cpp's default when absent).
     #[arg(long)]
     pub gpu_layers: Option<u32>,
+    /// Which GPU holds the model (its index among the engine's devices).
+    #[arg(long, default_value_t = 0)]
+    pub main_gpu: u32,
     /// Flash attention.
     #[arg(long, value_enum, default_value = "auto")]
     pub flash_attn: FlashAttn,
@@ -82,6 +85,7 @@ impl WorkerArgs {
         if let Some(layers) = self.gpu_layers {
             flag("gpu-layers", layers.to_string().into());
         }
+        flag("main-gpu", self.main_gpu.to_string().into());
         flag("flash-attn", value_name(self.flash_attn).into());
         flag("cache-type-k", value_name(self.cache_type_k).into());
         flag("cache-type-v", value_name(self.cache_type_v).into());
@@ -122,6 +126,7 @@ mod tests {
             sampling: r#"{"temperature":0.0}"#.into(),
             chat_template: Some("/t.jinja".into()),
             gpu_layers: Some(12),
+            main_gpu: 1,
             flash_attn: FlashAttn::On,
             cache_type_k: CacheType::Q8_0,
             cache_type_v: CacheType::Q4_0,

@@ -2,6 +2,7 @@
 //! environment, forward its logs, keep the tail of its stderr, ping it, stop
 //! it gracefully (SIGTERM, then SIGKILL), and say in words why it died.
 
+use crate::settings::GpuLayers;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -47,8 +48,10 @@ pub struct WorkerSettings {
     pub ping_timeout: Duration,
     /// How long a worker may take to load its model and answer.
     pub start_timeout: Duration,
-    /// Layers on the GPU (None: llama.cpp's default).
-    pub gpu_layers: Option<u32>,
+    /// Layers on the GPU: auto, all or a number (admission resolves it to a number).
+    pub gpu_layers: GpuLayers,
+    /// Which usable GPU models offload to.
+    pub main_gpu: u32,
     /// Flash attention.
     pub flash_attn: FlashAttn,
     /// KV cache type of keys.
@@ -66,6 +69,8 @@ pub struct WorkerEnv {
     pub runtime_dir: PathBuf,
     /// Log filter passed to workers.
     pub log_level: String,
+    /// The GPUs workers offload to, with their VRAM ledgers.
+    pub gpus: crate::gpu::devices::GpuSet,
 }
 
 /// How a worker ended.
@@ -199,7 +204,13 @@ impl WorkerProcess {
             log_level: env.log_level.clone(),
             sampling: serde_json::to_string(&extras.sampling).unwrap_or_else(|_| "{}".to_owned()),
             chat_template: extras.chat_template.clone(),
-            gpu_layers: settings.gpu_layers,
+            gpu_layers: match settings.gpu_layers {
+                GpuLayers::Auto => None,
+                // llama.cpp's "every layer".
+                GpuLayers::All => Some(999),
+                GpuLayers::Count(n) => Some(n),
+            },
+            main_gpu: settings.main_gpu,
             flash_attn: settings.flash_attn,
             cache_type_k: settings.cache_type_k,
             cache_type_v: settings.cache_type_v,

@@ -186,6 +186,7 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
     let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
     let backend = Arc::new(backend);
     let mut params = LlamaModelParams::default();
+    params = params.with_main_gpu(i32::try_from(args.main_gpu).unwrap_or(0));
     if let Some(layers) = args.gpu_layers {
         params = params.with_n_gpu_layers(layers);
     }

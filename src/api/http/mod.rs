@@ -40,6 +40,8 @@ pub struct HttpState {
     pub stopping: watch::Receiver<bool>,
     /// Requests must carry this bearer token (none: open).
     pub api_key: Option<ApiKey>,
+    /// The GPUs, for the VRAM gauges.
+    pub gpus: crate::gpu::devices::GpuSet,
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
@@ -120,6 +122,18 @@ async fn health(State(state): State<HttpState>) -> Response {
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 async fn metrics(State(state): State<HttpState>) -> Response {
+    for gpu in state.gpus.devices() {
+        let (free, _) = gpu.usage();
+        let d = &gpu.device;
+        let label = crate::metrics::DeviceLabel {
+            backend: d.backend.name().to_owned(),
+            device: d.index.to_string(),
+            name: d.name.clone(),
+        };
+        state
+            .metrics
+            .device(&label, d.total_bytes, d.total_bytes.saturating_sub(free));
+    }
     match state.supervisor.status().await {
         Ok(status) => (
             [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
