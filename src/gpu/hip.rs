@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, c_char, c_int};
 
-use libloading::{Library, Symbol};
+use libloading::Symbol;
 
 use super::{Backend, Device};
 
@@ -13,34 +13,18 @@ const LIBRARIES: &[&str] = &["libamdhip64.so", "libamdhip64.so.6", "libamdhip64.
 
 type HipError = c_int;
 
-fn open() -> Result<Library, String> {
-    let mut last = String::new();
-    for name in LIBRARIES {
-        // SAFETY: loading the HIP runtime runs its initializers; that is what
-        // the probe child exists for (a fault there kills only the child).
-        match unsafe { Library::new(name) } {
-            Ok(lib) => return Ok(lib),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
-}
-
 /// The HIP devices, or why there are none.
 pub fn probe() -> Result<Vec<Device>, String> {
-    let lib = open()?;
+    let lib = super::dl::open_first(LIBRARIES)?;
     // SAFETY: the symbol types are the HIP runtime API's C signatures.
     unsafe {
         let error_string: Symbol<unsafe extern "C" fn(HipError) -> *const c_char> =
             lib.get(b"hipGetErrorString\0").map_err(|e| e.to_string())?;
         let describe = |call: &str, code: HipError| {
-            let text = error_string(code);
-            let text = if text.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(text).to_string_lossy().into_owned()
-            };
-            format!("{call}: {text} (error {code})")
+            format!(
+                "{call}: {} (error {code})",
+                super::dl::c_text(error_string(code))
+            )
         };
         let count_fn: Symbol<unsafe extern "C" fn(*mut c_int) -> HipError> =
             lib.get(b"hipGetDeviceCount\0").map_err(|e| e.to_string())?;

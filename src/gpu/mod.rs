@@ -3,6 +3,7 @@
 //! per-device ledger that admits workers and serializes their uploads.
 
 pub mod devices;
+mod dl;
 pub mod estimate;
 mod hip;
 pub mod ledger;

@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
-use libloading::{Library, Symbol};
+use libloading::Symbol;
 
 use super::{Backend, Device};
 
@@ -21,33 +21,18 @@ struct NvmlMemory {
     used: u64,
 }
 
-fn open() -> Result<Library, String> {
-    let mut last = String::new();
-    for name in LIBRARIES {
-        // SAFETY: loading NVML runs its initializers; a fault kills only the probe child.
-        match unsafe { Library::new(name) } {
-            Ok(lib) => return Ok(lib),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
-}
-
 /// The NVIDIA devices, or why there are none.
 pub fn probe() -> Result<Vec<Device>, String> {
-    let lib = open()?;
+    let lib = super::dl::open_first(LIBRARIES)?;
     // SAFETY: the symbol types are NVML's C signatures; handles come from NVML.
     unsafe {
         let error_string: Symbol<unsafe extern "C" fn(NvmlReturn) -> *const c_char> =
             lib.get(b"nvmlErrorString\0").map_err(|e| e.to_string())?;
         let describe = |call: &str, code: NvmlReturn| {
-            let text = error_string(code);
-            let text = if text.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(text).to_string_lossy().into_owned()
-            };
-            format!("{call}: {text} (error {code})")
+            format!(
+                "{call}: {} (error {code})",
+                super::dl::c_text(error_string(code))
+            )
         };
         let init: Symbol<unsafe extern "C" fn() -> NvmlReturn> =
             lib.get(b"nvmlInit_v2\0").map_err(|e| e.to_string())?;

@@ -127,44 +127,58 @@ fn piece_error(piece: &pb::GenerateResponse) -> ApiError {
 type Pieces =
     std::pin::Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, tonic::Status>> + Send>>;
 
-/// `POST /v1/chat/completions`.
-pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
-    let result = async {
-        let request: ChatCompletionRequest = parse_json(&body)?;
-        let pieces = state
-            .inference
-            .chat(Request::new(request.to_pb()?))
-            .await?
-            .into_inner();
-        Ok::<_, ApiError>((request.model, request.sampling, pieces))
+/// What the shared completion path needs of a request body.
+trait CompletionBody: serde::de::DeserializeOwned {
+    /// The model as the client named it, and its sampling fields.
+    fn head(&self) -> (String, Sampling);
+}
+
+impl CompletionBody for ChatCompletionRequest {
+    fn head(&self) -> (String, Sampling) {
+        (self.model.clone(), self.sampling.clone())
     }
-    .await;
-    match result {
-        Ok((model, sampling, pieces)) => {
-            answer(Header::new(Kind::Chat, &model), &sampling, pieces).await
-        }
+}
+
+impl CompletionBody for CompletionRequest {
+    fn head(&self) -> (String, Sampling) {
+        (self.model.clone(), self.sampling.clone())
+    }
+}
+
+/// Parses a body, starts its generation with `call`, and answers it.
+async fn complete<R, F, Fut>(kind: Kind, body: &[u8], call: F) -> Response
+where
+    R: CompletionBody,
+    F: FnOnce(R) -> Fut,
+    Fut: std::future::Future<Output = Result<Pieces, ApiError>>,
+{
+    let request: R = match parse_json(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let (model, sampling) = request.head();
+    match call(request).await {
+        Ok(pieces) => answer(Header::new(kind, &model), &sampling, pieces).await,
         Err(e) => e.into_response(),
     }
 }
 
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
+    complete(Kind::Chat, &body, |r: ChatCompletionRequest| async move {
+        let call = state.inference.chat(Request::new(r.to_pb()?));
+        Ok(call.await?.into_inner())
+    })
+    .await
+}
+
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<HttpState>, body: Bytes) -> Response {
-    let result = async {
-        let request: CompletionRequest = parse_json(&body)?;
-        let pieces = state
-            .inference
-            .generate(Request::new(request.to_pb()?))
-            .await?
-            .into_inner();
-        Ok::<_, ApiError>((request.model, request.sampling, pieces))
-    }
-    .await;
-    match result {
-        Ok((model, sampling, pieces)) => {
-            answer(Header::new(Kind::Text, &model), &sampling, pieces).await
-        }
-        Err(e) => e.into_response(),
-    }
+    complete(Kind::Text, &body, |r: CompletionRequest| async move {
+        let call = state.inference.generate(Request::new(r.to_pb()?));
+        Ok(call.await?.into_inner())
+    })
+    .await
 }
 
 async fn answer(header: Header, sampling: &Sampling, pieces: Pieces) -> Response {
