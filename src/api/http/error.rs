@@ -109,6 +109,12 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+impl From<crate::supervisor::SupervisorError> for ApiError {
+    fn from(e: crate::supervisor::SupervisorError) -> Self {
+        ApiError::from_status(&crate::api::convert::status(e))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body())).into_response()

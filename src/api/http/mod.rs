@@ -140,7 +140,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             state.metrics.render(&status),
         )
             .into_response(),
-        Err(e) => ApiError::from_status(&crate::api::convert::status(e)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

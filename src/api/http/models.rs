@@ -12,7 +12,6 @@ use tonic::Request;
 use super::error::ApiError;
 use super::openai::EmbeddingRequest;
 use super::{HttpState, parse_json};
-use crate::api::convert;
 use crate::api::pb::inference_service_server::InferenceService;
 use crate::supervisor::ModelView;
 
@@ -49,7 +48,7 @@ pub async fn list(State(state): State<HttpState>) -> Response {
             let data: Vec<Value> = models.iter().map(model_json).collect();
             axum::Json(json!({"object": "list", "data": data})).into_response()
         }
-        Err(e) => ApiError::from_status(&convert::status(e)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -57,7 +56,7 @@ pub async fn list(State(state): State<HttpState>) -> Response {
 pub async fn one(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
     match state.supervisor.get(&model).await {
         Ok(m) => axum::Json(model_json(&m)).into_response(),
-        Err(e) => ApiError::from_status(&convert::status(e)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
