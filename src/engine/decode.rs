@@ -66,8 +66,11 @@ impl Active {
         }
     }
 
-    /// Sends the last piece; the client may have gone, which is fine.
+    /// Sends the last piece; the client may have gone, which is fine. The
+    /// request's admission place is given back first: a client that sends
+    /// its next request as soon as this one ends must not find it taken.
     fn finish(&mut self, finish: Finish, tail: String) {
+        drop(self.job.admitted.take());
         let usage = self.usage();
         let _ = self.job.pieces.send(Piece {
             text: tail,

@@ -132,8 +132,9 @@ struct GenerateJob {
     request: GenerateRequest,
     /// Where pieces go; the request is cancelled once the receiver is dropped.
     pieces: mpsc::UnboundedSender<Piece>,
-    /// Its place among the `parallel + queue` admitted requests.
-    _admitted: OwnedSemaphorePermit,
+    /// Its place among the `parallel + queue` admitted requests; given back
+    /// before the last piece is sent (see `Active::finish`).
+    admitted: Option<OwnedSemaphorePermit>,
 }
 
 /// What the engine is doing.
@@ -234,7 +235,7 @@ impl EngineHandle {
         let job = GenerateJob {
             request,
             pieces,
-            _admitted: admitted,
+            admitted: Some(admitted),
         };
         self.tx
             .send(Job::Generate(job))
