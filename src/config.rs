@@ -35,10 +35,20 @@ pub struct Config {
     pub http_host: String,
     /// TCP port of the OpenAI-compatible HTTP API; none means no HTTP.
     pub http_port: Option<u16>,
+    /// Most HTTP connections open at once (0 = derived from the descriptor limit).
+    pub http_max_connections: usize,
+    /// Most gRPC TCP connections open at once (0 = derived from the descriptor limit).
+    pub grpc_max_connections: usize,
+    /// Seconds an HTTP client may take to send a request's headers, and may
+    /// keep a connection idle between requests.
+    pub http_header_timeout: u64,
     /// Bearer token every HTTP and gRPC request must carry (except health checks); none: open.
     pub api_key: Option<crate::api::auth::ApiKey>,
     /// Unix socket path; none means the default in the runtime directory.
     pub socket: Option<PathBuf>,
+    /// Group (name or number) that may use the socket: the runtime directory
+    /// becomes 0750 and the socket's group this one. None: owner only.
+    pub socket_group: Option<String>,
     /// Seconds an idle, unpinned model stays loaded (0 = forever).
     pub idle_ttl: u64,
     /// Bytes of host RAM the resident tier may hold (0 = no limit).
@@ -91,8 +101,12 @@ impl Default for Config {
             port: None,
             http_host: "127.0.0.1".to_owned(),
             http_port: None,
+            http_max_connections: 0,
+            grpc_max_connections: 0,
+            http_header_timeout: 20,
             api_key: None,
             socket: None,
+            socket_group: None,
             idle_ttl: 0,
             host_cache_bytes: 0,
             mlock: false,

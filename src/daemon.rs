@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::unistd::Gid;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
@@ -16,6 +16,7 @@ use crate::api::auth::{ApiKey, GrpcAuth};
 use crate::api::grpc::ModelServiceImpl;
 use crate::api::http::HttpState;
 use crate::api::inference::InferenceServiceImpl;
+use crate::api::listen::{self, ConnectionBudget};
 use crate::api::pb;
 use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::pb::model_service_server::ModelServiceServer;
@@ -23,6 +24,7 @@ use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
 use crate::loader::LoadOptions;
 use crate::metrics::Metrics;
+use crate::runtime_dir;
 use crate::supervisor::{Limits, SupervisorHandle};
 use crate::systemd;
 use crate::telemetry::{self, LogLevelHandle};
@@ -59,6 +61,9 @@ pub enum DaemonError {
     /// The configuration contradicts the models directory.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::settings::SettingsError),
+    /// The runtime directory or socket cannot be trusted or set up.
+    #[error("{0}")]
+    RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
     /// An actor stopped during start-up.
     #[error("{0} stopped during start-up")]
     ActorStopped(&'static str),
@@ -69,10 +74,11 @@ fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> 
     move |source| DaemonError::Listen { what, source }
 }
 
-/// Removes a stale socket file; refuses when a daemon still answers on it.
-async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(listen_error(dir.display()))?;
+/// Makes (or checks) the socket's directory, then removes a stale socket
+/// file; refuses when a daemon still answers on it.
+async fn prepare_socket(path: &Path, group: Option<Gid>) -> Result<(), DaemonError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        runtime_dir::prepare_dir(dir, group)?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -242,6 +248,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.http_port != new.http_port || old.http_host != new.http_host {
         keys.push("http_host/http_port");
     }
+    if old.socket_group != new.socket_group {
+        keys.push("socket_group");
+    }
+    if old.http_max_connections != new.http_max_connections
+        || old.grpc_max_connections != new.grpc_max_connections
+        || old.http_header_timeout != new.http_header_timeout
+    {
+        keys.push("http_max_connections/grpc_max_connections/http_header_timeout");
+    }
     if old.api_key != new.api_key {
         keys.push("api_key");
     }
@@ -363,6 +378,7 @@ pub async fn serve(
     reread: ConfigReload,
     log: LogLevelHandle,
 ) -> Result<(), DaemonError> {
+    let descriptors = listen::raise_descriptor_limit();
     let models_dir = config.models_dir.clone();
     let catalog = CatalogHandle::spawn(
         models_dir.clone(),
@@ -402,8 +418,20 @@ pub async fn serve(
     let metrics = Metrics::new();
     crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
     let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone());
-    prepare_socket(&socket).await?;
+    let socket_group = config
+        .socket_group
+        .as_deref()
+        .map(runtime_dir::resolve_group)
+        .transpose()?;
+    prepare_socket(&socket, socket_group).await?;
     let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
+    runtime_dir::secure_socket(&socket, socket_group)?;
+    let (http_budget, grpc_budget) = listen::tcp_budgets(
+        descriptors,
+        config.http_max_connections,
+        config.grpc_max_connections,
+        config.port.is_some(),
+    );
     let tcp = match config.port {
         Some(port) => {
             let addr = format!("{}:{port}", config.host);
@@ -430,24 +458,25 @@ pub async fn serve(
     let grpc = router(&service, &inference, api_key).await?;
     let stop = shutdown_signal(stop_rx.clone());
     let mut servers = vec![tokio::spawn(async move {
-        grpc.serve_with_incoming_shutdown(UnixListenerStream::new(uds), stop)
+        grpc.serve_with_incoming_shutdown(listen::unix_incoming(uds), stop)
             .await
             .map_err(DaemonError::Grpc)
     })];
     if let Some(tcp) = tcp {
         let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
-        tracing::info!(%addr, "listening on TCP (gRPC)");
+        tracing::info!(%addr, max_connections = grpc_budget, "listening on TCP (gRPC)");
         let grpc = router(&service, &inference, api_key).await?;
         let stop = shutdown_signal(stop_rx.clone());
+        let incoming = listen::tcp_incoming(tcp, ConnectionBudget::new("grpc", grpc_budget));
         servers.push(tokio::spawn(async move {
-            grpc.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop)
+            grpc.serve_with_incoming_shutdown(incoming, stop)
                 .await
                 .map_err(DaemonError::Grpc)
         }));
     }
     if let Some(http) = http {
         let addr = http.local_addr().map_err(listen_error("http"))?;
-        tracing::info!(%addr, auth = api_key.is_some(), "listening on HTTP (OpenAI-compatible API)");
+        tracing::info!(%addr, auth = api_key.is_some(), max_connections = http_budget, "listening on HTTP (OpenAI-compatible API)");
         let app = crate::api::http::router(HttpState {
             inference: inference.clone(),
             supervisor: supervisor.clone(),
@@ -457,8 +486,12 @@ pub async fn serve(
             gpus: gpus.clone(),
         });
         let stop = shutdown_signal(stop_rx.clone());
+        let limits = crate::api::http::HttpLimits {
+            budget: ConnectionBudget::new("http", http_budget),
+            header_timeout: Duration::from_secs(config.http_header_timeout.max(1)),
+        };
         servers.push(tokio::spawn(async move {
-            crate::api::http::serve(http, app, stop)
+            crate::api::http::serve(http, app, limits, stop)
                 .await
                 .map_err(DaemonError::Http)
         }));

@@ -109,6 +109,9 @@ fn relay(
 ) -> PieceStream {
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
+        // Take the whole of `held`: naming only `held.lease` below would move
+        // just that field in, and the active-request guard would be dropped here.
+        let held = held;
         loop {
             let next = tokio::select! {
                 _ = tx.closed() => return,

@@ -36,6 +36,9 @@ pub enum ClientError {
     /// The API key cannot be sent.
     #[error("{0}")]
     Key(crate::api::auth::InvalidKey),
+    /// The socket is not one we can trust with a request or a key.
+    #[error("{0}")]
+    Untrusted(#[from] crate::runtime_dir::RuntimeDirError),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -117,6 +120,10 @@ pub async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
         let path = PathBuf::from(endpoint.strip_prefix("unix:").unwrap_or(endpoint));
         if path.as_os_str().is_empty() {
             return Err(ClientError::BadEndpoint(endpoint.to_owned()));
+        }
+        // Nothing (an API key above all) goes to a socket another user could have put there.
+        if path.exists() {
+            crate::runtime_dir::check_socket(&path)?;
         }
         crate::api::transport::unix_channel(path)
             .await

@@ -9,6 +9,7 @@ mod models;
 pub mod openai;
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -16,14 +17,20 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use self::error::ApiError;
 use super::auth::ApiKey;
 use super::inference::InferenceServiceImpl;
+use super::listen::{AcceptBackoff, ConnectionBudget, accept_budgeted};
 use crate::metrics::Metrics;
 use crate::supervisor::SupervisorHandle;
 
@@ -144,14 +151,74 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; streams still
-/// open then are waited for (the caller bounds that wait).
+/// How the HTTP listener treats connections.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; past this a client gets 503 with `Retry-After`.
+    pub budget: ConnectionBudget,
+    /// How long a client may take to send a request's headers, and how long
+    /// a kept-alive connection may sit idle between requests (slowloris).
+    pub header_timeout: Duration,
+}
+
+/// What a connection past the budget reads before it is closed: a 503 in
+/// OpenAI's error shape, with `Retry-After`.
+static BUDGET_SPENT: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = json!({"error": {
+        "message": "too many connections: the server's connection budget is spent (http_max_connections); retry shortly",
+        "type": "server_error",
+        "param": null,
+        "code": "overloaded",
+    }})
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves;
+/// streams still open then are waited for (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut backoff = AcceptBackoff::default();
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            () = &mut shutdown => break,
+            conn = accept_budgeted(&listener, &limits.budget, BUDGET_SPENT.as_slice(), &mut backoff) => conn,
+        };
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|r: Request<hyper::body::Incoming>| r.map(axum::body::Body::new)),
+        );
+        let served = builder
+            .serve_connection_with_upgrades(TokioIo::new(conn), service)
+            .into_owned();
+        let served = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::trace!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
