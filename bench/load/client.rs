@@ -226,10 +226,8 @@ impl Client {
                 }
                 *phase = Phase::FirstToken;
                 let ttft = read_events(&mut conn, &mut body, mode, started, phase).await?;
-                if mode == Mode::Disconnect {
-                    // Dropping the connection is the point: the daemon must cancel.
-                    return Ok(Outcome::Served { mode, ttft });
-                }
+                // For `Disconnect` the body is unfinished, so `keep` drops the
+                // connection: the daemon must notice and cancel the generation.
                 Outcome::Served { mode, ttft }
             }
         };

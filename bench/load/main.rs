@@ -31,13 +31,17 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use client::{Client, Mode};
 use procs::{Peaks, Sampler};
-use tally::Tally;
+use tally::{Next, Tally};
 use tokio::task::JoinSet;
 
 /// The request mix each client cycles through.
 const MODES: [Mode; 4] = [Mode::Stream, Mode::Whole, Mode::Stream, Mode::Disconnect];
 /// The id of the demo model in the harness's models directory.
 const MODEL: &str = "gemma";
+/// A client's first back-off after a refusal or failure without `Retry-After`; it doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest back-off, also the cap on `Retry-After`.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Goal: the last round's peak RSS over the first's.
 const RSS_GOAL: f64 = 1.10;
 
@@ -107,6 +111,7 @@ async fn user(i: usize, addr: SocketAddr, args: Args, start: Instant, deadline: 
     let mut tally = Tally::default();
     let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
     let mut k = 0usize;
+    let mut streak = 0u32;
     while Instant::now() < deadline {
         let mode = MODES[(i + k) % MODES.len()];
         let body = serde_json::json!({
@@ -120,10 +125,20 @@ async fn user(i: usize, addr: SocketAddr, args: Args, start: Instant, deadline: 
         let outcome = client
             .post("/v1/completions", &body, mode, args.timeout())
             .await;
-        if let Some(pause) = tally.add(outcome) {
-            let until = (Instant::now() + jitter.spread(pause)).min(deadline);
-            tokio::time::sleep_until(until.into()).await;
-        }
+        let pause = match tally.add(outcome) {
+            Next::Go => {
+                streak = 0;
+                continue;
+            }
+            // As OpenAI's client libraries do: as told, else exponential from 250 ms to 4 s.
+            Next::BackOff(Some(told)) => told.min(MAX_BACKOFF),
+            Next::BackOff(None) => {
+                streak = (streak + 1).min(5);
+                FIRST_BACKOFF * (1 << (streak - 1))
+            }
+        };
+        let until = (Instant::now() + jitter.spread(pause)).min(deadline);
+        tokio::time::sleep_until(until.into()).await;
     }
     tally.reconnects = client.reconnects;
     tally

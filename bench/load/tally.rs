@@ -10,6 +10,25 @@ use crate::client::{Mode, Outcome};
 /// Distinct refusal messages kept per status (the rest are counted as "other").
 const MESSAGES: usize = 4;
 
+/// What a client does after an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The next request, right away.
+    Go,
+    /// Wait first: as long as `Retry-After` said, else the client's back-off.
+    BackOff(Option<Duration>),
+}
+
+/// Counts `n` of `message`, keeping at most `MESSAGES` distinct ones.
+fn count_message(messages: &mut BTreeMap<String, u64>, message: String, n: u64) {
+    let key = if messages.len() < MESSAGES || messages.contains_key(&message) {
+        message
+    } else {
+        "(other messages)".to_owned()
+    };
+    *messages.entry(key).or_default() += n;
+}
+
 #[derive(Debug, Default)]
 pub struct Tally {
     pub sent: u64,
@@ -26,8 +45,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts one outcome; returns how long the client should wait before its next request.
-    pub fn add(&mut self, outcome: Outcome) -> Option<Duration> {
+    /// Counts one outcome; says what the client should do before its next request.
+    pub fn add(&mut self, outcome: Outcome) -> Next {
         self.sent += 1;
         match outcome {
             Outcome::Served { mode, ttft } => {
@@ -41,29 +60,19 @@ impl Tally {
                 } else {
                     self.stream_ttft.push(ttft);
                 }
-                None
+                Next::Go
             }
             Outcome::Refused {
                 status,
                 retry_after,
                 message,
             } => {
-                let messages = self.refused.entry(status).or_default();
-                let key = if messages.len() < MESSAGES || messages.contains_key(&message) {
-                    message
-                } else {
-                    "(other messages)".to_owned()
-                };
-                *messages.entry(key).or_default() += 1;
-                // A client backs off as told (capped), else for a moment.
-                Some(retry_after.map_or(Duration::from_millis(250), |d| {
-                    d.min(Duration::from_secs(5))
-                }))
+                count_message(self.refused.entry(status).or_default(), message, 1);
+                Next::BackOff(retry_after)
             }
             Outcome::Failed { kind, detail } => {
-                let entry = self.failed.entry(kind).or_insert((0, detail));
-                entry.0 += 1;
-                Some(Duration::from_millis(500))
+                self.failed.entry(kind).or_insert((0, detail)).0 += 1;
+                Next::BackOff(None)
             }
         }
     }
@@ -78,12 +87,7 @@ impl Tally {
         for (status, messages) in other.refused {
             let ours = self.refused.entry(status).or_default();
             for (message, n) in messages {
-                let key = if ours.len() < MESSAGES || ours.contains_key(&message) {
-                    message
-                } else {
-                    "(other messages)".to_owned()
-                };
-                *ours.entry(key).or_default() += n;
+                count_message(ours, message, n);
             }
         }
         for (kind, (n, example)) in other.failed {
