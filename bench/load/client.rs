@@ -363,7 +363,10 @@ impl Body {
             }
             Body::Length(left) => {
                 let mut piece = vec![0; (*left).min(64 * 1024)];
-                let n = conn.read(&mut piece).await.map_err(|e| Fail::Io(e, phase))?;
+                let n = conn
+                    .read(&mut piece)
+                    .await
+                    .map_err(|e| Fail::Io(e, phase))?;
                 if n == 0 {
                     return Err(Fail::Eof(phase));
                 }
@@ -373,7 +376,10 @@ impl Body {
             }
             Body::ToEof { done } => {
                 let mut piece = vec![0; 64 * 1024];
-                let n = conn.read(&mut piece).await.map_err(|e| Fail::Io(e, phase))?;
+                let n = conn
+                    .read(&mut piece)
+                    .await
+                    .map_err(|e| Fail::Io(e, phase))?;
                 piece.truncate(n);
                 *done = n == 0;
                 Ok((n > 0).then_some(piece))

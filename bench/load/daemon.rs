@@ -141,7 +141,10 @@ impl Daemon {
         let mut client = Client::new(self.addr);
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            match client.post("/v1/completions", &body, Mode::Whole, left).await {
+            match client
+                .post("/v1/completions", &body, Mode::Whole, left)
+                .await
+            {
                 Outcome::Served { .. } => {
                     println!(
                         "daemon: ready, {} loaded, in {:.1} s",

@@ -174,7 +174,10 @@ async fn round(n: usize, d: &mut daemon::Daemon, args: &Args) -> Round {
             Ok(Some(Err(e))) => problems.push(format!("a client task failed: {e}")),
             Ok(None) => break,
             Err(_) => {
-                problems.push(format!("{} clients still running past the bound", tasks.len()));
+                problems.push(format!(
+                    "{} clients still running past the bound",
+                    tasks.len()
+                ));
                 tasks.abort_all();
                 break;
             }
@@ -241,7 +244,13 @@ fn summary(args: &Args, d: &daemon::Daemon, rounds: &[Round]) -> bool {
     }
     let mut ok = true;
     if let (Some(first), Some(last), true) = (rounds.first(), rounds.last(), rounds.len() > 1) {
-        let ratio = |a: u64, b: u64| if a == 0 { f64::NAN } else { b as f64 / a as f64 };
+        let ratio = |a: u64, b: u64| {
+            if a == 0 {
+                f64::NAN
+            } else {
+                b as f64 / a as f64
+            }
+        };
         let daemon = ratio(first.peaks.daemon.rss_kib, last.peaks.daemon.rss_kib);
         let workers = ratio(first.peaks.workers_rss_kib(), last.peaks.workers_rss_kib());
         let met = daemon <= RSS_GOAL && workers <= RSS_GOAL;
@@ -274,7 +283,10 @@ async fn main() -> ExitCode {
     );
     println!("descriptors: soft RLIMIT_NOFILE {before} -> {now} (the daemon inherits it)");
     if (now as usize) < args.clients + 64 {
-        println!("  warning: {now} descriptors may not hold {} client sockets", args.clients);
+        println!(
+            "  warning: {now} descriptors may not hold {} client sockets",
+            args.clients
+        );
     }
     let mut d = match daemon::Daemon::start(&args).await {
         Ok(d) => d,
@@ -299,5 +311,9 @@ async fn main() -> ExitCode {
         println!("{}", d.log_tail(30));
     }
     d.stop().await;
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
