@@ -184,7 +184,13 @@ async fn round(n: usize, d: &mut daemon::Daemon, args: &Args) -> Round {
         }
     }
     let peaks = sampler.stop();
-    println!("  took         {:.1} s", start.elapsed().as_secs_f64());
+    let took = start.elapsed().as_secs_f64();
+    let served = tally.streamed + tally.whole + tally.disconnected;
+    println!(
+        "  took         {took:.1} s (the last requests may run up to the request timeout): {:.1} served/s, {:.0} requests/s",
+        served as f64 / took,
+        tally.sent as f64 / took
+    );
     tally.print();
     let mib = |kib: u64| kib as f64 / 1024.0;
     let source = if peaks.hwm_reset {
