@@ -15,6 +15,20 @@ use crate::client::{self, Client, Mode, Outcome};
 /// How long the daemon may take to answer `/health`, and the model to load.
 const START_LIMIT: Duration = Duration::from_secs(300);
 
+/// How long after a round the daemon may take to let every request go.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// The sum of a gauge's samples (all label sets) in Prometheus text.
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to the hard limit (children
 /// inherit it): 1,000 clients need 1,000 sockets here and as many in the
 /// daemon. Returns the soft limit before and after.
@@ -191,7 +205,35 @@ impl Daemon {
             Ok((status, _)) => problems.push(format!("/v1/models/{model} answered {status}")),
             Err(e) => problems.push(format!("/v1/models/{model}: {e}")),
         }
+        problems.extend(self.drained().await);
         problems
+    }
+
+    /// Waits for the requests the clients left (or timed out on) to be let go:
+    /// `requests_active` and `requests_queued` back to 0, as a leaked slot or
+    /// lease would not be.
+    async fn drained(&self) -> Option<String> {
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match client::get(self.addr, "/metrics", Duration::from_secs(10)).await {
+                Ok((200, body)) => {
+                    let text = String::from_utf8_lossy(&body);
+                    let (active, queued) = (
+                        gauge(&text, "llama_router_requests_active"),
+                        gauge(&text, "llama_router_requests_queued"),
+                    );
+                    if active == 0.0 && queued == 0.0 {
+                        return None;
+                    }
+                    last = format!("{active} requests active and {queued} queued");
+                }
+                Ok((status, _)) => last = format!("/metrics answered {status}"),
+                Err(e) => last = format!("/metrics: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Some(format!("{last}, {DRAIN_LIMIT:?} after the round"))
     }
 
     /// The last `lines` lines of the daemon's log (from its last 64 KiB).

@@ -214,7 +214,9 @@ async fn round(n: usize, d: &mut daemon::Daemon, args: &Args) -> Round {
     tokio::time::sleep(Duration::from_secs(2)).await;
     problems.extend(d.check(MODEL).await);
     if problems.is_empty() {
-        println!("  after        daemon running, /health 200, {MODEL} listed");
+        println!(
+            "  after        daemon running, /health 200, {MODEL} listed, no request left active"
+        );
     }
     for p in &problems {
         println!("  PROBLEM      {p}");
