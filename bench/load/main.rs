@@ -20,6 +20,7 @@
 
 mod client;
 mod daemon;
+mod http;
 mod procs;
 mod tally;
 
