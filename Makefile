@@ -8,6 +8,10 @@ MODELS_CACHE ?= $(HOME)/.cache/llama-router/models
 DEMO_MODEL := $(MODELS_CACHE)/gemma-3-270m-q4_k_m.gguf
 BIN := target/release/llama-router
 FUZZ_SECONDS ?= 60
+# `make load`: flags for the load harness, and the cargo profile it and the
+# daemon are built with (dev reuses a debug build instead of a release one).
+LOAD_ARGS ?=
+LOAD_PROFILE ?= bench
 PREFIX ?= /usr
 DESTDIR ?=
 SYSCONFDIR ?= /etc
@@ -15,13 +19,15 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST := dist/llama-router-$(VERSION)-x86_64-linux
 
-.PHONY: help build demo demo-model venv test test-rust test-python test-units lint bench fuzz install uninstall package clean
+.PHONY: help build demo demo-model venv test test-rust test-python test-units lint bench load fuzz install uninstall package clean
 
 help:
 	@echo "make demo        build, fetch the demo model, serve it and load it (the main job)"
 	@echo "make test        every test: Rust unit + integration, Python conformance"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make bench       benchmarks under bench/ (ratios against a baseline)"
+	@echo "make load        load harness: 1,000 HTTP clients x 2 rounds on the demo model"
+	@echo "                 (LOAD_ARGS='--clients 200 --seconds 20', LOAD_PROFILE=dev for a debug build)"
 	@echo "make build       release binary at $(BIN)"
 	@echo "make demo-model  fetch Gemma 3 270M Q4_K_M into $(MODELS_CACHE)"
 	@echo "make fuzz        run the GGUF parser fuzzer for FUZZ_SECONDS (needs cargo-fuzz)"
@@ -107,6 +113,10 @@ bench: demo-model
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench gguf_header
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench daemon
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench inference
+
+# Bounded in time and count, loopback only; exit 1 when a goal is missed.
+load: demo-model
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --profile $(LOAD_PROFILE) --bench load -- $(LOAD_ARGS)
 
 fuzz:
 	mkdir -p fuzz/corpus/gguf_parse
