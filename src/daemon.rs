@@ -31,6 +31,9 @@ use crate::telemetry::{self, LogLevelHandle};
 use crate::worker::WorkerSettings;
 use crate::worker::process::WorkerEnv;
 
+/// How often gRPC connections are pinged.
+const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// How long in-flight calls get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -108,7 +111,10 @@ async fn router(
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    // Pings on every connection: a heartbeat for long streams, and a peer
+    // that stopped answering is dropped (with its place in the budget).
     Ok(Server::builder()
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
