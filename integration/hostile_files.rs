@@ -261,3 +261,73 @@ async fn a_models_dir_renamed_away_and_back_keeps_its_models() {
         panic!("unexpected event {event:?}");
     }
 }
+
+/// Sets the soft RLIMIT_NOFILE of process `pid`; returns the previous limits.
+#[allow(unsafe_code)]
+fn set_nofile(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+/// The lowest descriptor number process `pid` does not use: the one its next open takes.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap()
+}
+
+#[tokio::test]
+async fn a_rescan_under_descriptor_exhaustion_keeps_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("a.gguf"), "A");
+    tiny_model(&dir.path().join("b.gguf"), "B");
+    let d = Daemon::start(dir.path(), &[]).await;
+    // One connection, opened while descriptors are free, carries every call below.
+    let mut client = d.client().await;
+    let stream = client
+        .load_model(pb::LoadModelRequest { id: "a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.collect::<Vec<_>>().await;
+    let pid = d.child.id();
+    // From here on the daemon cannot open anything: the next descriptor is past the limit.
+    let old = set_nofile(pid, lowest_free_fd(pid));
+    let rescan = client.rescan(pb::RescanRequest {}).await;
+    let listed = client.list_models(ListModelsRequest {}).await;
+    set_nofile(pid, old.rlim_cur);
+    let err = rescan.expect_err("a scan that cannot read the directory must not succeed");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("Too many open files"), "{err:?}");
+    let ids: Vec<(String, &str)> = listed
+        .unwrap()
+        .into_inner()
+        .models
+        .iter()
+        .map(|m| (m.id.clone(), state(m)))
+        .collect();
+    assert_eq!(ids, [("a".into(), "ready"), ("b".into(), "discovered")]);
+    // Descriptors back: the next scan reads the directory and nothing changed.
+    let summary = client
+        .rescan(pb::RescanRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.models, summary.removed), (2, 0), "{summary:?}");
+    assert_eq!(state(&d.model("a").await.unwrap()), "ready");
+}

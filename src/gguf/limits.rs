@@ -72,7 +72,7 @@ impl HeaderLimits {
 /// Counts one metadata value's bytes (and the metadata's so far) against the caps.
 #[derive(Clone, Copy)]
 pub(crate) struct Budget<'a> {
-    limits: &'a HeaderLimits,
+    limits: HeaderLimits,
     key: &'a [u8],
     key_offset: u64,
     value_start: u64,
@@ -82,13 +82,13 @@ impl<'a> Budget<'a> {
     /// The budget of the value of `key` (whose entry starts at `key_offset`),
     /// which starts at the cursor.
     pub(crate) fn new(
-        limits: &'a HeaderLimits,
+        limits: &HeaderLimits,
         key: &'a [u8],
         key_offset: u64,
         cur: &Cursor<'_>,
     ) -> Self {
         Budget {
-            limits,
+            limits: *limits,
             key,
             key_offset,
             value_start: cur.offset(),
@@ -126,7 +126,10 @@ impl<'a> Budget<'a> {
     /// The next length-prefixed string, checked against the caps before it is taken.
     pub(crate) fn string(&self, cur: &mut Cursor<'a>, what: &'static str) -> Parse<&'a [u8]> {
         let len = cur.u64(what)?;
-        self.check(cur, len)?;
+        // A length past the end of the file is a truncation, named as such.
+        if len <= cur.remaining_in_file() {
+            self.check(cur, len)?;
+        }
         cur.take(len, what)
     }
 }
