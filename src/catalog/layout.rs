@@ -58,7 +58,11 @@ fn is_gguf(name: &str) -> bool {
 }
 
 /// Entries of `dir` that resolve inside `root`, with their resolved paths, sorted by name.
-fn entries_inside(dir: &Path, root: &Path, list: ListDir<'_>) -> io::Result<Vec<(String, PathBuf)>> {
+fn entries_inside(
+    dir: &Path,
+    root: &Path,
+    list: ListDir<'_>,
+) -> io::Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = list(dir)?
         .into_iter()
         .filter_map(|e| {

@@ -295,4 +295,3 @@ fn model_files(main: &Path) -> io::Result<(Vec<PathBuf>, Fingerprint)> {
         .collect::<io::Result<_>>()?;
     Ok((files, fingerprint))
 }
-

@@ -89,7 +89,14 @@ fn a_folder_that_cannot_be_listed_keeps_its_entry_while_the_rest_updates() {
     assert_eq!(second.problems.len(), 1, "{:?}", second.problems);
     assert!(second.problems[0].contains("cannot read folder"));
     // Readable again: nothing left to retry.
-    let third = scan(dir.path(), &second.entries, &mut cache, Duration::ZERO, &caps).unwrap();
+    let third = scan(
+        dir.path(),
+        &second.entries,
+        &mut cache,
+        Duration::ZERO,
+        &caps,
+    )
+    .unwrap();
     assert_eq!(ids(&third.entries), ["b", "f"]);
     assert!(third.problems.is_empty());
 }
@@ -117,7 +124,10 @@ fn a_header_past_the_caps_is_listed_failed_with_the_limit_and_its_key() {
         "{reason}"
     );
     assert!(result.entries[1].info.is_ok());
-    assert!(result.problems.is_empty(), "a bad file is not an I/O problem");
+    assert!(
+        result.problems.is_empty(),
+        "a bad file is not an I/O problem"
+    );
 }
 
 #[tokio::test]
@@ -128,15 +138,24 @@ async fn the_actor_keeps_the_list_while_the_directory_is_away() {
     model(&dir.join("a.gguf"), "A");
     let catalog = CatalogHandle::spawn(dir.clone(), Duration::ZERO, HeaderLimits::default());
     let first = catalog.rescan().await.unwrap();
-    assert_eq!((ids(&first.entries), first.problem.is_none()), (vec!["a"], true));
+    assert_eq!(
+        (ids(&first.entries), first.problem.is_none()),
+        (vec!["a"], true)
+    );
     std::fs::rename(&dir, parent.path().join("away")).unwrap();
     let away = catalog.rescan().await.unwrap();
     assert_eq!(ids(&away.entries), ["a"]);
     assert!(!away.dir_exists);
     let problem = away.problem.clone().unwrap();
-    assert!(problem.contains("keeping the last list (1 models)"), "{problem}");
+    assert!(
+        problem.contains("keeping the last list (1 models)"),
+        "{problem}"
+    );
     std::fs::rename(parent.path().join("away"), &dir).unwrap();
     let back = catalog.rescan().await.unwrap();
-    assert_eq!((ids(&back.entries), back.problem.is_none()), (vec!["a"], true));
+    assert_eq!(
+        (ids(&back.entries), back.problem.is_none()),
+        (vec!["a"], true)
+    );
     assert_eq!(back.entries, first.entries);
 }

@@ -88,10 +88,7 @@ pub fn read_header_with(path: &Path, caps: &HeaderLimits) -> Result<GgufHeader, 
                         Problem::HeaderTooLarge { limit: max_header },
                     ));
                 }
-                want = n
-                    .max(want.saturating_mul(2))
-                    .min(file_len)
-                    .min(max_header);
+                want = n.max(want.saturating_mul(2)).min(file_len).min(max_header);
             }
             // The parse names the problem the way every other path does.
             Err(scan_stop) => {

@@ -59,11 +59,7 @@ pub struct GgufHeader {
 }
 
 /// Parses the header in `buf`, the first bytes of a file `file_len` bytes long.
-pub(crate) fn parse_prefix(
-    buf: &[u8],
-    file_len: u64,
-    caps: &HeaderLimits,
-) -> Parse<GgufHeader> {
+pub(crate) fn parse_prefix(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<GgufHeader> {
     let mut cur = Cursor::new(buf, file_len);
     let version = read_preamble(&mut cur)?;
     let tensor_count = cur.u64("tensor count")?;

@@ -31,7 +31,9 @@ pub use header::{
     TensorInfo,
 };
 pub use json::value_to_json;
-pub use limits::{DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_VALUE_BYTES, HeaderLimits, MAX_KEY_BYTES};
+pub use limits::{
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_VALUE_BYTES, HeaderLimits, MAX_KEY_BYTES,
+};
 pub use metadata::Metadata;
 pub use split::{
     GgufModel, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, Shard, SplitName,

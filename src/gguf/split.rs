@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{GgufError, Problem};
 use super::file::read_header_with;
-use super::limits::HeaderLimits;
 use super::header::{GgufHeader, TensorInfo};
+use super::limits::HeaderLimits;
 use super::metadata::Metadata;
 
 /// Key holding a shard's 0-based index.
