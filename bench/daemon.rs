@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use llama_router::api::pb;
 use llama_router::catalog::HeaderCache;
 use llama_router::catalog::scan::scan;
+use llama_router::gguf::HeaderLimits;
 use support::Daemon;
 use tokio_stream::StreamExt;
 
@@ -54,9 +55,11 @@ fn bench_catalog(dir: &Path, header_len: u64) {
     });
     let mut cache = HeaderCache::default();
     let mut listed = 0;
-    let cold = timed(|| listed = scan(dir, &mut cache, Duration::ZERO).entries.len());
+    let caps = HeaderLimits::default();
+    let mut scan_all = || scan(dir, &[], &mut cache, Duration::ZERO, &caps).unwrap();
+    let cold = timed(|| listed = scan_all().entries.len());
     assert_eq!(listed, MODELS);
-    let warm = timed(|| listed = scan(dir, &mut cache, Duration::ZERO).entries.len());
+    let warm = timed(|| listed = scan_all().entries.len());
     assert_eq!(listed, MODELS);
     support::print_ratio(
         &format!("catalog scan, {MODELS} models (cold)"),

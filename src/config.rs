@@ -61,6 +61,13 @@ pub struct Config {
     pub prefetch_threads: usize,
     /// Milliseconds the directory watcher waits for changes to settle.
     pub watch_debounce_ms: u64,
+    /// Most bytes one metadata value of a model header may take (a string, or
+    /// an array with its elements); a model past it is listed as failed.
+    /// 64 MiB: twice the largest real value (a 33 MiB embedded tokenizer.json).
+    pub max_metadata_value_bytes: u64,
+    /// Most bytes all of a model header's metadata may take together; a model
+    /// past it is listed as failed. 128 MiB: real headers stay under 64 MiB.
+    pub max_metadata_bytes: u64,
     /// Log level or filter (`info`, `llama_router=debug,info`); none: `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
     /// Log output: auto (journal under systemd, else text), text, json, journald.
@@ -113,6 +120,8 @@ impl Default for Config {
             load_queue: 64,
             prefetch_threads: 4,
             watch_debounce_ms: 500,
+            max_metadata_value_bytes: crate::gguf::DEFAULT_MAX_VALUE_BYTES,
+            max_metadata_bytes: crate::gguf::DEFAULT_MAX_METADATA_BYTES,
             log_level: None,
             log_format: crate::telemetry::LogFormat::Auto,
             parallel: 4,

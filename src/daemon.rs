@@ -135,6 +135,14 @@ async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
 /// Re-reads the configuration (file, environment, flags) on SIGHUP.
 pub type ConfigReload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
+/// The caps on model headers from a configuration.
+fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
+    crate::gguf::HeaderLimits {
+        max_value_bytes: config.max_metadata_value_bytes,
+        max_metadata_bytes: config.max_metadata_bytes,
+    }
+}
+
 /// The supervisor's limits from a configuration.
 fn limits_of(config: &Config) -> Limits {
     Limits {
@@ -145,6 +153,7 @@ fn limits_of(config: &Config) -> Limits {
         load: LoadOptions {
             mlock: config.mlock,
             threads: config.prefetch_threads.max(1),
+            header: header_limits(config),
         },
         autoload: config.models_autoload,
         profiles: std::sync::Arc::new(config.profiles().unwrap_or_default()),
@@ -269,6 +278,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.watch_debounce_ms != new.watch_debounce_ms {
         keys.push("watch_debounce_ms");
     }
+    // The catalog reads headers with the caps it started with.
+    if header_limits(old) != header_limits(new) {
+        keys.push("max_metadata_value_bytes/max_metadata_bytes");
+    }
     keys
 }
 
@@ -389,6 +402,7 @@ pub async fn serve(
     let catalog = CatalogHandle::spawn(
         models_dir.clone(),
         Duration::from_millis(config.watch_debounce_ms),
+        header_limits(&config),
     );
     let first = catalog
         .rescan()

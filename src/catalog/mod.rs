@@ -2,9 +2,15 @@
 //! current (inotify with a debounce, `Rescan`, SIGHUP).
 //!
 //! Snapshots are published on a `watch` channel; the supervisor reconciles
-//! its models against each new one.
+//! its models against each new one. A scan that cannot read the directory
+//! (EMFILE, EACCES, EIO, the directory renamed away) keeps the previous list,
+//! says why in [`Snapshot::problem`], warns and retries with back-off: only a
+//! scan that read the directory removes models.
 
+mod layout;
 pub mod scan;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,10 +20,16 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub use scan::{CatalogEntry, HeaderCache, ScanResult};
+use crate::gguf::HeaderLimits;
+pub use scan::{CatalogEntry, HeaderCache, ScanError, ScanResult};
 
 /// How often the actor checks whether a missing directory has appeared.
 const DIR_POLL: Duration = Duration::from_secs(2);
+/// First retry after a scan that could not read everything; doubled each time.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between retries: a directory that stays unreadable costs one
+/// cheap listing a minute.
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The models directory's contents at one point in time.
 #[derive(Debug, Default, PartialEq)]
@@ -28,6 +40,9 @@ pub struct Snapshot {
     pub dir_exists: bool,
     /// Models, sorted by id.
     pub entries: Vec<CatalogEntry>,
+    /// Why the last scan could not list the directory; `entries` are then
+    /// the last list a scan could read.
+    pub problem: Option<String>,
 }
 
 /// The catalog actor has stopped.
@@ -48,16 +63,20 @@ pub struct CatalogHandle {
 }
 
 impl CatalogHandle {
-    /// Starts the actor on `root`; the first snapshot comes from `rescan`.
-    pub fn spawn(root: PathBuf, debounce: Duration) -> Self {
+    /// Starts the actor on `root`, reading headers within `caps`; the first
+    /// snapshot comes from `rescan`.
+    pub fn spawn(root: PathBuf, debounce: Duration, caps: HeaderLimits) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let actor = CatalogActor {
             root,
             debounce,
+            caps,
             cache: HeaderCache::default(),
             snapshots: snap_tx,
             watcher: None,
+            retry: RETRY_FIRST,
+            problems: Vec::new(),
         };
         tokio::spawn(actor.run(rx));
         CatalogHandle { tx, snapshots }
@@ -92,9 +111,14 @@ impl CatalogHandle {
 struct CatalogActor {
     root: PathBuf,
     debounce: Duration,
+    caps: HeaderLimits,
     cache: HeaderCache,
     snapshots: watch::Sender<Arc<Snapshot>>,
     watcher: Option<RecommendedWatcher>,
+    /// Wait before the next retry while scans keep failing.
+    retry: Duration,
+    /// What the last scan could not read (warned about once, not every retry).
+    problems: Vec<String>,
 }
 
 impl CatalogActor {
@@ -136,10 +160,12 @@ impl CatalogActor {
                 let tx = fs_tx.clone();
                 let watcher =
                     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                        if res.is_ok() {
-                            // Full means a scan is already due; dropping is fine.
-                            let _ = tx.try_send(());
+                        if let Err(e) = &res {
+                            // Events may have been lost (queue overflow): look again.
+                            tracing::warn!(error = %e, "the models directory watch reported an error; rescanning");
                         }
+                        // Full means a scan is already due; dropping is fine.
+                        let _ = tx.try_send(());
                     })
                     .and_then(|mut w| w.watch(&self.root, RecursiveMode::Recursive).map(|()| w));
                 match watcher {
@@ -154,7 +180,7 @@ impl CatalogActor {
                 }
             }
             (Some(_), false) => {
-                tracing::warn!(dir = %self.root.display(), "the models directory disappeared; waiting for it to come back");
+                tracing::warn!(dir = %self.root.display(), "the models directory disappeared; keeping its models listed and waiting for it to come back");
                 self.watcher = None;
                 *rescan_at = Some(Instant::now());
             }
@@ -165,9 +191,12 @@ impl CatalogActor {
     async fn scan(&mut self, rescan_at: &mut Option<Instant>) -> Arc<Snapshot> {
         let root = self.root.clone();
         let settle = self.debounce;
+        let caps = self.caps;
+        let current = self.snapshots.borrow().clone();
+        let last = current.clone();
         let mut cache = std::mem::take(&mut self.cache);
         let scanned = tokio::task::spawn_blocking(move || {
-            let result = scan::scan(&root, &mut cache, settle);
+            let result = scan::scan(&root, &last.entries, &mut cache, settle, &caps);
             (result, cache, root.is_dir())
         })
         .await;
@@ -178,19 +207,31 @@ impl CatalogActor {
             }
             Err(e) => {
                 tracing::error!(error = %e, "catalog scan panicked; keeping the previous list");
-                return self.snapshots.borrow().clone();
+                self.retry_later(vec![format!("the scan panicked: {e}")], rescan_at);
+                return current;
             }
         };
-        if !dir_exists {
-            tracing::warn!(dir = %self.root.display(), "models directory does not exist; listing no models");
-        }
-        if result.pending {
-            // A file is still being written: look again once it may have settled.
-            *rescan_at = Some(Instant::now() + self.debounce);
-        }
-        let current = self.snapshots.borrow().clone();
-        if current.entries == result.entries
+        let (entries, problem) = match result {
+            Ok(result) => {
+                if result.pending {
+                    // A file is still being written: look again once it may have settled.
+                    due(rescan_at, self.debounce);
+                }
+                self.retry_later(result.problems, rescan_at);
+                (result.entries, None)
+            }
+            Err(e) => {
+                let problem = format!(
+                    "{e}; keeping the last list ({} models) and retrying",
+                    current.entries.len()
+                );
+                self.retry_later(vec![problem.clone()], rescan_at);
+                (current.entries.clone(), Some(problem))
+            }
+        };
+        if current.entries == entries
             && current.dir_exists == dir_exists
+            && current.problem == problem
             && current.generation > 0
         {
             return current;
@@ -198,7 +239,8 @@ impl CatalogActor {
         let snapshot = Arc::new(Snapshot {
             generation: current.generation.saturating_add(1),
             dir_exists,
-            entries: result.entries,
+            entries,
+            problem,
         });
         tracing::debug!(
             models = snapshot.entries.len(),
@@ -208,6 +250,37 @@ impl CatalogActor {
         self.snapshots.send_replace(snapshot.clone());
         snapshot
     }
+}
+
+impl CatalogActor {
+    /// Schedules a retry with back-off while `problems` is not empty, and
+    /// warns when what could not be read changes.
+    fn retry_later(&mut self, problems: Vec<String>, rescan_at: &mut Option<Instant>) {
+        if problems.is_empty() {
+            if !self.problems.is_empty() {
+                tracing::info!(dir = %self.root.display(), "the models directory reads cleanly again");
+            }
+            self.retry = RETRY_FIRST;
+            self.problems = problems;
+            return;
+        }
+        if problems != self.problems {
+            for p in &problems {
+                tracing::warn!(dir = %self.root.display(), retry_in_s = self.retry.as_secs(), "catalog scan: {p}");
+            }
+        } else {
+            tracing::debug!(dir = %self.root.display(), problems = problems.len(), retry_in_s = self.retry.as_secs(), "catalog scan still incomplete");
+        }
+        due(rescan_at, self.retry);
+        self.retry = self.retry.saturating_mul(2).min(RETRY_MAX);
+        self.problems = problems;
+    }
+}
+
+/// Makes a scan due within `after`, keeping an earlier one already due.
+fn due(rescan_at: &mut Option<Instant>, after: Duration) {
+    let at = Instant::now() + after;
+    *rescan_at = Some(rescan_at.map_or(at, |earlier| earlier.min(at)));
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -7,12 +7,25 @@
 //! file whose name contains `mmproj` attached as the projector). Deeper
 //! levels, hidden entries and other files are ignored; symlinks count only if
 //! they resolve inside the directory.
+//!
+//! An I/O error is never read as "the models are gone": a directory that
+//! cannot be listed fails the scan ([`ScanError`]), and a folder or file that
+//! cannot be read keeps the entry the previous scan had for it and is named in
+//! [`ScanResult::problems`] so the caller retries. Only what was read removes
+//! models.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::gguf::{GgufModel, ModelSummary, SplitName};
+use crate::gguf::{GgufError, GgufModel, HeaderLimits, ModelSummary, SplitName};
+
+use super::layout::{Candidate, candidates};
+pub use super::layout::{DirItem, ListDir, list_dir};
+
+/// Longest failure reason an entry keeps: `ListModels` serves every reason.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 /// Size and modification time of each of a model's files: a change to either means re-read.
 pub type Fingerprint = Vec<(u64, SystemTime)>;
@@ -39,17 +52,20 @@ pub struct ScanResult {
     pub entries: Vec<CatalogEntry>,
     /// Some file is still changing (being copied); scan again after the settle time.
     pub pending: bool,
+    /// Folders and files that could not be read this time (their previous
+    /// entries were kept): scan again later.
+    pub problems: Vec<String>,
 }
 
-/// A model's files before their headers are read.
-#[derive(Debug)]
-struct Candidate {
-    id: String,
-    /// A file of the model (any shard opens a split set).
-    main: PathBuf,
-    projector: Option<PathBuf>,
-    /// A folder that holds no single model.
-    problem: Option<String>,
+/// The models directory itself could not be listed; nothing was learnt.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the models directory {}: {source}", path.display())]
+pub struct ScanError {
+    /// The directory.
+    pub path: PathBuf,
+    /// What the OS said.
+    #[source]
+    pub source: io::Error,
 }
 
 /// Header reads kept between scans, keyed by the model's first file.
@@ -69,19 +85,48 @@ struct Cached {
 
 /// Scans `root`. Files whose header does not validate and that changed less
 /// than `settle` ago are held back (`pending`): they are probably being copied.
-pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResult {
-    let Ok(canonical_root) = root.canonicalize() else {
-        cache.entries.clear();
-        return ScanResult::default();
+/// `last` is the last list: what cannot be read this time is kept from it.
+pub fn scan(
+    root: &Path,
+    last: &[CatalogEntry],
+    cache: &mut HeaderCache,
+    settle: Duration,
+    caps: &HeaderLimits,
+) -> Result<ScanResult, ScanError> {
+    scan_with(root, last, cache, settle, caps, &list_dir)
+}
+
+/// [`scan`] with the directory listing given.
+pub fn scan_with(
+    root: &Path,
+    last: &[CatalogEntry],
+    cache: &mut HeaderCache,
+    settle: Duration,
+    caps: &HeaderLimits,
+    list: ListDir<'_>,
+) -> Result<ScanResult, ScanError> {
+    let root_error = |source| ScanError {
+        path: root.to_path_buf(),
+        source,
     };
+    let canonical_root = root.canonicalize().map_err(root_error)?;
+    let mut result = ScanResult::default();
+    let mut carried: Vec<String> = Vec::new();
+    let found = candidates(&canonical_root, list, &mut result.problems, &mut carried)
+        .map_err(root_error)?;
     let now = SystemTime::now();
-    let candidates: Vec<(Candidate, Vec<PathBuf>, Fingerprint)> = candidates(&canonical_root)
-        .into_iter()
-        .map(|c| {
-            let (files, fingerprint) = model_files(&c.main);
-            (c, files, fingerprint)
-        })
-        .collect();
+    let mut candidates: Vec<(Candidate, Vec<PathBuf>, Fingerprint)> = Vec::new();
+    for c in found {
+        match model_files(&c.main) {
+            Ok((files, fingerprint)) => candidates.push((c, files, fingerprint)),
+            Err(e) => {
+                result
+                    .problems
+                    .push(format!("cannot read {}: {e}", c.main.display()));
+                carried.push(c.id);
+            }
+        }
+    }
     // Header reads are the slow part (a large vocabulary takes ~20 ms): only
     // for new or changed files, spread over the cores.
     let to_read: Vec<&Path> = candidates
@@ -95,9 +140,8 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
         })
         .map(|(c, _, _)| c.main.as_path())
         .collect();
-    let mut fresh: HashMap<PathBuf, Read> = read_all(&to_read);
+    let mut fresh: HashMap<PathBuf, Read> = read_all(&to_read, caps);
 
-    let mut result = ScanResult::default();
     let mut keep = HashSet::new();
     for (c, files, fingerprint) in candidates {
         let key = c.main.clone();
@@ -110,25 +154,41 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
             // First sight: only the modification times can tell.
             (None, _) => SystemTime::UNIX_EPOCH,
         };
+        // A read the OS failed is not remembered, so the retry reads again.
+        let mut cacheable = true;
         let (info, files) = match (&c.problem, hit, fresh.remove(&key)) {
             (Some(problem), _, _) => (Err(problem.clone()), files),
             (None, Some(hit), _) => (hit.info.clone(), hit.files.clone()),
             (None, None, Some(Ok((summary, shards)))) => (Ok(summary), shards),
-            (None, None, Some(Err(e))) => (Err(e), files),
+            // The OS failed the read (EMFILE, EIO...): that says nothing about
+            // the file. Keep what the last scan knew, or show why, and retry.
+            (None, None, Some(Err(Failure { reason, io: true }))) => {
+                result.problems.push(reason.clone());
+                if last.iter().any(|e| e.id == c.id) {
+                    keep.insert(key);
+                    carried.push(c.id);
+                    continue;
+                }
+                cacheable = false;
+                (Err(reason), files)
+            }
+            (None, None, Some(Err(Failure { reason, io: false }))) => (Err(reason), files),
             (None, None, None) => (Err("header not read".to_owned()), files),
         };
         let recent = |t: SystemTime| now.duration_since(t).unwrap_or_default() < settle;
         let changing = recent(stable_since) || fingerprint.iter().any(|&(_, mtime)| recent(mtime));
         keep.insert(key.clone());
-        cache.entries.insert(
-            key,
-            Cached {
-                fingerprint: fingerprint.clone(),
-                files: files.clone(),
-                info: info.clone(),
-                stable_since,
-            },
-        );
+        if cacheable {
+            cache.entries.insert(
+                key,
+                Cached {
+                    fingerprint: fingerprint.clone(),
+                    files: files.clone(),
+                    info: info.clone(),
+                    stable_since,
+                },
+            );
+        }
         if info.is_err() && changing && c.problem.is_none() {
             result.pending = true;
             continue;
@@ -141,25 +201,58 @@ pub fn scan(root: &Path, cache: &mut HeaderCache, settle: Duration) -> ScanResul
             fingerprint,
         });
     }
+    for id in carried {
+        let kept = last.iter().find(|e| e.id == id);
+        if let Some(entry) = kept.filter(|e| !result.entries.iter().any(|r| r.id == e.id)) {
+            keep.extend(entry.files.iter().cloned());
+            result.entries.push(entry.clone());
+        }
+    }
     cache.entries.retain(|k, _| keep.contains(k));
     result.entries.sort_by(|a, b| a.id.cmp(&b.id));
-    result
+    Ok(result)
+}
+
+/// Why a model's headers could not be read.
+#[derive(Debug)]
+struct Failure {
+    /// What to show (bounded to [`MAX_REASON_BYTES`]).
+    reason: String,
+    /// The OS failed the read: the file may be fine.
+    io: bool,
 }
 
 /// A model's summary and shard files, or why its headers could not be read.
-type Read = Result<(ModelSummary, Vec<PathBuf>), String>;
+type Read = Result<(ModelSummary, Vec<PathBuf>), Failure>;
 
-fn read_model(main: &Path) -> Read {
-    GgufModel::open(main)
+fn read_model(main: &Path, caps: &HeaderLimits) -> Read {
+    GgufModel::open_with(main, caps)
         .map(|model| {
             let files = model.shards().map(|s| s.path.clone()).collect();
+            // Only the summary is kept: the metadata is dropped here.
             (ModelSummary::of(&model), files)
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failure {
+            io: matches!(e, GgufError::Io { .. }),
+            reason: bounded_reason(e.to_string()),
+        })
+}
+
+/// `reason` cut on a character boundary to at most [`MAX_REASON_BYTES`].
+pub fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut cut = MAX_REASON_BYTES.saturating_sub(3);
+        while !reason.is_char_boundary(cut) {
+            cut = cut.saturating_sub(1);
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    reason
 }
 
 /// Reads the models at `paths` on up to one thread per core.
-fn read_all(paths: &[&Path]) -> HashMap<PathBuf, Read> {
+fn read_all(paths: &[&Path], caps: &HeaderLimits) -> HashMap<PathBuf, Read> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -171,7 +264,7 @@ fn read_all(paths: &[&Path]) -> HashMap<PathBuf, Read> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|p| (p.to_path_buf(), read_model(p)))
+                        .map(|p| (p.to_path_buf(), read_model(p, caps)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -186,7 +279,7 @@ fn read_all(paths: &[&Path]) -> HashMap<PathBuf, Read> {
 }
 
 /// The model's shard files (those present) and their fingerprint.
-fn model_files(main: &Path) -> (Vec<PathBuf>, Fingerprint) {
+fn model_files(main: &Path) -> io::Result<(Vec<PathBuf>, Fingerprint)> {
     let files = match SplitName::parse(main) {
         Some(split) => (1..=split.count)
             .map(|i| split.shard_path(i))
@@ -197,118 +290,8 @@ fn model_files(main: &Path) -> (Vec<PathBuf>, Fingerprint) {
     let fingerprint = files
         .iter()
         .map(|f| {
-            std::fs::metadata(f).map_or((0, SystemTime::UNIX_EPOCH), |m| {
-                (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH))
-            })
+            std::fs::metadata(f).map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
         })
-        .collect();
-    (files, fingerprint)
-}
-
-fn is_gguf(name: &str) -> bool {
-    name.ends_with(".gguf") && !name.starts_with('.')
-}
-
-/// Entries of `dir` that resolve inside `root`, with their resolved paths, sorted by name.
-fn entries_inside(dir: &Path, root: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, PathBuf)> = read
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            if name.starts_with('.') {
-                return None;
-            }
-            let path = e.path();
-            let is_link = e.file_type().ok()?.is_symlink();
-            if is_link {
-                // Followed only when the target is inside the models directory.
-                let target = path.canonicalize().ok()?;
-                if !target.starts_with(root) {
-                    tracing::debug!(link = %path.display(), target = %target.display(), "ignoring symlink leading outside the models directory");
-                    return None;
-                }
-            }
-            Some((name, path))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn add_candidate(out: &mut BTreeMap<String, Candidate>, c: Candidate) {
-    match out.get(&c.id) {
-        // Later shards of a set join the entry its first-seen shard made.
-        Some(existing)
-            if SplitName::parse(&c.main).is_some_and(|s| {
-                Some(s.prefix) == SplitName::parse(&existing.main).map(|e| e.prefix)
-            }) => {}
-        Some(existing) => {
-            tracing::warn!(model = %c.id, kept = %existing.main.display(), ignored = %c.main.display(), "two models have the same name; ignoring the second");
-        }
-        None => {
-            out.insert(c.id.clone(), c);
-        }
-    }
-}
-
-fn candidates(root: &Path) -> Vec<Candidate> {
-    let mut out: BTreeMap<String, Candidate> = BTreeMap::new();
-    for (name, path) in entries_inside(root, root) {
-        if path.is_dir() {
-            if let Some(c) = folder_candidate(&name, &path, root) {
-                add_candidate(&mut out, c);
-            }
-        } else if path.is_file() && is_gguf(&name) && !name.contains("mmproj") {
-            let id = match SplitName::parse(&path) {
-                Some(split) => split.set_name(),
-                None => name.trim_end_matches(".gguf").to_owned(),
-            };
-            let c = Candidate {
-                id,
-                main: path,
-                projector: None,
-                problem: None,
-            };
-            add_candidate(&mut out, c);
-        }
-    }
-    out.into_values().collect()
-}
-
-fn folder_candidate(name: &str, dir: &Path, root: &Path) -> Option<Candidate> {
-    let ggufs: Vec<(String, PathBuf)> = entries_inside(dir, root)
-        .into_iter()
-        .filter(|(n, p)| is_gguf(n) && p.is_file())
-        .collect();
-    let projector = ggufs
-        .iter()
-        .find(|(n, _)| n.contains("mmproj"))
-        .map(|(_, p)| p.clone());
-    let models: Vec<&PathBuf> = ggufs
-        .iter()
-        .filter(|(n, _)| !n.contains("mmproj"))
-        .map(|(_, p)| p)
-        .collect();
-    let first = *models.first()?;
-    let one_set = SplitName::parse(first).is_some_and(|s| {
-        models.iter().all(|p| {
-            SplitName::parse(p).is_some_and(|o| o.prefix == s.prefix && o.count == s.count)
-        })
-    });
-    let problem = (models.len() > 1 && !one_set).then(|| {
-        format!(
-            "folder {} holds {} GGUF models; a folder must hold one model (a file or a split set)",
-            dir.display(),
-            models.len()
-        )
-    });
-    Some(Candidate {
-        id: name.to_owned(),
-        main: first.clone(),
-        projector,
-        problem,
-    })
+        .collect::<io::Result<_>>()?;
+    Ok((files, fingerprint))
 }

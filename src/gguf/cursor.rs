@@ -110,12 +110,6 @@ impl<'a> Cursor<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    /// A u64 length prefix followed by that many bytes.
-    pub(crate) fn string_bytes(&mut self, what: &'static str) -> Parse<&'a [u8]> {
-        let len = self.u64(what)?;
-        self.take(len, what)
-    }
-
     /// Validates a count of items, each at least `min_item_bytes` long, against the bytes
     /// left in the file, and returns a safe capacity to reserve for them.
     pub(crate) fn count(

@@ -84,6 +84,16 @@ pub enum Problem {
     },
     #[error("the header is larger than the {limit}-byte limit")]
     HeaderTooLarge { limit: u64 },
+    #[error(
+        "metadata value {key:?} is at least {size} bytes, past the {limit}-byte limit on one value (config key max_metadata_value_bytes)"
+    )]
+    ValueTooLarge { key: String, size: u64, limit: u64 },
+    #[error(
+        "metadata reaches at least {size} bytes at key {key:?}, past the {limit}-byte limit on all metadata (config key max_metadata_bytes)"
+    )]
+    MetadataTooLarge { key: String, size: u64, limit: u64 },
+    #[error("metadata key is {len} bytes long; the GGUF limit is {limit}")]
+    KeyTooLong { len: u64, limit: u64 },
     #[error("unknown metadata value type {0}")]
     UnknownValueType(u32),
     #[error("boolean value is {0}, not 0 or 1")]

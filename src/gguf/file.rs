@@ -9,8 +9,10 @@ use memmap2::Mmap;
 use super::cursor::Stop;
 use super::error::{GgufError, Problem};
 use super::header::{GgufHeader, header_extent, parse_prefix};
+use super::limits::HeaderLimits;
 
-/// Largest header the header-only path reads before giving up.
+/// Largest header the header-only path reads before giving up, unless the
+/// metadata cap asks for more (see [`HeaderLimits::header_bytes`]).
 ///
 /// Real headers are a few MiB (a 256k-token vocabulary is about 6 MiB); this
 /// bound keeps a hostile file from making the catalog read gigabytes.
@@ -19,10 +21,11 @@ pub const MAX_HEADER_BYTES: u64 = 256 << 20;
 /// First read of the header-only path; grown as the parse asks for more.
 const INITIAL_READ: u64 = 512 << 10;
 
-/// Parses a whole file held in memory (for example a memory map).
+/// Parses a whole file held in memory (for example a memory map), with the default caps.
 pub fn parse_slice(bytes: &[u8], path: &Path) -> Result<GgufHeader, GgufError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    parse_prefix(bytes, len).map_err(|stop| stop_to_error(stop, path, len))
+    parse_prefix(bytes, len, &HeaderLimits::default())
+        .map_err(|stop| stop_to_error(stop, path, len))
 }
 
 fn stop_to_error(stop: Stop, path: &Path, file_len: u64) -> GgufError {
@@ -41,10 +44,18 @@ fn stop_to_error(stop: Stop, path: &Path, file_len: u64) -> GgufError {
     }
 }
 
+/// Reads and validates a file's header without reading its tensor data, with the default caps.
+pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
+    read_header_with(path, &HeaderLimits::default())
+}
+
 /// Reads and validates a file's header without reading its tensor data.
 ///
-/// Reads a first chunk and grows it only as far as the header extends.
-pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
+/// Reads a first chunk and grows it only as far as the header extends; a
+/// metadata value past `caps` is refused from its declared length, before
+/// its bytes are read.
+pub fn read_header_with(path: &Path, caps: &HeaderLimits) -> Result<GgufHeader, GgufError> {
+    let max_header = caps.header_bytes();
     let io_err = |source| GgufError::Io {
         path: path.to_path_buf(),
         source,
@@ -63,29 +74,27 @@ pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
             // The file shrank since we sized it; parse what is really there.
             file_len = buf.len() as u64;
         }
-        match header_extent(&buf, file_len) {
+        match header_extent(&buf, file_len, caps) {
             // The scan saw the whole header: parse it, once.
             Ok(_) => {
-                return parse_prefix(&buf, file_len).map_err(|s| stop_to_error(s, path, file_len));
+                return parse_prefix(&buf, file_len, caps)
+                    .map_err(|s| stop_to_error(s, path, file_len));
             }
             Err(Stop::NeedBytes(n)) if n <= file_len && (buf.len() as u64) < file_len => {
-                if n > MAX_HEADER_BYTES {
+                if n > max_header {
                     return Err(GgufError::format(
                         path,
                         buf.len() as u64,
-                        Problem::HeaderTooLarge {
-                            limit: MAX_HEADER_BYTES,
-                        },
+                        Problem::HeaderTooLarge { limit: max_header },
                     ));
                 }
-                want = n
-                    .max(want.saturating_mul(2))
-                    .min(file_len)
-                    .min(MAX_HEADER_BYTES);
+                want = n.max(want.saturating_mul(2)).min(file_len).min(max_header);
             }
             // The parse names the problem the way every other path does.
             Err(scan_stop) => {
-                let stop = parse_prefix(&buf, file_len).err().unwrap_or(scan_stop);
+                let stop = parse_prefix(&buf, file_len, caps)
+                    .err()
+                    .unwrap_or(scan_stop);
                 return Err(stop_to_error(stop, path, file_len));
             }
         }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use super::cursor::{Cursor, Parse, Stop, align_up};
 use super::error::Problem;
 use super::ggml_type::{GgmlType, TypeIdError};
+use super::limits::{self, Budget, HeaderLimits};
 use super::metadata::{Metadata, lossy, read_metadata, read_value_type, skip_value};
 use super::value::Value;
 
@@ -58,12 +59,12 @@ pub struct GgufHeader {
 }
 
 /// Parses the header in `buf`, the first bytes of a file `file_len` bytes long.
-pub(crate) fn parse_prefix(buf: &[u8], file_len: u64) -> Parse<GgufHeader> {
+pub(crate) fn parse_prefix(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<GgufHeader> {
     let mut cur = Cursor::new(buf, file_len);
     let version = read_preamble(&mut cur)?;
     let tensor_count = cur.u64("tensor count")?;
     let kv_count = cur.u64("metadata count")?;
-    let metadata = read_metadata(&mut cur, kv_count)?;
+    let metadata = read_metadata(&mut cur, kv_count, caps)?;
     let alignment = alignment_of(&metadata)?;
     let mut tensors = read_tensor_infos(&mut cur, tensor_count)?;
     let end_of_infos = cur.offset();
@@ -84,17 +85,21 @@ pub(crate) fn parse_prefix(buf: &[u8], file_len: u64) -> Parse<GgufHeader> {
 /// walking its structure without building any value: far cheaper than a parse,
 /// so the header-only reader can size its read before parsing once.
 ///
-/// It applies the same bounds as the parse; content checks are left to it.
-pub(crate) fn header_extent(buf: &[u8], file_len: u64) -> Parse<u64> {
+/// It applies the same bounds as the parse, the metadata caps included (so a
+/// value past them is refused before its bytes are read); content checks are
+/// left to the parse.
+pub(crate) fn header_extent(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<u64> {
     let mut cur = Cursor::new(buf, file_len);
     read_preamble(&mut cur)?;
     let tensor_count = cur.u64("tensor count")?;
     let kv_count = cur.u64("metadata count")?;
     cur.count(kv_count, 8 + 4 + 1, "metadata")?;
     for _ in 0..kv_count {
-        cur.string_bytes("metadata key")?;
+        let key_offset = cur.offset();
+        let key = limits::key(&mut cur)?;
         let value_type = read_value_type(&mut cur)?;
-        skip_value(&mut cur, value_type, 0)?;
+        let budget = Budget::new(caps, key, key_offset, &cur);
+        skip_value(&mut cur, value_type, 0, &budget)?;
     }
     cur.count(tensor_count, 8 + 1 + 4 + 4 + 8, "tensor")?;
     for _ in 0..tensor_count {

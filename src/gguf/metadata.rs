@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use super::cursor::{Cursor, Parse, Stop};
 use super::error::Problem;
 use super::header::MAX_ARRAY_DEPTH;
+use super::limits::{self, Budget, HeaderLimits};
 use super::value::{Array, StringArray, Value, ValueType};
 
 /// Metadata key/value pairs, in file order.
@@ -54,7 +55,11 @@ impl Metadata {
     }
 }
 
-pub(super) fn read_metadata(cur: &mut Cursor<'_>, count: u64) -> Parse<Metadata> {
+pub(super) fn read_metadata<'a>(
+    cur: &mut Cursor<'a>,
+    count: u64,
+    caps: &HeaderLimits,
+) -> Parse<Metadata> {
     // key length + value type + smallest value
     let capacity = cur.count(count, 8 + 4 + 1, "metadata")?;
     let mut metadata = Metadata {
@@ -63,16 +68,20 @@ pub(super) fn read_metadata(cur: &mut Cursor<'_>, count: u64) -> Parse<Metadata>
     };
     for _ in 0..count {
         let key_offset = cur.offset();
-        let key_bytes = cur.string_bytes("metadata key")?;
+        let key_bytes = limits::key(cur)?;
         if key_bytes.is_empty() {
             return Err(Stop::bad(key_offset, Problem::EmptyKey));
         }
         let key = std::str::from_utf8(key_bytes)
             .map_err(|_| Stop::bad(key_offset, Problem::KeyNotUtf8))?;
         let value_type = read_value_type(cur)?;
-        let value = read_value(cur, value_type, 0)?;
+        let budget = Budget::new(caps, key_bytes, key_offset, cur);
+        let value = read_value(cur, value_type, 0, &budget)?;
         if metadata.entries.contains_key(key) {
-            return Err(Stop::bad(key_offset, Problem::DuplicateKey(key.to_owned())));
+            return Err(Stop::bad(
+                key_offset,
+                Problem::DuplicateKey(limits::shown_key(key_bytes)),
+            ));
         }
         metadata.entries.insert(key.to_owned(), value);
         metadata.offsets.push(key_offset);
@@ -95,7 +104,12 @@ fn read_bool(cur: &mut Cursor<'_>) -> Parse<bool> {
     }
 }
 
-fn read_value(cur: &mut Cursor<'_>, ty: ValueType, depth: usize) -> Parse<Value> {
+fn read_value<'a>(
+    cur: &mut Cursor<'a>,
+    ty: ValueType,
+    depth: usize,
+    budget: &Budget<'a>,
+) -> Parse<Value> {
     fn le<const N: usize>(cur: &mut Cursor<'_>) -> Parse<[u8; N]> {
         let bytes = cur.take(N as u64, "metadata value")?;
         bytes
@@ -115,8 +129,8 @@ fn read_value(cur: &mut Cursor<'_>, ty: ValueType, depth: usize) -> Parse<Value>
         ValueType::I64 => Value::I64(i64::from_le_bytes(le(cur)?)),
         ValueType::F64 => Value::F64(f64::from_le_bytes(le(cur)?)),
         ValueType::Bool => Value::Bool(read_bool(cur)?),
-        ValueType::String => Value::String(lossy(cur.string_bytes("string value")?)),
-        ValueType::Array => Value::Array(read_array(cur, depth.saturating_add(1))?),
+        ValueType::String => Value::String(lossy(budget.string(cur, "string value")?)),
+        ValueType::Array => Value::Array(read_array(cur, depth.saturating_add(1), budget)?),
     })
 }
 
@@ -133,7 +147,7 @@ fn decode<const N: usize, T>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> 
         .collect()
 }
 
-fn read_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<Array> {
+fn read_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Parse<Array> {
     let at = cur.offset();
     if depth > MAX_ARRAY_DEPTH {
         return Err(Stop::bad(
@@ -146,8 +160,9 @@ fn read_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<Array> {
     let element_type = read_value_type(cur)?;
     let len = cur.u64("array length")?;
     let capacity = cur.count(len, element_type.min_size(), "array element")?;
+    // `count` checked len * min_size against the file, so this cannot overflow.
+    budget.check(cur, len.saturating_mul(element_type.min_size()))?;
     if let Some(size) = element_type.fixed_size() {
-        // `count` checked len * size against the file, so this cannot overflow.
         let bytes = cur.take(len.saturating_mul(size), "array elements")?;
         return Ok(match element_type {
             ValueType::U8 => Array::U8(bytes.to_vec()),
@@ -183,28 +198,34 @@ fn read_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<Array> {
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(capacity);
         for _ in 0..len {
-            bytes.extend_from_slice(cur.string_bytes("string element")?);
+            bytes.extend_from_slice(budget.string(cur, "string element")?);
             ends.push(bytes.len());
         }
         Ok(Array::String(StringArray::from_utf8_lossy(bytes, ends)))
     } else {
         let mut out = Vec::with_capacity(capacity);
         for _ in 0..len {
-            out.push(read_array(cur, depth.saturating_add(1))?);
+            out.push(read_array(cur, depth.saturating_add(1), budget)?);
         }
         Ok(Array::Array(out))
     }
 }
 
-pub(super) fn skip_value(cur: &mut Cursor<'_>, ty: ValueType, depth: usize) -> Parse<()> {
+/// Walks past one value without building it, checking it against `budget`.
+pub(super) fn skip_value<'a>(
+    cur: &mut Cursor<'a>,
+    ty: ValueType,
+    depth: usize,
+    budget: &Budget<'a>,
+) -> Parse<()> {
     match (ty, ty.fixed_size()) {
         (_, Some(size)) => cur.take(size, "metadata value").map(drop),
-        (ValueType::String, None) => cur.string_bytes("string value").map(drop),
-        _ => skip_array(cur, depth.saturating_add(1)),
+        (ValueType::String, None) => budget.string(cur, "string value").map(drop),
+        _ => skip_array(cur, depth.saturating_add(1), budget),
     }
 }
 
-fn skip_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<()> {
+fn skip_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Parse<()> {
     if depth > MAX_ARRAY_DEPTH {
         return Err(Stop::bad(
             cur.offset(),
@@ -216,13 +237,14 @@ fn skip_array(cur: &mut Cursor<'_>, depth: usize) -> Parse<()> {
     let element_type = read_value_type(cur)?;
     let len = cur.u64("array length")?;
     cur.count(len, element_type.min_size(), "array element")?;
+    budget.check(cur, len.saturating_mul(element_type.min_size()))?;
     if let Some(size) = element_type.fixed_size() {
         return cur
             .take(len.saturating_mul(size), "array elements")
             .map(drop);
     }
     for _ in 0..len {
-        skip_value(cur, element_type, depth)?;
+        skip_value(cur, element_type, depth, budget)?;
     }
     Ok(())
 }

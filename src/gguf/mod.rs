@@ -13,6 +13,7 @@ mod file;
 mod ggml_type;
 mod header;
 mod json;
+mod limits;
 mod metadata;
 mod split;
 mod summary;
@@ -23,17 +24,20 @@ pub mod writer;
 mod tests;
 
 pub use error::{GgufError, Problem};
-pub use file::{MAX_HEADER_BYTES, MappedFile, parse_slice, read_header};
+pub use file::{MAX_HEADER_BYTES, MappedFile, parse_slice, read_header, read_header_with};
 pub use ggml_type::{GgmlType, TypeIdError};
 pub use header::{
     DEFAULT_ALIGNMENT, GgufHeader, KEY_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME_BYTES,
     TensorInfo,
 };
 pub use json::value_to_json;
+pub use limits::{
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_VALUE_BYTES, HeaderLimits, MAX_KEY_BYTES,
+};
 pub use metadata::Metadata;
 pub use split::{
     GgufModel, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, Shard, SplitName,
     shard_paths,
 };
-pub use summary::{ModelSummary, file_type_name};
+pub use summary::{MAX_SUMMARY_TEXT_BYTES, ModelSummary, file_type_name};
 pub use value::{Array, StringArray, Value, ValueType};

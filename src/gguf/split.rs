@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{GgufError, Problem};
-use super::file::read_header;
+use super::file::read_header_with;
 use super::header::{GgufHeader, TensorInfo};
+use super::limits::HeaderLimits;
 use super::metadata::Metadata;
 
 /// Key holding a shard's 0-based index.
@@ -110,11 +111,17 @@ pub struct GgufModel {
 }
 
 impl GgufModel {
-    /// Reads the headers of the model at `path` (any shard of a set opens the whole set).
+    /// Reads the headers of the model at `path` (any shard of a set opens the
+    /// whole set), with the default metadata caps.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
+        Self::open_with(path, &HeaderLimits::default())
+    }
+
+    /// Reads the headers of the model at `path`, each within `caps`.
+    pub fn open_with(path: &Path, caps: &HeaderLimits) -> Result<Self, GgufError> {
         let mut shards = shard_paths(path)?
             .into_iter()
-            .map(|p| read_header(&p).map(|header| Shard { path: p, header }));
+            .map(|p| read_header_with(&p, caps).map(|header| Shard { path: p, header }));
         let first = match shards.next() {
             Some(first) => first?,
             None => unreachable_empty(path)?,
@@ -198,10 +205,21 @@ fn check_key(
             key,
             Problem::SplitKeyMismatch {
                 key,
-                found: format!("{value:?}"),
+                found: shown_value(value),
                 expected,
             },
         )),
+    }
+}
+
+/// A value as an error message quotes it: a split key holding a huge array
+/// must not turn into a huge message.
+fn shown_value(value: &super::value::Value) -> String {
+    const SHOWN: usize = 80;
+    let text = format!("{value:?}");
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", text.get(..cut).unwrap_or_default()),
+        None => text,
     }
 }
 

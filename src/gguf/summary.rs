@@ -8,7 +8,14 @@ use super::ggml_type::GgmlType;
 use super::split::GgufModel;
 use super::value::Value;
 
+/// Longest text field a summary keeps, in bytes: names and labels are a few
+/// dozen bytes in real files, and the catalog serves every model's summary in
+/// one `ListModels` answer, which a file must not be able to inflate.
+pub const MAX_SUMMARY_TEXT_BYTES: usize = 256;
+
 /// What a user wants to know about a model before loading it.
+///
+/// Text fields are cut to [`MAX_SUMMARY_TEXT_BYTES`] (with a trailing `...`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSummary {
     /// `general.architecture` (`llama`, `gemma3`, ...).
@@ -51,10 +58,11 @@ impl ModelSummary {
     /// Summarizes `model`.
     pub fn of(model: &GgufModel) -> Self {
         let md = model.metadata();
-        let text = |key: &str| md.get_str(key).map(str::to_owned);
+        let text = |key: &str| md.get_str(key).map(bounded);
         let architecture = text("general.architecture");
         let arch_u64 = |suffix: &str| {
-            let arch = architecture.as_deref()?;
+            // The file's own spelling: the bounded copy may be cut.
+            let arch = md.get_str("general.architecture")?;
             per_layer_max(md.get(&format!("{arch}.{suffix}"))?)
         };
         let mut bytes_by_type: HashMap<GgmlType, u64> = HashMap::new();
@@ -95,6 +103,19 @@ impl ModelSummary {
             architecture,
         }
     }
+}
+
+/// `text` cut on a character boundary to at most [`MAX_SUMMARY_TEXT_BYTES`].
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_SUMMARY_TEXT_BYTES {
+        return text.to_owned();
+    }
+    const MARK: &str = "...";
+    let mut cut = MAX_SUMMARY_TEXT_BYTES.saturating_sub(MARK.len());
+    while !text.is_char_boundary(cut) {
+        cut = cut.saturating_sub(1);
+    }
+    format!("{}{MARK}", text.get(..cut).unwrap_or_default())
 }
 
 /// A count that is a scalar, or an array with one value per layer.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memmap2::{Advice, Mmap};
 
-use crate::gguf::{GgufError, GgufModel, Shard, read_header};
+use crate::gguf::{GgufError, GgufModel, HeaderLimits, Shard, read_header_with};
 
 /// Bytes read per prefetch request.
 const CHUNK: u64 = 8 << 20;
@@ -25,6 +25,9 @@ pub struct LoadOptions {
     pub mlock: bool,
     /// Threads reading in parallel.
     pub threads: usize,
+    /// Caps on the headers read again at load (the catalog's, so a file
+    /// swapped since the scan is held to them too).
+    pub header: HeaderLimits,
 }
 
 /// What the loader is doing.
@@ -145,7 +148,7 @@ pub fn load(
     let mut headers = Vec::with_capacity(files.len());
     let mut mapped = Vec::with_capacity(files.len());
     for path in files {
-        let header = read_header(path)?;
+        let header = read_header_with(path, &options.header)?;
         let file = File::open(path).map_err(io_error(path))?;
         let len = file.metadata().map_err(io_error(path))?.len();
         if len != header.file_len {
@@ -317,6 +320,7 @@ mod tests {
         LoadOptions {
             mlock: false,
             threads: 3,
+            header: HeaderLimits::default(),
         }
     }
 
@@ -362,6 +366,7 @@ mod tests {
             LoadOptions {
                 mlock: false,
                 threads: 1,
+                header: HeaderLimits::default(),
             },
             &AtomicBool::new(false),
             &|p| {

@@ -290,7 +290,14 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
         }
         Msg::Rescan(reply) => {
             let result = match catalog.rescan().await {
-                Ok(snapshot) => Ok(table.reconcile(&snapshot)),
+                Ok(snapshot) => {
+                    let summary = table.reconcile(&snapshot);
+                    // The list was kept, not re-read: say why instead of "no change".
+                    match &snapshot.problem {
+                        Some(problem) => Err(SupervisorError::Unavailable(problem.clone())),
+                        None => Ok(summary),
+                    }
+                }
                 Err(_) => Err(SupervisorError::Stopped),
             };
             let _ = reply.send(result);

@@ -43,7 +43,11 @@ async fn supervisor(
     autoload: bool,
     worker: &Path,
 ) -> SupervisorHandle {
-    let catalog = CatalogHandle::spawn(dir.to_path_buf(), Duration::from_millis(50));
+    let catalog = CatalogHandle::spawn(
+        dir.to_path_buf(),
+        Duration::from_millis(50),
+        Default::default(),
+    );
     catalog.rescan().await.unwrap();
     SupervisorHandle::spawn(
         catalog,
@@ -55,6 +59,7 @@ async fn supervisor(
             load: LoadOptions {
                 mlock: false,
                 threads: 1,
+                header: Default::default(),
             },
             autoload,
             worker: worker_settings(),

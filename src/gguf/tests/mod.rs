@@ -520,7 +520,7 @@ fn header_only_read_matches_a_full_parse_and_grows_past_the_first_chunk() {
 }
 
 #[test]
-fn header_only_read_refuses_headers_past_the_limit() {
+fn header_only_read_refuses_a_value_past_the_caps_before_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.gguf");
     let mut bytes = GgufWriter::new()
@@ -531,9 +531,11 @@ fn header_only_read_refuses_headers_past_the_limit() {
     // Sparse: the file is long enough to hold the string, without using the disk.
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(MAX_HEADER_BYTES * 2).unwrap();
+    // The metadata caps refuse the string from its declared length, long
+    // before the header bound would.
     let err = read_header(&path).unwrap_err();
     assert!(
-        matches!(err.problem(), Some(Problem::HeaderTooLarge { .. })),
+        matches!(err.problem(), Some(Problem::ValueTooLarge { .. })),
         "{err}"
     );
 }
@@ -580,5 +582,6 @@ fn mapped_file_addresses_tensor_bytes_without_copying() {
     assert!(mapped.tensor_data(2).is_none());
 }
 
+mod caps;
 mod props;
 mod split;

@@ -1,0 +1,161 @@
+//! Scans that meet I/O errors keep what they cannot read; headers past the
+//! caps are listed as failed with the limit.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use super::scan::{DirItem, HeaderCache, list_dir, scan, scan_with};
+use super::{CatalogEntry, CatalogHandle};
+use crate::gguf::writer::GgufWriter;
+use crate::gguf::{GgmlType, HeaderLimits, Value};
+
+fn model(path: &Path, name: &str) {
+    GgufWriter::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .kv("general.name", Value::String(name.into()))
+        .tensor("w", GgmlType::F32, &[32])
+        .write(path)
+        .unwrap();
+}
+
+fn ids(entries: &[CatalogEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.id.as_str()).collect()
+}
+
+/// A listing that fails with EMFILE for `bad` and reads everything else.
+fn failing_on(bad: &Path) -> impl Fn(&Path) -> io::Result<Vec<DirItem>> + Sync + '_ {
+    move |dir: &Path| {
+        if dir.ends_with(bad) {
+            Err(io::Error::from_raw_os_error(libc::EMFILE))
+        } else {
+            list_dir(dir)
+        }
+    }
+}
+
+#[test]
+fn a_root_that_cannot_be_listed_fails_the_scan_instead_of_listing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    model(&dir.path().join("a.gguf"), "A");
+    let caps = HeaderLimits::default();
+    let mut cache = HeaderCache::default();
+    let first = scan(dir.path(), &[], &mut cache, Duration::ZERO, &caps).unwrap();
+    assert_eq!(ids(&first.entries), ["a"]);
+    let root = dir.path().canonicalize().unwrap();
+    let err = scan_with(
+        dir.path(),
+        &first.entries,
+        &mut cache,
+        Duration::ZERO,
+        &caps,
+        &failing_on(&root),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot read the models directory") && text.contains("Too many open files"),
+        "{text}"
+    );
+    let missing = dir.path().join("nowhere");
+    let err = scan(&missing, &first.entries, &mut cache, Duration::ZERO, &caps).unwrap_err();
+    assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn a_folder_that_cannot_be_listed_keeps_its_entry_while_the_rest_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    model(&dir.path().join("a.gguf"), "A");
+    std::fs::create_dir(dir.path().join("f")).unwrap();
+    model(&dir.path().join("f").join("model.gguf"), "F");
+    let caps = HeaderLimits::default();
+    let mut cache = HeaderCache::default();
+    let first = scan(dir.path(), &[], &mut cache, Duration::ZERO, &caps).unwrap();
+    assert_eq!(ids(&first.entries), ["a", "f"]);
+    // a.gguf really goes; folder f cannot be read this time.
+    std::fs::remove_file(dir.path().join("a.gguf")).unwrap();
+    model(&dir.path().join("b.gguf"), "B");
+    let second = scan_with(
+        dir.path(),
+        &first.entries,
+        &mut cache,
+        Duration::ZERO,
+        &caps,
+        &failing_on(Path::new("f")),
+    )
+    .unwrap();
+    assert_eq!(ids(&second.entries), ["b", "f"]);
+    assert_eq!(second.entries[1], first.entries[1]);
+    assert_eq!(second.problems.len(), 1, "{:?}", second.problems);
+    assert!(second.problems[0].contains("cannot read folder"));
+    // Readable again: nothing left to retry.
+    let third = scan(
+        dir.path(),
+        &second.entries,
+        &mut cache,
+        Duration::ZERO,
+        &caps,
+    )
+    .unwrap();
+    assert_eq!(ids(&third.entries), ["b", "f"]);
+    assert!(third.problems.is_empty());
+}
+
+#[test]
+fn a_header_past_the_caps_is_listed_failed_with_the_limit_and_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    GgufWriter::new()
+        .kv("general.name", Value::String("n".repeat(10_000)))
+        .write(&dir.path().join("big.gguf"))
+        .unwrap();
+    model(&dir.path().join("ok.gguf"), "Ok");
+    let caps = HeaderLimits {
+        max_value_bytes: 4096,
+        max_metadata_bytes: 1 << 20,
+    };
+    let mut cache = HeaderCache::default();
+    let result = scan(dir.path(), &[], &mut cache, Duration::ZERO, &caps).unwrap();
+    assert_eq!(ids(&result.entries), ["big", "ok"]);
+    let reason = result.entries[0].info.as_ref().unwrap_err();
+    assert!(
+        reason.contains("general.name")
+            && reason.contains("4096")
+            && reason.contains("max_metadata_value_bytes"),
+        "{reason}"
+    );
+    assert!(result.entries[1].info.is_ok());
+    assert!(
+        result.problems.is_empty(),
+        "a bad file is not an I/O problem"
+    );
+}
+
+#[tokio::test]
+async fn the_actor_keeps_the_list_while_the_directory_is_away() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("models");
+    std::fs::create_dir(&dir).unwrap();
+    model(&dir.join("a.gguf"), "A");
+    let catalog = CatalogHandle::spawn(dir.clone(), Duration::ZERO, HeaderLimits::default());
+    let first = catalog.rescan().await.unwrap();
+    assert_eq!(
+        (ids(&first.entries), first.problem.is_none()),
+        (vec!["a"], true)
+    );
+    std::fs::rename(&dir, parent.path().join("away")).unwrap();
+    let away = catalog.rescan().await.unwrap();
+    assert_eq!(ids(&away.entries), ["a"]);
+    assert!(!away.dir_exists);
+    let problem = away.problem.clone().unwrap();
+    assert!(
+        problem.contains("keeping the last list (1 models)"),
+        "{problem}"
+    );
+    std::fs::rename(parent.path().join("away"), &dir).unwrap();
+    let back = catalog.rescan().await.unwrap();
+    assert_eq!(
+        (ids(&back.entries), back.problem.is_none()),
+        (vec!["a"], true)
+    );
+    assert_eq!(back.entries, first.entries);
+}
