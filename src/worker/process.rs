@@ -44,8 +44,10 @@ pub struct WorkerSettings {
     pub queue: usize,
     /// Grace period for in-flight requests when a worker stops.
     pub stop_timeout: Duration,
-    /// How long the engine may take to answer a liveness ping.
+    /// How long the worker process may take to answer a liveness ping.
     pub ping_timeout: Duration,
+    /// How long one decode step may run before the engine counts as stuck.
+    pub step_timeout: Duration,
     /// How long a worker may take to load its model and answer.
     pub start_timeout: Duration,
     /// Layers on the GPU: auto, all or a number (admission resolves it to a number).
@@ -315,6 +317,7 @@ impl WorkerProcess {
         let pinger = tokio::spawn(liveness(
             WorkerServiceClient::new(self.link.channel.clone()),
             self.settings.ping_timeout,
+            self.settings.step_timeout,
             hung_tx,
         ));
         let outcome = tokio::select! {
@@ -405,18 +408,38 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// Pings the engine; reports a hang (no answer in `timeout`) or a broken worker.
+/// Pings the worker (from READY on: start-up has `start_timeout`); reports
+/// a hang: no answer within `timeout` (a frozen process), or an engine whose
+/// current decode step has run longer than `step_timeout` (a stuck engine;
+/// the worker answers pings off the decode thread, so a long batch that
+/// still makes steps is not a hang); or a broken worker.
 async fn liveness(
     mut client: WorkerServiceClient<Channel>,
     timeout: Duration,
+    step_timeout: Duration,
     hung: mpsc::Sender<String>,
 ) {
-    let interval = (timeout / 2).max(Duration::from_millis(100));
+    let interval = (timeout.min(step_timeout) / 2).max(Duration::from_millis(100));
     let mut errors = 0u32;
     loop {
         tokio::time::sleep(interval).await;
         match tokio::time::timeout(timeout, client.ping(PingRequest {})).await {
-            Ok(Ok(_)) => errors = 0,
+            Ok(Ok(reply)) => {
+                errors = 0;
+                let reply = reply.into_inner();
+                let running = Duration::from_millis(reply.step_running_ms);
+                if running > step_timeout {
+                    let _ = hung
+                        .send(format!(
+                            "worker hung: its engine has been in one decode step for {:.1} s (worker_step_timeout {} s, after {} steps); killed",
+                            running.as_secs_f64(),
+                            step_timeout.as_secs_f64(),
+                            reply.steps
+                        ))
+                        .await;
+                    return;
+                }
+            }
             Ok(Err(status)) => {
                 errors += 1;
                 if errors >= PING_ERRORS_TOLERATED {
