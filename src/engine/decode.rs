@@ -114,8 +114,9 @@ pub(super) fn run(
             return;
         }
     };
+    warm_up(model, &mut ctx);
     let _ = started.send(Ok(()));
-    let mut embedder = Embedder::new(backend, model, config);
+    let mut embedder = Embedder::new(backend, model, config, progress);
     let batch_size = usize::try_from(config.batch_size.max(1)).unwrap_or(512);
     let mut batch = LlamaBatch::new(batch_size, 1);
     let mut slots: Vec<Option<Active>> = (0..parallel).map(|_| None).collect();
@@ -356,6 +357,25 @@ fn end_with(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finis
     if let Some(mut active) = slot.take() {
         active.finish(finish, tail);
         clear_sequence(ctx, active.seq);
+    }
+}
+
+/// One decode before the worker says READY, as llama.cpp's own tools do: the
+/// first decode pays one-time costs (buffers, thread pool, a GPU backend
+/// compiling its kernels) under the start-up limit, not the per-step one.
+fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) {
+    let started = Instant::now();
+    let bos = model.vocab().bos();
+    let token = if bos.0 >= 0 { bos } else { LlamaToken::new(0) };
+    let mut batch = LlamaBatch::new(1, 1);
+    let decoded = batch
+        .add(token, 0, &[0], true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| ctx.decode(&mut batch).map_err(|e| e.to_string()));
+    ctx.clear_kv_cache();
+    match decoded {
+        Ok(()) => tracing::debug!(ms = started.elapsed().as_millis(), "engine warmed up"),
+        Err(e) => tracing::warn!(error = %e, "warm-up decode failed"),
     }
 }
 

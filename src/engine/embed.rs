@@ -9,6 +9,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::progress::Progress;
 use super::{EmbedJob, EngineConfig, EngineError};
 
 /// Embeds inputs one at a time (each fits one batch of `ctx_size` tokens).
@@ -17,6 +18,7 @@ pub(super) struct Embedder<'m> {
     model: &'m LlamaModel,
     config: EngineConfig,
     ctx: Option<LlamaContext<'m>>,
+    progress: &'m Progress,
 }
 
 impl<'m> Embedder<'m> {
@@ -24,12 +26,14 @@ impl<'m> Embedder<'m> {
         backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         config: EngineConfig,
+        progress: &'m Progress,
     ) -> Self {
         Embedder {
             backend,
             model,
             config,
             ctx: None,
+            progress,
         }
     }
 
@@ -62,7 +66,11 @@ impl<'m> Embedder<'m> {
                 .with_n_seq_max(1)
                 .with_n_threads(self.config.threads)
                 .with_n_threads_batch(self.config.threads);
-            let ctx = self.model.new_context(self.backend, params).map_err(|e| {
+            // Created on the first request: the start-up limit applies.
+            self.progress.warming(true);
+            let ctx = self.model.new_context(self.backend, params);
+            self.progress.warming(false);
+            let ctx = ctx.map_err(|e| {
                 EngineError::Unsupported(format!("this model cannot compute embeddings: {e}"))
             })?;
             self.ctx = Some(ctx);

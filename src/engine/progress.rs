@@ -15,6 +15,9 @@ pub(super) struct Progress {
     steps: AtomicU64,
     /// When the running step began; 0 while the thread waits for work.
     step_started_ms: AtomicU64,
+    /// The running step is one-time preparation (a context's first use):
+    /// judged by the start-up limit, as GPU backends compile kernels then.
+    warming: AtomicBool,
     active: AtomicU32,
     queued: AtomicU32,
     stopped: AtomicBool,
@@ -27,6 +30,8 @@ pub struct Liveness {
     pub steps: u64,
     /// How long the running step has taken so far; zero while idle.
     pub step_running: Duration,
+    /// The running step is one-time preparation, not a decode step.
+    pub warming: bool,
     /// Sequences decoding.
     pub active: u32,
     /// Requests waiting for a sequence (generations and embedding batches).
@@ -39,6 +44,7 @@ impl Progress {
             origin: Instant::now(),
             steps: AtomicU64::new(0),
             step_started_ms: AtomicU64::new(0),
+            warming: AtomicBool::new(false),
             active: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             stopped: AtomicBool::new(false),
@@ -60,6 +66,14 @@ impl Progress {
             .store(u32::try_from(active).unwrap_or(u32::MAX), Ordering::Relaxed);
         self.queued
             .store(u32::try_from(queued).unwrap_or(u32::MAX), Ordering::Relaxed);
+        self.step_started_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// One-time preparation begins (`true`) inside the running step, or has
+    /// ended (`false`): the step's clock restarts, so the preparation is
+    /// never counted against the per-step limit.
+    pub(super) fn warming(&self, on: bool) {
+        self.warming.store(on, Ordering::Release);
         self.step_started_ms.store(self.now_ms(), Ordering::Release);
     }
 
@@ -91,6 +105,7 @@ impl Progress {
         Some(Liveness {
             steps: self.steps.load(Ordering::Relaxed),
             step_running,
+            warming: self.warming.load(Ordering::Acquire),
             active: self.active.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
         })
@@ -120,6 +135,10 @@ mod tests {
         let busy = p.read().unwrap();
         assert_eq!((busy.steps, busy.active, busy.queued), (0, 2, 1));
         assert!(busy.step_running >= Duration::from_millis(20), "{busy:?}");
+        p.warming(true);
+        assert!(p.read().unwrap().warming);
+        p.warming(false);
+        assert!(!p.read().unwrap().warming);
         p.step(2, 0);
         assert_eq!(p.read().unwrap().steps, 1);
         assert!(p.read().unwrap().step_running < Duration::from_millis(20));

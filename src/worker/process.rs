@@ -316,8 +316,7 @@ impl WorkerProcess {
         let (hung_tx, mut hung) = mpsc::channel(1);
         let pinger = tokio::spawn(liveness(
             WorkerServiceClient::new(self.link.channel.clone()),
-            self.settings.ping_timeout,
-            self.settings.step_timeout,
+            self.settings,
             hung_tx,
         ));
         let outcome = tokio::select! {
@@ -409,16 +408,17 @@ impl Drop for WorkerProcess {
 }
 
 /// Pings the worker (from READY on: start-up has `start_timeout`); reports
-/// a hang: no answer within `timeout` (a frozen process), or an engine whose
-/// current decode step has run longer than `step_timeout` (a stuck engine;
-/// the worker answers pings off the decode thread, so a long batch that
-/// still makes steps is not a hang); or a broken worker.
+/// a hang: no answer within `ping_timeout` (a frozen process), or an engine
+/// whose current decode step has run longer than `step_timeout` (a stuck
+/// engine; the worker answers pings off the decode thread, so a long batch
+/// that still makes steps is not a hang), or one-time preparation longer
+/// than `start_timeout`; or a broken worker.
 async fn liveness(
     mut client: WorkerServiceClient<Channel>,
-    timeout: Duration,
-    step_timeout: Duration,
+    settings: WorkerSettings,
     hung: mpsc::Sender<String>,
 ) {
+    let (timeout, step_timeout) = (settings.ping_timeout, settings.step_timeout);
     let interval = (timeout.min(step_timeout) / 2).max(Duration::from_millis(100));
     let mut errors = 0u32;
     loop {
@@ -428,12 +428,17 @@ async fn liveness(
                 errors = 0;
                 let reply = reply.into_inner();
                 let running = Duration::from_millis(reply.step_running_ms);
-                if running > step_timeout {
+                let (limit, what, key) = if reply.warming {
+                    (settings.start_timeout, "preparing a context", "worker_start_timeout")
+                } else {
+                    (step_timeout, "in one decode step", "worker_step_timeout")
+                };
+                if running > limit {
                     let _ = hung
                         .send(format!(
-                            "worker hung: its engine has been in one decode step for {:.1} s (worker_step_timeout {} s, after {} steps); killed",
+                            "worker hung: its engine has been {what} for {:.1} s ({key} {} s, after {} steps); killed",
                             running.as_secs_f64(),
-                            step_timeout.as_secs_f64(),
+                            limit.as_secs_f64(),
                             reply.steps
                         ))
                         .await;

@@ -271,6 +271,7 @@ impl WorkerService for WorkerControl {
             slots: self.engine.config().parallel,
             steps: live.steps,
             step_running_ms: u64::try_from(live.step_running.as_millis()).unwrap_or(u64::MAX),
+            warming: live.warming,
         }))
     }
 }
