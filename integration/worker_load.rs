@@ -104,9 +104,14 @@ async fn a_big_embedding_batch_next_to_a_stream_keeps_the_worker_alive() {
     )
     .await;
     let mut c = d.inference().await;
-    support::collect(c.generate(greedy("gemma", PROMPT, 2)).await.unwrap().into_inner())
-        .await
-        .unwrap();
+    support::collect(
+        c.generate(greedy("gemma", PROMPT, 2))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
     let pid = worker_pid(&d, "gemma").await;
     assert!(pid > 0);
 
@@ -138,9 +143,9 @@ async fn a_big_embedding_batch_next_to_a_stream_keeps_the_worker_alive() {
     let words = (0..n).map(|i| format!("word{i}")).collect();
     let sent = Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(240), c.embed(embed_request(words)))
-    .await
-    .expect("the embedding batch did not finish within 240 s")
-    .expect("the embedding batch failed");
+        .await
+        .expect("the embedding batch did not finish within 240 s")
+        .expect("the embedding batch failed");
     let answered = Instant::now();
     eprintln!("{n} embeddings took {:?}", answered - sent);
     let reply = reply.into_inner();
@@ -189,9 +194,10 @@ async fn embedding_batches_past_the_input_limit_are_refused_before_any_work() {
         "{err:?}"
     );
     let body = serde_json::json!({"model": "gemma", "input": tiny}).to_string();
-    let (code, body) = tokio::task::spawn_blocking(move || http_post(port, "/v1/embeddings", &body))
-        .await
-        .unwrap();
+    let (code, body) =
+        tokio::task::spawn_blocking(move || http_post(port, "/v1/embeddings", &body))
+            .await
+            .unwrap();
     assert_eq!(code, 400, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let message = json["error"]["message"].as_str().unwrap();
@@ -209,15 +215,39 @@ async fn embedding_batches_past_the_input_limit_are_refused_before_any_work() {
 }
 
 #[tokio::test]
-async fn a_smaller_configured_input_limit_is_named_in_the_refusal() {
+async fn configured_input_limits_are_named_in_the_refusal() {
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "gemma");
-    let d = Daemon::start(dir.path(), &["--embed-max-inputs", "4"]).await;
+    let d = Daemon::start(
+        dir.path(),
+        &["--embed-max-inputs", "4", "--batch-size", "64"],
+    )
+    .await;
     let mut c = d.inference().await;
     let err = c.embed(embed_request(sentences(5))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("at most 4 (config key embed_max_inputs)"), "{err:?}");
-    assert_eq!(c.embed(embed_request(sentences(4))).await.unwrap().into_inner().embeddings.len(), 4);
+    assert!(
+        err.message()
+            .contains("at most 4 (config key embed_max_inputs)"),
+        "{err:?}"
+    );
+    assert_eq!(
+        c.embed(embed_request(sentences(4)))
+            .await
+            .unwrap()
+            .into_inner()
+            .embeddings
+            .len(),
+        4
+    );
+    // One input is one decode step: at most batch_size tokens, like every step.
+    let long = vec![sentences(20).join(" ")];
+    let err = c.embed(embed_request(long)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("at most 64 tokens") && err.message().contains("batch_size"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -265,9 +295,14 @@ async fn a_huge_penalty_window_is_clamped_to_the_context() {
     add_demo_model(dir.path(), "gemma");
     let d = Daemon::start(dir.path(), &[]).await;
     let mut c = d.inference().await;
-    support::collect(c.generate(greedy("gemma", PROMPT, 2)).await.unwrap().into_inner())
-        .await
-        .unwrap();
+    support::collect(
+        c.generate(greedy("gemma", PROMPT, 2))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
     let pid = worker_pid(&d, "gemma").await;
     let before = peak_rss_kib(pid);
     // llama.cpp allocates the penalty window up front: 2^28 tokens would be 1 GiB.

@@ -85,12 +85,21 @@ mod tests {
         };
         assert!(limits.check_embed(3).is_ok());
         let e = limits.check_embed(4).unwrap_err();
-        assert!(e.to_string().contains("at most 3 (config key embed_max_inputs)"));
+        assert!(
+            e.to_string()
+                .contains("at most 3 (config key embed_max_inputs)")
+        );
         assert!(check_stops(&vec!["x".to_owned(); MAX_STOP_STRINGS]).is_ok());
         let many = vec!["x".to_owned(); MAX_STOP_STRINGS + 1];
-        assert!(matches!(check_stops(&many), Err(LimitError::TooManyStops { count: 17 })));
+        assert!(matches!(
+            check_stops(&many),
+            Err(LimitError::TooManyStops { count: 17 })
+        ));
         let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];
-        assert!(matches!(check_stops(&long), Err(LimitError::StopTooLong { len: 257 })));
+        assert!(matches!(
+            check_stops(&long),
+            Err(LimitError::StopTooLong { len: 257 })
+        ));
         assert_eq!(
             Status::from(LimitError::StopTooLong { len: 1 }).code(),
             tonic::Code::InvalidArgument

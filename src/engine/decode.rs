@@ -174,7 +174,7 @@ fn take(
 ) {
     match job {
         Job::Generate(job) => waiting.push_back(job),
-        Job::Embed(job) => embeds.extend(EmbedTask::new(job, config.ctx_size)),
+        Job::Embed(job) => embeds.extend(EmbedTask::new(job, config)),
     }
 }
 

@@ -12,7 +12,8 @@ use llama_cpp_2::token::LlamaToken;
 use super::progress::Progress;
 use super::{EmbedJob, EngineConfig, EngineError};
 
-/// Embeds inputs one at a time (each fits one batch of `ctx_size` tokens).
+/// Embeds inputs one at a time, each in one decode (pooling needs a whole
+/// input in one batch) of at most [`max_input_tokens`] tokens.
 pub(super) struct Embedder<'m> {
     backend: &'m LlamaBackend,
     model: &'m LlamaModel,
@@ -56,7 +57,7 @@ impl<'m> Embedder<'m> {
 
     fn context(&mut self) -> Result<&mut LlamaContext<'m>, EngineError> {
         if self.ctx.is_none() {
-            let n = self.config.ctx_size;
+            let n = max_input_tokens(self.config);
             let params = LlamaContextParams::default()
                 .with_embeddings(true)
                 .with_pooling_type(self.pooling())
@@ -108,6 +109,12 @@ impl<'m> Embedder<'m> {
     }
 }
 
+/// Most tokens of one embedding input: `batch_size` (and the context), the
+/// same bound as every other decode step, as llama-server has it.
+fn max_input_tokens(config: EngineConfig) -> u32 {
+    config.batch_size.min(config.ctx_size).max(1)
+}
+
 /// An embedding request in progress. The decode loop runs it one input at
 /// a time between generation steps, so a batch of thousands of
 /// inputs neither stalls the streams nor holds the engine past a liveness step.
@@ -119,11 +126,11 @@ pub(super) struct EmbedTask {
 impl EmbedTask {
     /// Checks every input up front (no work is wasted on a batch that is
     /// refused at its last input); a refused job is answered here.
-    pub(super) fn new(job: EmbedJob, ctx_size: u32) -> Option<Self> {
-        let limit = usize::try_from(ctx_size).unwrap_or(usize::MAX);
+    pub(super) fn new(job: EmbedJob, config: EngineConfig) -> Option<Self> {
+        let limit = usize::try_from(max_input_tokens(config)).unwrap_or(usize::MAX);
         let refusal = if let Some(long) = job.inputs.iter().find(|i| i.len() > limit) {
             Some(format!(
-                "an input has {} tokens; embeddings take at most {limit} (--ctx-size)",
+                "an input has {} tokens; embedding inputs are at most {limit} tokens (config keys batch_size and ctx_size)",
                 long.len()
             ))
         } else if job.inputs.iter().any(Vec::is_empty) {
@@ -144,7 +151,7 @@ impl EmbedTask {
         self.job.reply.is_closed()
     }
 
-    /// Embeds the next input: one decode, at most `ctx_size` tokens (each
+    /// Embeds the next input: one decode, at most `batch_size` tokens (each
     /// input is its own decode anyway, so going one at a time costs nothing
     /// and lets a generation step run between any two). Returns the task
     /// while inputs remain; once all are done or one fails, the reply is sent

@@ -429,7 +429,11 @@ async fn liveness(
                 let reply = reply.into_inner();
                 let running = Duration::from_millis(reply.step_running_ms);
                 let (limit, what, key) = if reply.warming {
-                    (settings.start_timeout, "preparing a context", "worker_start_timeout")
+                    (
+                        settings.start_timeout,
+                        "preparing a context",
+                        "worker_start_timeout",
+                    )
                 } else {
                     (step_timeout, "in one decode step", "worker_step_timeout")
                 };

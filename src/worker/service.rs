@@ -8,8 +8,8 @@ use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::api::pb::inference_service_server::InferenceService;
 use crate::api::limits::check_stops;
+use crate::api::pb::inference_service_server::InferenceService;
 use crate::api::pb::{self};
 use crate::api::worker_pb::worker_service_server::WorkerService;
 use crate::api::worker_pb::{PingReply, PingRequest};
