@@ -293,7 +293,12 @@ async fn a_hung_worker_is_killed_and_the_model_fails() {
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "gemma");
     // Short enough to notice within the test, long enough for a busy CI box.
-    let d = Daemon::start(dir.path(), &["--worker-ping-timeout", "3"]).await;
+    // A stopped process answers no ping: the (generous) step limit plays no part.
+    let d = Daemon::start(
+        dir.path(),
+        &["--worker-ping-timeout", "3", "--worker-step-timeout", "30"],
+    )
+    .await;
     generate(&d, greedy("gemma", PROMPT, 2)).await.unwrap();
     let pid = worker_pid(&d, "gemma").await;
     kill(pid, "STOP");

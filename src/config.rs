@@ -84,10 +84,14 @@ pub struct Config {
     pub request_queue: usize,
     /// Seconds a stopping worker may finish in-flight requests before SIGKILL.
     pub stop_timeout: u64,
-    /// Seconds a worker's engine may take to answer a liveness ping before it counts as hung.
+    /// Seconds a worker process may take to answer a liveness ping before it counts as hung.
     pub worker_ping_timeout: u64,
+    /// Seconds one decode step may run before the engine counts as stuck (0 = `worker_ping_timeout`).
+    pub worker_step_timeout: u64,
     /// Seconds a worker may take to load its model and answer.
     pub worker_start_timeout: u64,
+    /// Inputs one embeddings request may carry (OpenAI's limit is 2,048).
+    pub embed_max_inputs: usize,
     /// Layers each model offloads to the GPU: auto (as many as fit), all, or a number.
     pub gpu_layers: crate::settings::GpuLayers,
     /// Which usable GPU models offload to (0 = the first).
@@ -131,7 +135,9 @@ impl Default for Config {
             request_queue: 64,
             stop_timeout: 10,
             worker_ping_timeout: 30,
+            worker_step_timeout: 0,
             worker_start_timeout: 300,
+            embed_max_inputs: 2048,
             gpu_layers: crate::settings::GpuLayers::Auto,
             main_gpu: 0,
             defaults: ModelSettings::default(),
@@ -180,6 +186,14 @@ impl Config {
     /// The per-model tables, checked and indexed.
     pub fn profiles(&self) -> Result<ModelProfiles, SettingsError> {
         ModelProfiles::new(self.defaults.clone(), self.models.clone())
+    }
+
+    /// Seconds one decode step may run: `worker_step_timeout`, or the ping timeout when 0.
+    pub fn step_timeout(&self) -> u64 {
+        match self.worker_step_timeout {
+            0 => self.worker_ping_timeout,
+            n => n,
+        }
     }
 
     /// The Unix socket to listen on (or to connect to).

@@ -165,6 +165,7 @@ fn limits_of(config: &Config) -> Limits {
             queue: config.request_queue,
             stop_timeout: Duration::from_secs(config.stop_timeout),
             ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
+            step_timeout: Duration::from_secs(config.step_timeout().max(1)),
             start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
             gpu_layers: config.gpu_layers,
             main_gpu: config.main_gpu,
@@ -437,7 +438,10 @@ pub async fn serve(
 
     let metrics = Metrics::new();
     crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
-    let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone());
+    let request_limits = crate::api::limits::RequestLimits {
+        embed_max_inputs: config.embed_max_inputs,
+    };
+    let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone(), request_limits);
     let socket_group = config
         .socket_group
         .as_deref()

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
+use super::limits::{RequestLimits, check_stops};
 use super::pb::inference_service_client::InferenceServiceClient;
 use super::pb::inference_service_server::InferenceService;
 use super::pb::{self};
@@ -30,6 +31,7 @@ type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status
 pub struct InferenceServiceImpl {
     supervisor: SupervisorHandle,
     metrics: Metrics,
+    limits: RequestLimits,
 }
 
 /// A lease, counted as an active request while it lives.
@@ -39,11 +41,13 @@ struct Held {
 }
 
 impl InferenceServiceImpl {
-    /// A service that leases models from `supervisor` and counts requests in `metrics`.
-    pub fn new(supervisor: SupervisorHandle, metrics: Metrics) -> Self {
+    /// A service that leases models from `supervisor`, counts requests in
+    /// `metrics` and refuses requests past `limits` before leasing anything.
+    pub fn new(supervisor: SupervisorHandle, metrics: Metrics, limits: RequestLimits) -> Self {
         InferenceServiceImpl {
             supervisor,
             metrics,
+            limits,
         }
     }
 
@@ -154,6 +158,7 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = request.into_inner();
+        check_stops(&r.stop)?;
         let model = r.model.clone();
         let (held, upstream) = self
             .on_worker(&model, |mut c| async move { c.generate(r).await })
@@ -170,6 +175,7 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let r = request.into_inner();
+        check_stops(&r.stop)?;
         let model = r.model.clone();
         let (held, upstream) = self
             .on_worker(&model, |mut c| async move { c.chat(r).await })
@@ -210,6 +216,7 @@ impl InferenceService for InferenceServiceImpl {
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let r = request.into_inner();
+        self.limits.check_embed(r.input.len())?;
         let model = r.model.clone();
         let (_, reply) = self
             .on_worker(&model, |mut c| async move { c.embed(r).await })

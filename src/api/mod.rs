@@ -6,6 +6,7 @@ pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod inference;
+pub mod limits;
 pub mod listen;
 pub mod transport;
 

@@ -54,6 +54,8 @@ impl EndpointArg {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the `serve` flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.

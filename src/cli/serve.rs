@@ -88,9 +88,15 @@ pub struct ServeArgs {
     /// Seconds a stopping worker may finish in-flight requests before SIGKILL [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u64>,
-    /// Seconds a worker may take to answer a liveness ping before it counts as hung [default: 30].
+    /// Seconds a worker process may take to answer a liveness ping before it counts as hung [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub worker_ping_timeout: Option<u64>,
+    /// Seconds one decode step may run before the engine counts as stuck; 0 = the ping timeout [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub worker_step_timeout: Option<u64>,
+    /// Inputs one embeddings request may carry [default: 2048].
+    #[arg(long, value_name = "N")]
+    pub embed_max_inputs: Option<usize>,
     /// Seconds a worker may take to load its model [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub worker_start_timeout: Option<u64>,
@@ -152,6 +158,10 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_ping_timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    worker_step_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embed_max_inputs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     worker_start_timeout: Option<u64>,
 }
 
@@ -190,6 +200,8 @@ impl ServeArgs {
             request_queue: self.request_queue,
             stop_timeout: self.stop_timeout,
             worker_ping_timeout: self.worker_ping_timeout,
+            worker_step_timeout: self.worker_step_timeout,
+            embed_max_inputs: self.embed_max_inputs,
             worker_start_timeout: self.worker_start_timeout,
         }
     }

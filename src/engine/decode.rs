@@ -2,8 +2,10 @@
 //!
 //! Each step feeds one token for every generating sequence first, then fills
 //! what is left of the batch with prompt chunks, so a long prompt never stalls
-//! the streams already running. Between steps the loop takes new requests,
-//! answers pings, and frees the sequence of every request whose client left.
+//! the streams already running. An embedding batch advances by one input
+//! per step, between generation steps. Between steps the loop
+//! takes new requests, publishes its progress for liveness pings, and frees
+//! the sequence of every request whose client left.
 
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
@@ -18,9 +20,10 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-use super::embed::Embedder;
+use super::embed::{EmbedTask, Embedder};
+use super::progress::Progress;
 use super::text::{Released, TextStream};
-use super::{EngineConfig, EngineError, EngineStats, Finish, GenerateJob, Job, Piece, Usage};
+use super::{EngineConfig, EngineError, Finish, GenerateJob, Job, Piece, Usage};
 
 /// A request holding a sequence.
 struct Active {
@@ -87,6 +90,7 @@ pub(super) fn run(
     config: EngineConfig,
     mut jobs: mpsc::Receiver<Job>,
     started: std_mpsc::Sender<Result<(), EngineError>>,
+    progress: &Progress,
 ) {
     let parallel = config.parallel.max(1);
     let params = LlamaContextParams::default()
@@ -110,27 +114,40 @@ pub(super) fn run(
             return;
         }
     };
+    warm_up(model, &mut ctx);
     let _ = started.send(Ok(()));
-    let mut embedder = Embedder::new(backend, model, config);
+    let mut embedder = Embedder::new(backend, model, config, progress);
     let batch_size = usize::try_from(config.batch_size.max(1)).unwrap_or(512);
     let mut batch = LlamaBatch::new(batch_size, 1);
     let mut slots: Vec<Option<Active>> = (0..parallel).map(|_| None).collect();
     let mut waiting: VecDeque<GenerateJob> = VecDeque::new();
+    let mut embeds: VecDeque<EmbedTask> = VecDeque::new();
     let mut next_prompt_slot = 0usize;
     loop {
-        let busy = slots.iter().any(Option::is_some) || !waiting.is_empty();
+        let busy = slots.iter().any(Option::is_some) || !waiting.is_empty() || !embeds.is_empty();
         if !busy {
             // Idle: sleep until a job arrives, or end once every handle is gone.
+            progress.idle();
             match jobs.blocking_recv() {
-                Some(job) => take(job, &mut waiting, &slots, config, &mut embedder),
+                Some(job) => take(job, &mut waiting, &mut embeds, config),
                 None => return,
             }
         }
         while let Ok(job) = jobs.try_recv() {
-            take(job, &mut waiting, &slots, config, &mut embedder);
+            take(job, &mut waiting, &mut embeds, config);
         }
+        // One step: at most one input of an embedding batch and one decode
+        // of `batch_size` tokens, so each step's time stays bounded.
+        let active = slots.iter().filter(|s| s.is_some()).count();
+        progress.step(active, waiting.len() + embeds.len());
         drop_cancelled(&mut ctx, &mut slots, &mut waiting);
-        admit(model, &mut ctx, &mut slots, &mut waiting);
+        embeds.retain(|task| !task.cancelled());
+        admit(model, &mut ctx, &mut slots, &mut waiting, config.ctx_size);
+        if let Some(task) = embeds.pop_front() {
+            if let Some(rest) = task.step(&mut embedder) {
+                embeds.push_front(rest);
+            }
+        }
         if fill_batch(&mut batch, &mut slots, batch_size, &mut next_prompt_slot) == 0 {
             continue;
         }
@@ -148,29 +165,16 @@ pub(super) fn run(
     }
 }
 
-/// Takes one job: queues a generation (or refuses it when the queue is full),
-/// runs an embedding, answers a ping.
+/// Takes one job: queues a generation, or an embedding batch (checked first).
 fn take(
     job: Job,
     waiting: &mut VecDeque<GenerateJob>,
-    slots: &[Option<Active>],
+    embeds: &mut VecDeque<EmbedTask>,
     config: EngineConfig,
-    embedder: &mut Embedder<'_>,
 ) {
     match job {
         Job::Generate(job) => waiting.push_back(job),
-        Job::Embed(job) => {
-            let result = embedder.embed(&job.inputs, job.normalize);
-            let _ = job.reply.send(result);
-        }
-        Job::Ping(reply) => {
-            let active = slots.iter().filter(|s| s.is_some()).count();
-            let _ = reply.send(EngineStats {
-                active: u32::try_from(active).unwrap_or(u32::MAX),
-                queued: u32::try_from(waiting.len()).unwrap_or(u32::MAX),
-                slots: config.parallel,
-            });
-        }
+        Job::Embed(job) => embeds.extend(EmbedTask::new(job, config)),
     }
 }
 
@@ -197,6 +201,7 @@ fn admit(
     ctx: &mut LlamaContext<'_>,
     slots: &mut [Option<Active>],
     waiting: &mut VecDeque<GenerateJob>,
+    ctx_size: u32,
 ) {
     for (seq, slot) in slots.iter_mut().enumerate() {
         if slot.is_some() {
@@ -207,7 +212,7 @@ fn admit(
         };
         let seq = i32::try_from(seq).unwrap_or(i32::MAX);
         clear_sequence(ctx, seq);
-        let mut sampler = job.request.sampling.sampler(model.n_vocab());
+        let mut sampler = job.request.sampling.sampler(model.n_vocab(), ctx_size);
         if !job.request.sampling.is_greedy() || job.request.sampling.repeat_penalty != 1.0 {
             // Penalties look at the prompt too, as llama-server's do.
             sampler.accept_many(job.request.prompt.iter());
@@ -352,6 +357,25 @@ fn end_with(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finis
     if let Some(mut active) = slot.take() {
         active.finish(finish, tail);
         clear_sequence(ctx, active.seq);
+    }
+}
+
+/// One decode before the worker says READY, as llama.cpp's own tools do: the
+/// first decode pays one-time costs (buffers, thread pool, a GPU backend
+/// compiling its kernels) under the start-up limit, not the per-step one.
+fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) {
+    let started = Instant::now();
+    let bos = model.vocab().bos();
+    let token = if bos.0 >= 0 { bos } else { LlamaToken::new(0) };
+    let mut batch = LlamaBatch::new(1, 1);
+    let decoded = batch
+        .add(token, 0, &[0], true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| ctx.decode(&mut batch).map_err(|e| e.to_string()));
+    ctx.clear_kv_cache();
+    match decoded {
+        Ok(()) => tracing::debug!(ms = started.elapsed().as_millis(), "engine warmed up"),
+        Err(e) => tracing::warn!(error = %e, "warm-up decode failed"),
     }
 }
 

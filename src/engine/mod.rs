@@ -5,6 +5,7 @@
 pub mod chat;
 mod decode;
 mod embed;
+mod progress;
 pub mod sampling;
 pub mod text;
 
@@ -18,6 +19,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+pub use progress::Liveness;
 pub use sampling::Sampling;
 
 use crate::settings::{CacheType, FlashAttn};
@@ -137,17 +139,6 @@ struct GenerateJob {
     admitted: Option<OwnedSemaphorePermit>,
 }
 
-/// What the engine is doing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Sequences decoding now.
-    pub active: u32,
-    /// Requests waiting for a sequence.
-    pub queued: u32,
-    /// `parallel`.
-    pub slots: u32,
-}
-
 /// A pooled embedding request, tokenized.
 #[derive(Debug)]
 pub struct EmbedJob {
@@ -162,7 +153,6 @@ pub struct EmbedJob {
 enum Job {
     Generate(GenerateJob),
     Embed(EmbedJob),
-    Ping(oneshot::Sender<EngineStats>),
 }
 
 /// Talks to the engine thread; cheap to clone.
@@ -173,6 +163,8 @@ pub struct EngineHandle {
     config: EngineConfig,
     /// Permits for requests decoding or waiting: past them, Busy.
     admission: Arc<Semaphore>,
+    /// What the decode thread says about itself, read without waiting on it.
+    progress: Arc<progress::Progress>,
 }
 
 impl EngineHandle {
@@ -191,9 +183,14 @@ impl EngineHandle {
         let (tx, rx) = mpsc::channel(1024);
         let (started_tx, started) = std::sync::mpsc::channel();
         let thread_model = model.clone();
+        let progress = progress::Progress::new();
+        let thread_progress = progress.clone();
         std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || decode::run(&backend, &thread_model, config, rx, started_tx))
+            .spawn(move || {
+                let progress = progress::StopOnDrop(thread_progress);
+                decode::run(&backend, &thread_model, config, rx, started_tx, &progress.0);
+            })
             .map_err(|e| EngineError::Llama(format!("cannot start the engine thread: {e}")))?;
         started.recv().map_err(|_| EngineError::Stopped)??;
         let admission = Arc::new(Semaphore::new(
@@ -206,6 +203,7 @@ impl EngineHandle {
             model,
             config,
             admission,
+            progress,
         })
     }
 
@@ -263,14 +261,12 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Answered by the decode loop between steps: a hung engine never answers.
-    pub async fn ping(&self) -> Result<EngineStats, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Ping(reply))
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)
+    /// Steps done and how long the running one has taken, read without
+    /// waiting for the decode thread (a long step must not look like a hang,
+    /// and a stuck one shows as a step that never ends); Stopped once the
+    /// thread is gone.
+    pub fn liveness(&self) -> Result<Liveness, EngineError> {
+        self.progress.read().ok_or(EngineError::Stopped)
     }
 
     /// Tokens of `text`.

@@ -143,8 +143,22 @@ impl Sampling {
         self.temperature <= 0.0
     }
 
-    /// The llama.cpp sampler chain, in llama-server's order.
-    pub fn sampler(&self, n_vocab: i32) -> LlamaSampler {
+    /// Tokens the penalties look back over in a context of `ctx_size`: -1
+    /// (the whole context) and anything longer are the context. llama.cpp
+    /// allocates its window up front, so an unclamped `i32::MAX` would ask
+    /// for 8 GiB (and -1 would silently turn the penalties off).
+    pub fn penalty_window(&self, ctx_size: u32) -> i32 {
+        let ctx = i32::try_from(ctx_size).unwrap_or(i32::MAX);
+        if self.penalty_last_n < 0 || self.penalty_last_n > ctx {
+            ctx
+        } else {
+            self.penalty_last_n
+        }
+    }
+
+    /// The llama.cpp sampler chain, in llama-server's order, for a sequence
+    /// whose context holds `ctx_size` tokens.
+    pub fn sampler(&self, n_vocab: i32, ctx_size: u32) -> LlamaSampler {
         let mut chain = Vec::new();
         let penalised = self.repeat_penalty != 1.0
             || self.presence_penalty != 0.0
@@ -152,7 +166,7 @@ impl Sampling {
         if penalised && self.penalty_last_n != 0 {
             chain.push(LlamaSampler::penalties(
                 n_vocab,
-                self.penalty_last_n,
+                self.penalty_window(ctx_size),
                 self.repeat_penalty,
                 self.frequency_penalty,
                 self.presence_penalty,
@@ -180,6 +194,21 @@ impl Sampling {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_penalty_window_never_exceeds_the_context() {
+        let window = |n| {
+            Sampling {
+                penalty_last_n: n,
+                ..Sampling::default()
+            }
+            .penalty_window(4096)
+        };
+        assert_eq!(window(64), 64);
+        assert_eq!(window(0), 0);
+        assert_eq!(window(-1), 4096);
+        assert_eq!(window(i32::MAX), 4096);
+    }
 
     #[test]
     fn unset_fields_take_the_defaults_and_the_random_seed() {

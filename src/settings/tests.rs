@@ -13,6 +13,7 @@ fn base() -> WorkerSettings {
         queue: 64,
         stop_timeout: Duration::from_secs(10),
         ping_timeout: Duration::from_secs(30),
+        step_timeout: Duration::from_secs(30),
         start_timeout: Duration::from_secs(300),
         gpu_layers: crate::settings::GpuLayers::Auto,
         main_gpu: 0,

@@ -26,6 +26,7 @@ fn worker_settings() -> WorkerSettings {
         queue: 4,
         stop_timeout: Duration::from_secs(1),
         ping_timeout: Duration::from_secs(5),
+        step_timeout: Duration::from_secs(5),
         start_timeout: Duration::from_secs(60),
         gpu_layers: crate::settings::GpuLayers::Auto,
         main_gpu: 0,

@@ -1,9 +1,10 @@
 //! Worker processes: `llama-router worker` runs one model's llama.cpp engine
 //! out of the daemon's address space, so a crash costs one model, not the
 //! router. `server` and `service` run inside the worker; `process` is the
-//! daemon's side: spawning, watching and stopping it.
+//! daemon's side: spawning, watching and stopping it (`liveness` pings it).
 
 pub mod args;
+mod liveness;
 mod logs;
 pub mod process;
 pub mod server;

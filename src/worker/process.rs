@@ -19,15 +19,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use super::args::WorkerArgs;
+use super::liveness::liveness;
 use super::server::READY_LINE;
-use crate::api::worker_pb::PingRequest;
 use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{CacheType, FlashAttn, WorkerExtras};
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
-/// Consecutive failed pings (not timeouts) that count as a broken worker.
-const PING_ERRORS_TOLERATED: u32 = 3;
 
 /// How workers run (from the config; applies to workers started after a reload).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,8 +42,10 @@ pub struct WorkerSettings {
     pub queue: usize,
     /// Grace period for in-flight requests when a worker stops.
     pub stop_timeout: Duration,
-    /// How long the engine may take to answer a liveness ping.
+    /// How long the worker process may take to answer a liveness ping.
     pub ping_timeout: Duration,
+    /// How long one decode step may run before the engine counts as stuck.
+    pub step_timeout: Duration,
     /// How long a worker may take to load its model and answer.
     pub start_timeout: Duration,
     /// Layers on the GPU: auto, all or a number (admission resolves it to a number).
@@ -314,7 +314,7 @@ impl WorkerProcess {
         let (hung_tx, mut hung) = mpsc::channel(1);
         let pinger = tokio::spawn(liveness(
             WorkerServiceClient::new(self.link.channel.clone()),
-            self.settings.ping_timeout,
+            self.settings,
             hung_tx,
         ));
         let outcome = tokio::select! {
@@ -402,43 +402,6 @@ impl Drop for WorkerProcess {
     /// The child dies with the handle (kill_on_drop); its socket must not outlive it.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// Pings the engine; reports a hang (no answer in `timeout`) or a broken worker.
-async fn liveness(
-    mut client: WorkerServiceClient<Channel>,
-    timeout: Duration,
-    hung: mpsc::Sender<String>,
-) {
-    let interval = (timeout / 2).max(Duration::from_millis(100));
-    let mut errors = 0u32;
-    loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, client.ping(PingRequest {})).await {
-            Ok(Ok(_)) => errors = 0,
-            Ok(Err(status)) => {
-                errors += 1;
-                if errors >= PING_ERRORS_TOLERATED {
-                    let _ = hung
-                        .send(format!(
-                            "worker stopped answering liveness pings: {}",
-                            status.message()
-                        ))
-                        .await;
-                    return;
-                }
-            }
-            Err(_) => {
-                let _ = hung
-                    .send(format!(
-                        "worker hung: no answer to a liveness ping within {} s; killed",
-                        timeout.as_secs_f64()
-                    ))
-                    .await;
-                return;
-            }
-        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::api::limits::check_stops;
 use crate::api::pb::inference_service_server::InferenceService;
 use crate::api::pb::{self};
 use crate::api::worker_pb::worker_service_server::WorkerService;
@@ -72,6 +73,9 @@ impl WorkerInference {
                 prompt.len()
             )));
         }
+        // max_tokens needs no bound of its own: the engine ends every
+        // generation when its context is full (finish_reason length).
+        check_stops(&stops)?;
         let sampling = Sampling::from_request(sampling, random_seed(), &self.sampling)
             .map_err(engine_status)?;
         let rx = self
@@ -212,20 +216,26 @@ impl InferenceService for WorkerInference {
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let r = request.into_inner();
+        let normalize = r.normalize;
         if r.input.is_empty() {
             return Err(Status::invalid_argument(
                 "an embedding request needs at least one input",
             ));
         }
-        let inputs: Vec<_> = r
-            .input
-            .iter()
-            .map(|text| self.engine.tokenize(text, true, false))
-            .collect();
+        // Off the runtime's threads: thousands of inputs take a while to tokenize.
+        let engine = self.engine.clone();
+        let inputs: Vec<_> = tokio::task::spawn_blocking(move || {
+            r.input
+                .iter()
+                .map(|text| engine.tokenize(text, true, false))
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("tokenizing the inputs failed: {e}")))?;
         let prompt_tokens = inputs.iter().map(Vec::len).sum::<usize>();
         let vectors = self
             .engine
-            .embed(inputs, r.normalize)
+            .embed(inputs, normalize)
             .await
             .map_err(engine_status)?;
         Ok(Response::new(pb::EmbedResponse {
@@ -238,7 +248,7 @@ impl InferenceService for WorkerInference {
     }
 }
 
-/// Liveness: answered by the engine thread itself.
+/// Liveness: what the engine thread last published, read without waiting on it.
 #[derive(Clone)]
 pub struct WorkerControl {
     engine: EngineHandle,
@@ -254,11 +264,14 @@ impl WorkerControl {
 #[tonic::async_trait]
 impl WorkerService for WorkerControl {
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        let stats = self.engine.ping().await.map_err(engine_status)?;
+        let live = self.engine.liveness().map_err(engine_status)?;
         Ok(Response::new(PingReply {
-            active: stats.active,
-            queued: stats.queued,
-            slots: stats.slots,
+            active: live.active,
+            queued: live.queued,
+            slots: self.engine.config().parallel,
+            steps: live.steps,
+            step_running_ms: u64::try_from(live.step_running.as_millis()).unwrap_or(u64::MAX),
+            warming: live.warming,
         }))
     }
 }

@@ -1,0 +1,108 @@
+//! Bounds on the counts a request names, checked by the daemon before a
+//! model is leased (cheap, and a refused request never reaches a worker) and
+//! again by the worker for what it alone knows (the context).
+
+use tonic::Status;
+
+/// Most stop strings per request (OpenAI allows 4; llama.cpp clients send a few more).
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Most bytes per stop string: every generated token is matched against
+/// each stop's prefixes, so this bounds that work per token.
+pub const MAX_STOP_BYTES: usize = 256;
+
+/// A request past one of the bounds; the message names the bound and how to change it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// Too many stop strings.
+    #[error("{count} stop strings given; a request takes at most {MAX_STOP_STRINGS}")]
+    TooManyStops {
+        /// How many were given.
+        count: usize,
+    },
+    /// A stop string is too long.
+    #[error("a stop string of {len} bytes given; stop strings are at most {MAX_STOP_BYTES} bytes")]
+    StopTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Too many embedding inputs.
+    #[error(
+        "{count} inputs given; an embeddings request takes at most {max} (config key embed_max_inputs)"
+    )]
+    TooManyInputs {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl From<LimitError> for Status {
+    fn from(e: LimitError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The configurable bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Inputs per embeddings request (`embed_max_inputs`).
+    pub embed_max_inputs: usize,
+}
+
+impl RequestLimits {
+    /// An embeddings request's input count.
+    pub fn check_embed(&self, inputs: usize) -> Result<(), LimitError> {
+        if inputs > self.embed_max_inputs {
+            return Err(LimitError::TooManyInputs {
+                count: inputs,
+                max: self.embed_max_inputs,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A request's stop strings: how many and how long.
+pub fn check_stops(stops: &[String]) -> Result<(), LimitError> {
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(LimitError::TooManyStops { count: stops.len() });
+    }
+    match stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        Some(long) => Err(LimitError::StopTooLong { len: long.len() }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked_and_named() {
+        let limits = RequestLimits {
+            embed_max_inputs: 3,
+        };
+        assert!(limits.check_embed(3).is_ok());
+        let e = limits.check_embed(4).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("at most 3 (config key embed_max_inputs)")
+        );
+        assert!(check_stops(&vec!["x".to_owned(); MAX_STOP_STRINGS]).is_ok());
+        let many = vec!["x".to_owned(); MAX_STOP_STRINGS + 1];
+        assert!(matches!(
+            check_stops(&many),
+            Err(LimitError::TooManyStops { count: 17 })
+        ));
+        let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];
+        assert!(matches!(
+            check_stops(&long),
+            Err(LimitError::StopTooLong { len: 257 })
+        ));
+        assert_eq!(
+            Status::from(LimitError::StopTooLong { len: 1 }).code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}
