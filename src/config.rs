@@ -71,6 +71,8 @@ pub struct Config {
     pub worker_ping_timeout: u64,
     /// Seconds a worker may take to load its model and answer.
     pub worker_start_timeout: u64,
+    /// Command prefixed to every worker's argv (numactl, taskset); empty: none.
+    pub worker_wrapper: Vec<String>,
     /// Layers each model offloads to the GPU: auto (as many as fit), all, or a number.
     pub gpu_layers: crate::settings::GpuLayers,
     /// Which usable GPU models offload to (0 = the first).
@@ -109,6 +111,7 @@ impl Default for Config {
             stop_timeout: 10,
             worker_ping_timeout: 30,
             worker_start_timeout: 300,
+            worker_wrapper: Vec::new(),
             gpu_layers: crate::settings::GpuLayers::Auto,
             main_gpu: 0,
             defaults: ModelSettings::default(),

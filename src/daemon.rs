@@ -62,6 +62,9 @@ pub enum DaemonError {
     /// An actor stopped during start-up.
     #[error("{0} stopped during start-up")]
     ActorStopped(&'static str),
+    /// The workers' socket directory is not safe to use.
+    #[error(transparent)]
+    WorkerSockets(#[from] crate::worker::sockets::SocketDirError),
 }
 
 fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -248,6 +251,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.watch_debounce_ms != new.watch_debounce_ms {
         keys.push("watch_debounce_ms");
     }
+    if old.worker_wrapper != new.worker_wrapper {
+        keys.push("worker_wrapper");
+    }
     keys
 }
 
@@ -377,11 +383,13 @@ pub async fn serve(
     check_aliases(&config, first.entries.iter().map(|e| e.id.as_str()))?;
     let limits = limits_of(&config);
     let socket = config.socket_path();
+    let runtime_dir = socket
+        .parent()
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
     let worker_env = WorkerEnv {
         exe: std::env::current_exe().map_err(listen_error("finding our own binary"))?,
-        runtime_dir: socket
-            .parent()
-            .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
+        wrapper: config.worker_wrapper.clone(),
+        socket_dir: crate::worker::sockets::prepare_dir(&runtime_dir)?,
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
         gpus: discover_gpus().await,
     };

@@ -4,10 +4,12 @@
 //! daemon's side: spawning, watching and stopping it.
 
 pub mod args;
+mod command;
 mod logs;
 pub mod process;
 pub mod server;
 pub mod service;
+pub mod sockets;
 
 pub use args::WorkerArgs;
 pub use process::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};
