@@ -62,7 +62,11 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 
 /// Asks for `id` (so its worker starts), waits until the model is failed, returns its reason.
 async fn failure_of(d: &Daemon, id: &str, within: Duration) -> String {
-    let request = d.inference().await.generate(greedy(id, "hi", 1));
+    let mut client = d.inference().await;
+    let request = async {
+        let stream = client.generate(greedy(id, "hi", 1)).await?.into_inner();
+        collect(stream).await
+    };
     let answer = tokio::time::timeout(within, request).await;
     assert!(
         answer.as_ref().is_ok_and(Result::is_err),
@@ -91,6 +95,7 @@ async fn flood_is_bounded(fault: &str) {
 
     let reason = failure_of(&d, "chatty", Duration::from_secs(60)).await;
     let peak = proc_kib(d.child.id(), "VmHWM:");
+    eprintln!("daemon peak RSS {} MiB; reason: {reason}", peak >> 10);
     assert!(
         reason.contains("worker killed: it wrote more than") && reason.contains("of output in"),
         "{reason}"
