@@ -22,10 +22,10 @@ use support::{Daemon, add_demo_model, collect, greedy, state, tiny_model};
 
 /// Peak RSS the daemon may reach while a worker floods (the old relay: ~956 MiB).
 const RSS_BOUND_KIB: u64 = 200 << 10;
-/// 300 MB of 'x' on stderr, one line (the measurement), then silence.
-const STDERR_FLOOD: &str = "head -c 300000000 /dev/zero | tr '\\0' x >&2; exec sleep 60";
+/// 300 MB of 'x' on stderr, one line (the measurement), then exit.
+const STDERR_FLOOD: &str = "head -c 300000000 /dev/zero | tr '\\0' x >&2; exit 1";
 /// The same on stdout, before READY.
-const STDOUT_FLOOD: &str = "head -c 300000000 /dev/zero | tr '\\0' x; exec sleep 60";
+const STDOUT_FLOOD: &str = "head -c 300000000 /dev/zero | tr '\\0' x; exit 1";
 
 /// A wrapper script that runs `fault` (which must end by exiting or exec'ing)
 /// for model `id`, and execs the real worker for the others.
@@ -70,7 +70,8 @@ async fn failure_of(d: &Daemon, id: &str, within: Duration) -> String {
     let answer = tokio::time::timeout(within, request).await;
     assert!(
         answer.as_ref().is_ok_and(Result::is_err),
-        "the request on {id} must fail in time: {answer:?}"
+        "the request on {id} must fail in time: {answer:?} (daemon peak RSS {} MiB)",
+        proc_kib(d.child.id(), "VmHWM:") >> 10
     );
     let deadline = Instant::now() + within;
     loop {
@@ -95,16 +96,17 @@ async fn flood_is_bounded(fault: &str) {
 
     let reason = failure_of(&d, "chatty", Duration::from_secs(60)).await;
     let peak = proc_kib(d.child.id(), "VmHWM:");
-    eprintln!("daemon peak RSS {} MiB; reason: {reason}", peak >> 10);
-    assert!(
-        reason.contains("worker killed: it wrote more than") && reason.contains("of output in"),
-        "{reason}"
-    );
+    eprintln!("daemon peak RSS {} MiB; reason: {:.400}", peak >> 10, reason);
     assert!(
         peak < RSS_BOUND_KIB,
         "daemon peak RSS {} MiB while a worker flooded (bound {} MiB)",
         peak >> 10,
         RSS_BOUND_KIB >> 10
+    );
+    assert!(
+        reason.contains("worker killed: it wrote more than") && reason.contains("of output in"),
+        "{:.400}",
+        reason
     );
     let log_len = std::fs::metadata(&d.log).unwrap().len();
     assert!(log_len < 4 << 20, "the daemon log grew to {log_len} bytes");
