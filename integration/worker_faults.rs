@@ -31,9 +31,8 @@ const STDOUT_FLOOD: &str = "head -c 300000000 /dev/zero | tr '\\0' x; exit 1";
 /// for model `id`, and execs the real worker for the others.
 fn wrapper(dir: &Path, id: &str, fault: &str) -> PathBuf {
     let path = dir.join("wrapper.sh");
-    let script = format!(
-        "#!/bin/sh\ncase \"$*\" in *\"--model-id {id} \"*) {fault};; esac\nexec \"$@\"\n"
-    );
+    let script =
+        format!("#!/bin/sh\ncase \"$*\" in *\"--model-id {id} \"*) {fault};; esac\nexec \"$@\"\n");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
@@ -96,7 +95,11 @@ async fn flood_is_bounded(fault: &str) {
 
     let reason = failure_of(&d, "chatty", Duration::from_secs(60)).await;
     let peak = proc_kib(d.child.id(), "VmHWM:");
-    eprintln!("daemon peak RSS {} MiB; reason: {:.400}", peak >> 10, reason);
+    eprintln!(
+        "daemon peak RSS {} MiB; reason: {:.400}",
+        peak >> 10,
+        reason
+    );
     assert!(
         peak < RSS_BOUND_KIB,
         "daemon peak RSS {} MiB while a worker flooded (bound {} MiB)",
@@ -250,7 +253,11 @@ async fn a_worker_socket_is_private_and_answers_only_its_daemon() {
     // The worker says why, and keeps serving its daemon.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.log_text().contains("refused a connection to this worker") {
-        assert!(Instant::now() < deadline, "no warning; log:\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no warning; log:\n{}",
+            d.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let again = collect(

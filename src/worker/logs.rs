@@ -100,8 +100,12 @@ impl OutputMeter {
             *window = (now, 0, 0);
         }
         let lines = bytes.iter().filter(|b| **b == b'\n').count();
-        window.1 = window.1.saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
-        window.2 = window.2.saturating_add(u64::try_from(lines).unwrap_or(u64::MAX));
+        window.1 = window
+            .1
+            .saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+        window.2 = window
+            .2
+            .saturating_add(u64::try_from(lines).unwrap_or(u64::MAX));
         let what = if window.1 > self.limit {
             format!("more than {} MiB of output", self.limit >> 20)
         } else if window.2 > self.line_limit {
@@ -330,7 +334,10 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(out[0].starts_with(&"x".repeat(LINE_CAP)));
         assert!(
-            out[0].ends_with(&format!("… [{} more bytes of this line cut]", LINE_CAP + 2000)),
+            out[0].ends_with(&format!(
+                "… [{} more bytes of this line cut]",
+                LINE_CAP + 2000
+            )),
             "{}",
             &out[0][LINE_CAP..]
         );

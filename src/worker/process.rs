@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use super::args::WorkerArgs;
-use super::command::{describe_program, worker_command};
 pub use super::command::worker_env;
+use super::command::{describe_program, worker_command};
 use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
 use crate::api::worker_pb::PingRequest;

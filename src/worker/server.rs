@@ -15,8 +15,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use super::args::WorkerArgs;
-use super::sockets;
 use super::service::{WorkerControl, WorkerInference};
+use super::sockets;
 use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::engine::chat::{ChatError, ChatTemplate};
