@@ -351,7 +351,7 @@ mod tests {
             tail.push(format!("line {i}"));
         }
         assert_eq!(tail.lines().count(), STDERR_TAIL_LINES);
-        assert_eq!(tail.lines().last(), Some("line 999"));
+        assert_eq!(tail.lines().next_back(), Some("line 999"));
         for _ in 0..100 {
             tail.push("y".repeat(LINE_CAP));
         }
