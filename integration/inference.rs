@@ -70,9 +70,9 @@ async fn worker_pid(d: &Daemon, id: &str) -> u32 {
     pid
 }
 
-/// Worker sockets the daemon left in its runtime directory.
+/// Worker sockets the daemon left in its runtime directory's `workers/`.
 fn worker_sockets(d: &Daemon) -> Vec<String> {
-    std::fs::read_dir(d.socket.parent().unwrap())
+    std::fs::read_dir(d.socket.parent().unwrap().join("workers"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())

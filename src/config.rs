@@ -92,6 +92,8 @@ pub struct Config {
     pub worker_start_timeout: u64,
     /// Inputs one embeddings request may carry (OpenAI's limit is 2,048).
     pub embed_max_inputs: usize,
+    /// Command prefixed to every worker's argv (numactl, taskset); empty: none.
+    pub worker_wrapper: Vec<String>,
     /// Layers each model offloads to the GPU: auto (as many as fit), all, or a number.
     pub gpu_layers: crate::settings::GpuLayers,
     /// Which usable GPU models offload to (0 = the first).
@@ -138,6 +140,7 @@ impl Default for Config {
             worker_step_timeout: 0,
             worker_start_timeout: 300,
             embed_max_inputs: 2048,
+            worker_wrapper: Vec::new(),
             gpu_layers: crate::settings::GpuLayers::Auto,
             main_gpu: 0,
             defaults: ModelSettings::default(),

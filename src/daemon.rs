@@ -70,6 +70,9 @@ pub enum DaemonError {
     /// An actor stopped during start-up.
     #[error("{0} stopped during start-up")]
     ActorStopped(&'static str),
+    /// The workers' socket directory is not safe to use.
+    #[error(transparent)]
+    WorkerSockets(#[from] crate::worker::sockets::SocketDirError),
 }
 
 fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -283,6 +286,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if header_limits(old) != header_limits(new) {
         keys.push("max_metadata_value_bytes/max_metadata_bytes");
     }
+    if old.worker_wrapper != new.worker_wrapper {
+        keys.push("worker_wrapper");
+    }
     keys
 }
 
@@ -414,11 +420,20 @@ pub async fn serve(
     check_aliases(&config, first.entries.iter().map(|e| e.id.as_str()))?;
     let limits = limits_of(&config);
     let socket = config.socket_path();
+    // The runtime directory first (with its mode and group), then the workers' inside it.
+    let socket_group = config
+        .socket_group
+        .as_deref()
+        .map(runtime_dir::resolve_group)
+        .transpose()?;
+    prepare_socket(&socket, socket_group).await?;
+    let runtime_dir = socket
+        .parent()
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
     let worker_env = WorkerEnv {
         exe: std::env::current_exe().map_err(listen_error("finding our own binary"))?,
-        runtime_dir: socket
-            .parent()
-            .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
+        wrapper: config.worker_wrapper.clone(),
+        socket_dir: crate::worker::sockets::prepare_dir(&runtime_dir)?,
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
         gpus: discover_gpus().await,
     };
@@ -442,12 +457,6 @@ pub async fn serve(
         embed_max_inputs: config.embed_max_inputs,
     };
     let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone(), request_limits);
-    let socket_group = config
-        .socket_group
-        .as_deref()
-        .map(runtime_dir::resolve_group)
-        .transpose()?;
-    prepare_socket(&socket, socket_group).await?;
     let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
     runtime_dir::secure_socket(&socket, socket_group)?;
     let (http_budget, grpc_budget) = listen::tcp_budgets(

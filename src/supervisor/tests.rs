@@ -68,7 +68,8 @@ async fn supervisor(
         },
         WorkerEnv {
             exe: worker.to_path_buf(),
-            runtime_dir: dir.to_path_buf(),
+            wrapper: Vec::new(),
+            socket_dir: dir.to_path_buf(),
             log_level: "info".into(),
             gpus: Default::default(),
         },

@@ -4,11 +4,13 @@
 //! daemon's side: spawning, watching and stopping it (`liveness` pings it).
 
 pub mod args;
+mod command;
 mod liveness;
 mod logs;
 pub mod process;
 pub mod server;
 pub mod service;
+pub mod sockets;
 
 pub use args::WorkerArgs;
 pub use process::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};

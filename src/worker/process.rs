@@ -1,31 +1,34 @@
 //! The daemon's side of a worker: spawn it with an explicit argv and
-//! environment, forward its logs, keep the tail of its stderr, ping it, stop
-//! it gracefully (SIGTERM, then SIGKILL), and say in words why it died.
+//! environment, forward its logs, keep the tail of its stderr, kill it when
+//! it floods its pipes, ping it, stop it gracefully (SIGTERM, then SIGKILL),
+//! and say in words why it died.
 
 use crate::settings::GpuLayers;
-use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use super::args::WorkerArgs;
+pub use super::command::worker_env;
+use super::command::{describe_program, worker_command};
 use super::liveness::liveness;
+use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
 use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{CacheType, FlashAttn, WorkerExtras};
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
+/// Characters of each of those lines quoted (the log event has them whole).
+const REASON_LINE_CHARS: usize = 300;
 
 /// How workers run (from the config; applies to workers started after a reload).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,8 +68,10 @@ pub struct WorkerSettings {
 pub struct WorkerEnv {
     /// This binary (`llama-router`).
     pub exe: PathBuf,
-    /// Directory for the workers' sockets (the daemon's runtime directory).
-    pub runtime_dir: PathBuf,
+    /// Command prefixed to the worker's argv (`worker_wrapper`); empty: none.
+    pub wrapper: Vec<String>,
+    /// Directory for the workers' sockets (`<runtime dir>/workers`, 0700: see `sockets`).
+    pub socket_dir: PathBuf,
     /// Log filter passed to workers.
     pub log_level: String,
     /// The GPUs workers offload to, with their VRAM ledgers.
@@ -115,34 +120,12 @@ pub struct WorkerProcess {
     socket: PathBuf,
     link: WorkerLink,
     exit: watch::Sender<Option<WorkerExit>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<Mutex<StderrTail>>,
+    /// Its output so far; says when it flooded.
+    output: Arc<OutputMeter>,
+    /// Fires once stdout carried the READY line.
+    ready: Option<oneshot::Receiver<()>>,
     settings: WorkerSettings,
-}
-
-/// The environment a worker gets: nothing inherited by accident. Never
-/// `NOTIFY_SOCKET` (only the daemon talks to systemd), `LISTEN_*`,
-/// `JOURNAL_STREAM` (its stderr is a pipe to us) or our own config variables.
-pub fn worker_env(
-    vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    const KEEP: &[&str] = &[
-        "PATH",
-        "HOME",
-        "LANG",
-        "LC_ALL",
-        "TZ",
-        "TMPDIR",
-        "LD_LIBRARY_PATH",
-        "RUST_BACKTRACE",
-        "RUST_LIB_BACKTRACE",
-    ];
-    const KEEP_PREFIXES: &[&str] = &["CUDA_", "HIP_", "ROCR_", "HSA_", "GGML_", "OMP_", "GPU_"];
-    vars.into_iter()
-        .filter(|(name, _)| {
-            let name = name.to_string_lossy();
-            KEEP.contains(&name.as_ref()) || KEEP_PREFIXES.iter().any(|p| name.starts_with(p))
-        })
-        .collect()
 }
 
 /// A process exit in words.
@@ -185,7 +168,7 @@ impl WorkerProcess {
             crashed: true,
         };
         let socket = env
-            .runtime_dir
+            .socket_dir
             .join(format!("worker-{}-{generation}.sock", std::process::id()));
         let threads = if settings.threads == 0 {
             std::thread::available_parallelism().map_or(4, |n| n.get())
@@ -216,30 +199,35 @@ impl WorkerProcess {
             cache_type_v: settings.cache_type_v,
             shards,
         };
-        let mut child = Command::new(&env.exe)
-            .args(args.to_argv())
-            .env_clear()
-            .envs(worker_env(std::env::vars_os()))
-            .envs(&extras.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let mut child = worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
             .spawn()
             .map_err(|e| {
                 failed(format!(
                     "cannot start the worker {}: {e}",
-                    env.exe.display()
+                    describe_program(&env.wrapper, &env.exe)
                 ))
             })?;
         let pid = child.id().unwrap_or(0);
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let output = OutputMeter::new();
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(super::logs::forward_stderr(
                 stderr,
                 model_id.to_owned(),
                 pid,
                 tail.clone(),
+                output.clone(),
+            ));
+        }
+        let (ready_tx, ready) = oneshot::channel();
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(super::logs::watch_stdout(
+                stdout,
+                model_id.to_owned(),
+                READY_LINE,
+                ready_tx,
+                output.clone(),
             ));
         }
         let (exit, exit_rx) = watch::channel(None);
@@ -256,6 +244,8 @@ impl WorkerProcess {
             },
             exit,
             tail,
+            output,
+            ready: Some(ready),
             settings,
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
@@ -279,27 +269,28 @@ impl WorkerProcess {
         Err(process.ended(failed(failure)))
     }
 
-    /// Waits for the READY line, or the worker's exit.
+    /// Waits for the READY line, or the worker's exit, or its flooding its pipes.
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let Some(stdout) = self.child.stdout.take() else {
+        let Some(ready) = self.ready.take() else {
             return Err("the worker has no stdout".to_owned());
         };
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            tokio::select! {
-                line = lines.next_line() => match line {
-                    Ok(Some(l)) if l.trim() == READY_LINE => return Ok(()),
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => {
-                        // stdout closed: the worker is exiting; report how.
-                        let status = self.child.wait().await.map_err(|e| e.to_string())?;
-                        return Err(describe_exit(status));
-                    }
-                },
-                status = self.child.wait() => {
-                    return Err(status.map_or_else(|e| e.to_string(), describe_exit));
-                }
-            }
+        let output = self.output.clone();
+        let exit = |status: std::io::Result<ExitStatus>| {
+            status.map_or_else(|e| e.to_string(), describe_exit)
+        };
+        let seen = tokio::select! {
+            seen = ready => seen.is_ok(),
+            status = self.child.wait() => return Err(exit(status)),
+            why = output.flooded() => return Err(why),
+        };
+        if seen {
+            return Ok(());
+        }
+        // stdout closed without READY: the worker is exiting (report how), or
+        // it flooded stdout and its helpers may live on (kill it).
+        tokio::select! {
+            status = self.child.wait() => Err(exit(status)),
+            why = output.flooded() => Err(why),
         }
     }
 
@@ -317,10 +308,16 @@ impl WorkerProcess {
             self.settings,
             hung_tx,
         ));
+        let output = self.output.clone();
         let outcome = tokio::select! {
             _ = &mut stop => {
                 self.stop().await;
                 None
+            }
+            why = output.flooded() => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                Some(why)
             }
             status = self.child.wait() => {
                 let reason = status.map_or_else(|e| format!("lost track of the worker: {e}"), describe_exit);
@@ -365,21 +362,28 @@ impl WorkerProcess {
     }
 
     /// Records how it ended (with the tail of its stderr for a crash), logs a
-    /// crash as one ERROR event, and removes its socket.
+    /// crash as one ERROR event, and removes its socket. A worker that
+    /// flooded ended for that reason, whatever signal the kill showed as.
     fn ended(&mut self, mut exit: WorkerExit) -> WorkerExit {
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(flood) = self.output.verdict() {
+            exit = WorkerExit {
+                reason: flood,
+                crashed: true,
+            };
+        }
         if exit.crashed {
             let tail: Vec<String> = self
                 .tail
                 .lock()
-                .map(|t| t.iter().cloned().collect())
+                .map(|t| t.lines().map(str::to_owned).collect())
                 .unwrap_or_default();
-            let last: Vec<&str> = tail
+            let last: Vec<String> = tail
                 .iter()
                 .rev()
                 .take(REASON_LINES)
                 .rev()
-                .map(String::as_str)
+                .map(|l| quote(l))
                 .collect();
             if !last.is_empty() {
                 exit.reason = format!("{}; last stderr: {}", exit.reason, last.join(" | "));
@@ -398,6 +402,20 @@ impl WorkerProcess {
     }
 }
 
+/// A stderr line as a failure reason quotes it: at most `REASON_LINE_CHARS`
+/// characters, plus the relay's marker of how much of it was cut.
+fn quote(line: &str) -> String {
+    let Some((end, _)) = line.char_indices().nth(REASON_LINE_CHARS) else {
+        return line.to_owned();
+    };
+    let marker = line
+        .rfind("… [")
+        .and_then(|i| line.get(i..))
+        .filter(|m| m.ends_with(" cut]") && m.len() < 100)
+        .unwrap_or("…");
+    format!("{}{marker}", line.get(..end).unwrap_or_default())
+}
+
 impl Drop for WorkerProcess {
     /// The child dies with the handle (kill_on_drop); its socket must not outlive it.
     fn drop(&mut self) {
@@ -408,38 +426,6 @@ impl Drop for WorkerProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_environment_keeps_only_what_a_worker_needs() {
-        let vars = [
-            ("PATH", "/usr/bin"),
-            ("NOTIFY_SOCKET", "/run/systemd/notify"),
-            ("LISTEN_FDS", "2"),
-            ("JOURNAL_STREAM", "8:123"),
-            ("LLAMA_ROUTER_MODELS_MAX", "2"),
-            ("RUST_LOG", "trace"),
-            ("CUDA_VISIBLE_DEVICES", "1"),
-            ("HIP_VISIBLE_DEVICES", "0"),
-            ("RUST_BACKTRACE", "full"),
-        ];
-        let kept = worker_env(
-            vars.iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        );
-        let names: Vec<String> = kept
-            .iter()
-            .map(|(k, _)| k.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "PATH",
-                "CUDA_VISIBLE_DEVICES",
-                "HIP_VISIBLE_DEVICES",
-                "RUST_BACKTRACE"
-            ]
-        );
-    }
 
     #[test]
     fn exits_are_described_in_words() {

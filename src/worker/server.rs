@@ -1,5 +1,6 @@
 //! The worker process (`llama-router worker`): loads one model with llama.cpp
-//! and serves it on a private Unix socket until SIGTERM or its parent's death.
+//! and serves it on a private Unix socket (0600, its daemon's connections
+//! only) until SIGTERM or its parent's death.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use super::args::WorkerArgs;
 use super::service::{WorkerControl, WorkerInference};
+use super::sockets;
 use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::engine::chat::{ChatError, ChatTemplate};
@@ -158,13 +160,17 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let _ = std::fs::remove_file(&args.socket);
     let listener = UnixListener::bind(&args.socket)
         .map_err(io(format!("binding {}", args.socket.display())))?;
+    // 0600 whatever the umask; and only the daemon's connections get through.
+    sockets::restrict_socket(&args.socket)
+        .map_err(io(format!("making {} private", args.socket.display())))?;
+    let incoming = sockets::daemon_only(UnixListenerStream::new(listener), args.parent_pid);
     let mut terminate = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
     let inference = WorkerInference::new(engine.clone(), template, sampling);
     let server = tonic::transport::Server::builder()
         .add_service(InferenceServiceServer::new(inference))
         .add_service(WorkerServiceServer::new(WorkerControl::new(engine)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
