@@ -12,7 +12,7 @@
 mod support;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use llama_router::api::pb::{self, ListModelsRequest};
 use llama_router::gguf::writer::GgufWriter;
 use llama_router::gguf::{GgmlType, Value};
 use prost::Message;
-use support::{Daemon, state, tiny_model};
+use support::{Daemon, free_port, state, tiny_model};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -54,10 +54,7 @@ fn huge_string_model(path: &Path, key: &str, len: u64) {
 
 /// The daemon's peak resident memory (VmHWM), in MiB.
 fn peak_rss_mib(d: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
+    support::proc_kib(d.child.id(), "VmHWM:") / 1024
 }
 
 /// `ListModels`, or the status it failed with.
@@ -100,29 +97,11 @@ fn tail(log: &str) -> &str {
     log.get(cut..).unwrap_or(log)
 }
 
-/// A free loopback port (bound, then released for the daemon).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over plain HTTP/1.1; the body.
+/// `GET path` over plain HTTP/1.1; the body of its 200 answer.
 fn http_get(port: u16, path: &str) -> Vec<u8> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(out.starts_with(b"HTTP/1.1 200"), "{:?}", &out[..at]);
-    out.split_off(at + 4)
+    let (code, body) = support::http(port, "GET", path, "", Duration::from_secs(30)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    body.into_bytes()
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use llama_router::api::pb;
 use llama_router::api::pb::inference_service_client::InferenceServiceClient;
-use support::{Daemon, add_demo_model, collect, greedy, state, tiny_model};
+use support::{Daemon, add_demo_model, collect, greedy, proc_kib, state, tiny_model};
 
 /// Peak RSS the daemon may reach while a worker floods (the old relay: ~956 MiB).
 const RSS_BOUND_KIB: u64 = 200 << 10;
@@ -47,16 +47,6 @@ fn config_with_wrapper(dir: &Path, wrapper: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// A field of /proc/PID/status in KiB (VmHWM: peak RSS).
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Asks for `id` (so its worker starts), waits until the model is failed, returns its reason.

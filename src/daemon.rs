@@ -65,14 +65,14 @@ pub enum DaemonError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::settings::SettingsError),
     /// The runtime directory or socket cannot be trusted or set up.
-    #[error("{0}")]
+    #[error(transparent)]
     RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
     /// An actor stopped during start-up.
     #[error("{0} stopped during start-up")]
     ActorStopped(&'static str),
     /// The workers' socket directory is not safe to use.
     #[error(transparent)]
-    WorkerSockets(#[from] crate::worker::sockets::SocketDirError),
+    WorkerSockets(crate::runtime_dir::RuntimeDirError),
 }
 
 fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -433,7 +433,8 @@ pub async fn serve(
     let worker_env = WorkerEnv {
         exe: std::env::current_exe().map_err(listen_error("finding our own binary"))?,
         wrapper: config.worker_wrapper.clone(),
-        socket_dir: crate::worker::sockets::prepare_dir(&runtime_dir)?,
+        socket_dir: crate::worker::sockets::prepare_dir(&runtime_dir)
+            .map_err(DaemonError::WorkerSockets)?,
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
         gpus: discover_gpus().await,
     };

@@ -43,6 +43,9 @@ pub enum RuntimeDirError {
         /// Its permission bits.
         mode: u32,
     },
+    /// It is a symlink or a file, not a directory.
+    #[error("refusing {}: it is not a directory (a symlink or a file)", .0.display())]
+    NotADirectory(PathBuf),
     /// The socket group does not exist.
     #[error("socket_group {0:?} is neither a group name nor a group id on this system")]
     UnknownGroup(String),
@@ -92,7 +95,11 @@ fn others_may_replace(mode: u32, group_may_write: bool) -> bool {
 /// owner by root in a directory only root can write (`/run/llama-router`
 /// owned by the service's user).
 fn check_dir(dir: &Path, handed_over: bool) -> Result<(), RuntimeDirError> {
-    let meta = std::fs::metadata(dir).map_err(io_error("cannot inspect", dir))?;
+    // lstat: a symlink planted there must not lead us elsewhere.
+    let meta = std::fs::symlink_metadata(dir).map_err(io_error("cannot inspect", dir))?;
+    if !meta.file_type().is_dir() {
+        return Err(RuntimeDirError::NotADirectory(dir.to_path_buf()));
+    }
     let us = Uid::effective().as_raw();
     let mode = meta.mode() & 0o7777;
     if meta.uid() == us || meta.uid() == 0 {
@@ -150,6 +157,27 @@ pub fn prepare_dir(dir: &Path, group: Option<Gid>) -> Result<(), RuntimeDirError
         }
     }
     check_dir(dir, false)
+}
+
+/// Creates (or checks) a directory only we may enter: like [`prepare_dir`]
+/// without a group, it must be ours rather than root's when we are not
+/// root, and one merely readable by others is tightened to 0700.
+pub fn prepare_private_dir(dir: &Path) -> Result<(), RuntimeDirError> {
+    prepare_dir(dir, None)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(io_error("cannot inspect", dir))?;
+    let us = Uid::effective().as_raw();
+    if meta.uid() != us {
+        return Err(RuntimeDirError::NotOurs {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            us,
+        });
+    }
+    if meta.mode() & 0o7777 != DIR_MODE {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+            .map_err(io_error("cannot set the mode of", dir))?;
+    }
+    Ok(())
 }
 
 /// Gives a freshly bound socket its mode (and group) regardless of the umask.

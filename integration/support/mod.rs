@@ -46,6 +46,13 @@ impl Daemon {
         stderr: Option<Stdio>,
     ) -> Daemon {
         let state = tempfile::tempdir().unwrap();
+        // Private whatever the test's umask: the daemon refuses a socket
+        // directory others may write into.
+        std::fs::set_permissions(
+            state.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let socket = state.path().join("router.sock");
         let log = state.path().join("daemon.log");
         let stderr = stderr.unwrap_or_else(|| File::create(&log).unwrap().into());
@@ -392,4 +399,53 @@ pub fn write_split_set(dir: &Path, prefix: &str, count: u16) {
             .write(&dir.join(format!("{prefix}-{:05}-of-{count:05}.gguf", i + 1)))
             .unwrap();
     }
+}
+
+/// A free loopback port (bound, then released for the daemon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection (`connection:
+/// close`), waiting at most `timeout` for each read: the status code and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((code, body))
+}
+
+/// A field of /proc/PID/status in KiB (`VmHWM:` is the peak resident memory).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }

@@ -6,85 +6,23 @@
 //! checked once, at the daemon's edge; without this, anyone who reached a
 //! worker's socket would bypass it and the supervisor's leases.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixStream;
+
+use crate::runtime_dir::RuntimeDirError;
 use tokio_stream::{Stream, StreamExt};
 
 /// Name of the workers' directory inside the runtime directory.
 pub const WORKERS_DIR: &str = "workers";
 
-/// Why the workers' socket directory cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketDirError {
-    /// Creating or inspecting it failed.
-    #[error("workers' socket directory {}: {source}", .dir.display())]
-    Io {
-        /// The directory.
-        dir: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It is a symlink or a file, not a directory.
-    #[error("workers' socket directory {} is not a directory (a symlink or a file): refusing it", .0.display())]
-    NotADirectory(PathBuf),
-    /// Someone else owns it: they could swap our sockets.
-    #[error("workers' socket directory {} belongs to uid {owner}, not to us (uid {ours}): refusing it", .dir.display())]
-    NotOurs {
-        /// The directory.
-        dir: PathBuf,
-        /// Its owner.
-        owner: u32,
-        /// Our effective uid.
-        ours: u32,
-    },
-    /// Others may write to it: they could swap our sockets.
-    #[error("workers' socket directory {} is writable by group or others (mode {mode:o}): refusing it", .dir.display())]
-    WritableByOthers {
-        /// The directory.
-        dir: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-}
-
-/// Creates (or checks) `<runtime_dir>/workers`, mode 0700, and returns it;
-/// missing parents are created 0700 too. One of ours that is merely
-/// readable by others is tightened to 0700.
-pub fn prepare_dir(runtime_dir: &Path) -> Result<PathBuf, SocketDirError> {
+/// Creates (or checks) `<runtime_dir>/workers`, mode 0700, and returns it:
+/// refused when it is a symlink, someone else's, or writable by others;
+/// one of ours that is merely readable by others is tightened to 0700.
+pub fn prepare_dir(runtime_dir: &Path) -> Result<PathBuf, RuntimeDirError> {
     let dir = runtime_dir.join(WORKERS_DIR);
-    let io = |source| SocketDirError::Io {
-        dir: dir.clone(),
-        source,
-    };
-    // Recursive creation succeeds when it exists; what is there is checked below.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io)?;
-    // lstat: a symlink planted there must not lead us elsewhere.
-    let meta = std::fs::symlink_metadata(&dir).map_err(io)?;
-    if !meta.file_type().is_dir() {
-        return Err(SocketDirError::NotADirectory(dir));
-    }
-    let ours = nix::unistd::geteuid().as_raw();
-    if meta.uid() != ours {
-        return Err(SocketDirError::NotOurs {
-            dir,
-            owner: meta.uid(),
-            ours,
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(SocketDirError::WritableByOthers { dir, mode });
-    }
-    if mode != 0o700 {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
+    crate::runtime_dir::prepare_private_dir(&dir)?;
     Ok(dir)
 }
 
@@ -138,6 +76,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
@@ -155,7 +94,7 @@ mod tests {
         // Writable by others: refused, named.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = prepare_dir(run.path()).unwrap_err().to_string();
-        assert!(err.contains("writable by group or others"), "{err}");
+        assert!(err.contains("lets other users replace"), "{err}");
         std::fs::remove_dir(&dir).unwrap();
         // A symlink to a directory elsewhere: refused.
         let elsewhere = tempfile::tempdir().unwrap();
