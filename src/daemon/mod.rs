@@ -1,5 +1,12 @@
 //! `llama-router serve`: starts the actors, serves gRPC on a Unix socket (and
-//! TCP when configured), rescans on SIGHUP, drains on SIGTERM/SIGINT.
+//! TCP when configured) and HTTP, rescans on SIGHUP, drains on SIGTERM/SIGINT.
+//! The settings derived from the configuration live in `settings`, the
+//! SIGHUP path in `reload`, the side tasks (start-up loads, GPU discovery,
+//! systemd STATUS and watchdog) in `background`.
+
+mod background;
+mod reload;
+mod settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,14 +29,18 @@ use crate::api::pb::inference_service_server::InferenceServiceServer;
 use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
-use crate::loader::LoadOptions;
 use crate::metrics::Metrics;
 use crate::runtime_dir;
-use crate::supervisor::{Limits, SupervisorHandle};
+use crate::supervisor::SupervisorHandle;
 use crate::systemd;
-use crate::telemetry::{self, LogLevelHandle};
-use crate::worker::WorkerSettings;
+use crate::telemetry::LogLevelHandle;
 use crate::worker::process::WorkerEnv;
+
+use self::background::{
+    discover_gpus, spawn_startup_loads, spawn_status_updates, spawn_watchdog, status_line,
+};
+use self::reload::reload;
+use self::settings::{check_aliases, header_limits, limits_of, warn_unknown_tables};
 
 /// How often gRPC connections are pinged.
 const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -137,266 +148,6 @@ async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
 
 /// Re-reads the configuration (file, environment, flags) on SIGHUP.
 pub type ConfigReload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
-
-/// The caps on model headers from a configuration.
-fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
-    crate::gguf::HeaderLimits {
-        max_value_bytes: config.max_metadata_value_bytes,
-        max_metadata_bytes: config.max_metadata_bytes,
-    }
-}
-
-/// The supervisor's limits from a configuration.
-fn limits_of(config: &Config) -> Limits {
-    Limits {
-        models_max: config.models_max,
-        host_cache_bytes: config.host_cache_bytes,
-        load_queue: config.load_queue,
-        idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
-        load: LoadOptions {
-            mlock: config.mlock,
-            threads: config.prefetch_threads.max(1),
-            header: header_limits(config),
-        },
-        autoload: config.models_autoload,
-        profiles: std::sync::Arc::new(config.profiles().unwrap_or_default()),
-        worker: WorkerSettings {
-            parallel: config.parallel.max(1),
-            ctx_size: config.ctx_size.max(16),
-            batch_size: config.batch_size.max(1),
-            threads: config.threads,
-            queue: config.request_queue,
-            stop_timeout: Duration::from_secs(config.stop_timeout),
-            ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
-            step_timeout: Duration::from_secs(config.step_timeout().max(1)),
-            start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
-            gpu_layers: config.gpu_layers,
-            main_gpu: config.main_gpu,
-            flash_attn: crate::settings::FlashAttn::Auto,
-            cache_type_k: crate::settings::CacheType::F16,
-            cache_type_v: crate::settings::CacheType::F16,
-        },
-    }
-}
-
-/// An alias that is also the id of a model in the directory (`ids`) is a configuration error.
-fn check_aliases<'a>(
-    config: &Config,
-    ids: impl Iterator<Item = &'a str>,
-) -> Result<(), crate::settings::SettingsError> {
-    match config.profiles()?.alias_shadowing(ids) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// A table for a model that is not in the directory is only a warning: its file may come later.
-fn warn_unknown_tables(config: &Config, snapshot: &crate::catalog::Snapshot) {
-    for id in config.models.keys() {
-        if !snapshot.entries.iter().any(|e| &e.id == id) {
-            tracing::warn!(model = %id, "the config has a [models.\"{id}\"] table but no such model is in the models directory (yet)");
-        }
-    }
-}
-
-/// Loads the `load_on_startup` models in the background: READY does not wait for them.
-fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle) {
-    let ids = config.profiles().map(|p| p.startup()).unwrap_or_default();
-    if ids.is_empty() {
-        return;
-    }
-    let supervisor = supervisor.clone();
-    tokio::spawn(async move {
-        for id in ids {
-            match supervisor.load_and_wait(&id).await {
-                Ok(_) => tracing::info!(model = %id, "loaded at start-up (load_on_startup)"),
-                Err(e) => {
-                    tracing::error!(model = %id, error = %e, "load_on_startup of {id} failed: {e}")
-                }
-            }
-        }
-    });
-}
-
-/// Discovers the GPUs (in a child process) and says what it found.
-async fn discover_gpus() -> crate::gpu::devices::GpuSet {
-    use crate::gpu::probe;
-    let found = match std::env::current_exe() {
-        Ok(exe) => probe::discover(&exe, probe::PROBE_TIMEOUT).await,
-        Err(e) => crate::gpu::Discovery {
-            devices: Vec::new(),
-            notes: vec![format!("cannot find our own binary to probe GPUs: {e}")],
-        },
-    };
-    for d in &found.devices {
-        tracing::info!(
-            backend = d.backend.name(),
-            device = d.index,
-            name = %d.name,
-            arch = d.arch.as_deref().unwrap_or(""),
-            total_bytes = d.total_bytes,
-            free_bytes = d.free_bytes,
-            usable = d.backend.usable(),
-            "GPU {}:{} {}: {} of {} free{}",
-            d.backend.name(),
-            d.index,
-            d.name,
-            crate::cli::inspect::human_bytes(d.free_bytes),
-            crate::cli::inspect::human_bytes(d.total_bytes),
-            if d.backend.usable() { "" } else { " (this build has no engine for it: CPU only)" }
-        );
-    }
-    if found.devices.is_empty() {
-        tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
-    }
-    crate::gpu::devices::GpuSet::new(found)
-}
-
-/// Keys that only take effect at start-up.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if old.models_dir != new.models_dir {
-        keys.push("models_dir");
-    }
-    if old.socket_path() != new.socket_path() {
-        keys.push("socket");
-    }
-    if old.port != new.port || old.host != new.host {
-        keys.push("host/port");
-    }
-    if old.http_port != new.http_port || old.http_host != new.http_host {
-        keys.push("http_host/http_port");
-    }
-    if old.socket_group != new.socket_group {
-        keys.push("socket_group");
-    }
-    if old.http_max_connections != new.http_max_connections
-        || old.grpc_max_connections != new.grpc_max_connections
-        || old.http_header_timeout != new.http_header_timeout
-    {
-        keys.push("http_max_connections/grpc_max_connections/http_header_timeout");
-    }
-    if old.api_key != new.api_key {
-        keys.push("api_key");
-    }
-    if old.watch_debounce_ms != new.watch_debounce_ms {
-        keys.push("watch_debounce_ms");
-    }
-    // The catalog reads headers with the caps it started with.
-    if header_limits(old) != header_limits(new) {
-        keys.push("max_metadata_value_bytes/max_metadata_bytes");
-    }
-    if old.worker_wrapper != new.worker_wrapper {
-        keys.push("worker_wrapper");
-    }
-    keys
-}
-
-/// SIGHUP: RELOADING=1, re-read the config (a bad one keeps the old), apply
-/// the limits, rescan the directory, READY=1. Running models that still fit stay.
-async fn reload(
-    config: &mut Config,
-    reread: &ConfigReload,
-    supervisor: &SupervisorHandle,
-    log: &LogLevelHandle,
-) {
-    systemd::reloading();
-    let ids: Vec<String> = supervisor
-        .list()
-        .await
-        .map(|ms| ms.into_iter().map(|m| m.id).collect())
-        .unwrap_or_default();
-    let reread = reread().and_then(|new| {
-        check_aliases(&new, ids.iter().map(String::as_str))?;
-        Ok(new)
-    });
-    match reread {
-        Ok(new) => {
-            let restart = restart_only_changes(config, &new);
-            if !restart.is_empty() {
-                tracing::warn!(keys = %restart.join(", "), "SIGHUP: these settings change only on restart");
-            }
-            if limits_of(&new) != limits_of(config) {
-                if let Err(e) = supervisor.set_limits(limits_of(&new)).await {
-                    tracing::error!(error = %e, "SIGHUP: cannot apply the new limits");
-                }
-                tracing::info!(
-                    models_max = new.models_max,
-                    idle_ttl = new.idle_ttl,
-                    "SIGHUP: new limits applied"
-                );
-            }
-            if new.log_level != config.log_level {
-                let level = telemetry::effective_level(new.log_level.as_deref());
-                match log.set(&level) {
-                    Ok(()) => tracing::info!(level = %level, "SIGHUP: log level changed"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the previous log level"),
-                }
-            }
-            *config = new;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: the configuration does not load; keeping the previous one")
-        }
-    }
-    match supervisor.rescan().await {
-        Ok(s) => tracing::info!(
-            models = s.models,
-            added = s.added,
-            removed = s.removed,
-            changed = s.changed,
-            "SIGHUP: rescanned the models directory"
-        ),
-        Err(e) => tracing::error!(error = %e, "SIGHUP: rescan failed"),
-    }
-    systemd::ready(&status_line(supervisor).await);
-}
-
-/// The one-line summary for systemd's STATUS (empty if the supervisor is gone).
-async fn status_line(supervisor: &SupervisorHandle) -> String {
-    supervisor
-        .list()
-        .await
-        .map(|m| systemd::status_line(&m))
-        .unwrap_or_default()
-}
-
-/// Keeps systemd's STATUS line current: recomputed on every model event.
-fn spawn_status_updates(supervisor: SupervisorHandle) {
-    let mut events = supervisor.events();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    systemd::status(&status_line(&supervisor).await);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-/// Pings systemd's watchdog while the supervisor and catalog answer probes.
-fn spawn_watchdog(supervisor: SupervisorHandle, catalog: CatalogHandle) {
-    let Some(period) = systemd::watchdog_period() else {
-        return;
-    };
-    tracing::info!(period_ms = period.as_millis(), "systemd watchdog enabled");
-    tokio::spawn(systemd::watchdog_loop(
-        period,
-        move || {
-            let (supervisor, catalog) = (supervisor.clone(), catalog.clone());
-            async move {
-                supervisor
-                    .ping()
-                    .await
-                    .map_err(|_| "supervisor".to_owned())?;
-                catalog.ping().await.map_err(|_| "catalog".to_owned())
-            }
-        },
-        systemd::watchdog_ping,
-    ));
-}
 
 /// Runs the daemon until SIGTERM or SIGINT; `reread` loads the config again on SIGHUP.
 pub async fn serve(

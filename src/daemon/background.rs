@@ -1,0 +1,106 @@
+//! The tasks the daemon runs beside its servers: start-up loads, GPU
+//! discovery, systemd's STATUS line and watchdog.
+
+use crate::catalog::CatalogHandle;
+use crate::config::Config;
+use crate::supervisor::SupervisorHandle;
+use crate::systemd;
+
+/// Loads the `load_on_startup` models in the background: READY does not wait for them.
+pub(super) fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle) {
+    let ids = config.profiles().map(|p| p.startup()).unwrap_or_default();
+    if ids.is_empty() {
+        return;
+    }
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        for id in ids {
+            match supervisor.load_and_wait(&id).await {
+                Ok(_) => tracing::info!(model = %id, "loaded at start-up (load_on_startup)"),
+                Err(e) => {
+                    tracing::error!(model = %id, error = %e, "load_on_startup of {id} failed: {e}")
+                }
+            }
+        }
+    });
+}
+
+/// Discovers the GPUs (in a child process) and says what it found.
+pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
+    use crate::gpu::probe;
+    let found = match std::env::current_exe() {
+        Ok(exe) => probe::discover(&exe, probe::PROBE_TIMEOUT).await,
+        Err(e) => crate::gpu::Discovery {
+            devices: Vec::new(),
+            notes: vec![format!("cannot find our own binary to probe GPUs: {e}")],
+        },
+    };
+    for d in &found.devices {
+        tracing::info!(
+            backend = d.backend.name(),
+            device = d.index,
+            name = %d.name,
+            arch = d.arch.as_deref().unwrap_or(""),
+            total_bytes = d.total_bytes,
+            free_bytes = d.free_bytes,
+            usable = d.backend.usable(),
+            "GPU {}:{} {}: {} of {} free{}",
+            d.backend.name(),
+            d.index,
+            d.name,
+            crate::cli::inspect::human_bytes(d.free_bytes),
+            crate::cli::inspect::human_bytes(d.total_bytes),
+            if d.backend.usable() { "" } else { " (this build has no engine for it: CPU only)" }
+        );
+    }
+    if found.devices.is_empty() {
+        tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
+    }
+    crate::gpu::devices::GpuSet::new(found)
+}
+
+/// The one-line summary for systemd's STATUS (empty if the supervisor is gone).
+pub(super) async fn status_line(supervisor: &SupervisorHandle) -> String {
+    supervisor
+        .list()
+        .await
+        .map(|m| systemd::status_line(&m))
+        .unwrap_or_default()
+}
+
+/// Keeps systemd's STATUS line current: recomputed on every model event.
+pub(super) fn spawn_status_updates(supervisor: SupervisorHandle) {
+    let mut events = supervisor.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    systemd::status(&status_line(&supervisor).await);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Pings systemd's watchdog while the supervisor and catalog answer probes.
+pub(super) fn spawn_watchdog(supervisor: SupervisorHandle, catalog: CatalogHandle) {
+    let Some(period) = systemd::watchdog_period() else {
+        return;
+    };
+    tracing::info!(period_ms = period.as_millis(), "systemd watchdog enabled");
+    tokio::spawn(systemd::watchdog_loop(
+        period,
+        move || {
+            let (supervisor, catalog) = (supervisor.clone(), catalog.clone());
+            async move {
+                supervisor
+                    .ping()
+                    .await
+                    .map_err(|_| "supervisor".to_owned())?;
+                catalog.ping().await.map_err(|_| "catalog".to_owned())
+            }
+        },
+        systemd::watchdog_ping,
+    ));
+}
