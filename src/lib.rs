@@ -19,4 +19,5 @@ pub mod settings;
 pub mod supervisor;
 pub mod systemd;
 pub mod telemetry;
+pub mod util;
 pub mod worker;

@@ -13,7 +13,7 @@ use crate::api::auth::{ApiKey, BearerAuth};
 use crate::api::convert::state_name;
 use crate::api::pb::model_service_client::ModelServiceClient;
 use crate::api::pb::{self, load_progress::Phase};
-use crate::cli::inspect::human_bytes;
+use crate::util::human_bytes;
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]

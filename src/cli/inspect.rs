@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value as Json, json};
 
 use crate::gguf::{GgufError, GgufModel, ModelSummary, value_to_json};
+use crate::util::human_bytes;
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
@@ -65,23 +66,6 @@ pub fn to_json(model: &GgufModel, summary: &ModelSummary) -> Json {
 
 fn or_dash<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_owned(), T::to_string)
-}
-
-/// Bytes in the largest fitting binary unit (`253.1 MiB`).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let name = UNITS.get(unit).copied().unwrap_or("B");
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {name}")
-    }
 }
 
 /// The human-readable report.

@@ -48,8 +48,8 @@ pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
             d.backend.name(),
             d.index,
             d.name,
-            crate::cli::inspect::human_bytes(d.free_bytes),
-            crate::cli::inspect::human_bytes(d.total_bytes),
+            crate::util::human_bytes(d.free_bytes),
+            crate::util::human_bytes(d.total_bytes),
             if d.backend.usable() { "" } else { " (this build has no engine for it: CPU only)" }
         );
     }

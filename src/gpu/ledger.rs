@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::Device;
 use super::estimate::{self, Context, Estimate, Shape};
-use crate::cli::inspect::human_bytes;
 pub use crate::settings::GpuLayers;
+use crate::util::human_bytes;
 
 /// Bytes on one device.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,7 +49,7 @@ pub async fn discover(exe: &Path, timeout: Duration) -> Discovery {
     command
         .arg("gpu-probe")
         .env_clear()
-        .envs(crate::worker::process::worker_env(std::env::vars_os()))
+        .envs(crate::util::child_env(std::env::vars_os()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -65,8 +65,7 @@ pub async fn discover(exe: &Path, timeout: Duration) -> Discovery {
         Ok(Ok(output)) => output,
     };
     if !output.status.success() {
-        let how =
-            crate::worker::process::describe_exit(output.status).replacen("worker", "GPU probe", 1);
+        let how = crate::util::describe_exit("GPU probe", output.status);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

@@ -286,9 +286,9 @@ fn log_upload(id: &str, r: &Reservation, took: Duration) {
         upload_bytes_per_second = bandwidth,
         "model {id}: {} layers ({}) on {} in {secs:.2} s ({}/s; {} reserved with KV cache and buffers)",
         e.layers,
-        crate::cli::inspect::human_bytes(e.weights_bytes),
+        crate::util::human_bytes(e.weights_bytes),
         r.gpu().label(),
-        crate::cli::inspect::human_bytes(bandwidth as u64),
-        crate::cli::inspect::human_bytes(e.total()),
+        crate::util::human_bytes(bandwidth as u64),
+        crate::util::human_bytes(e.total()),
     );
 }

@@ -9,32 +9,6 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-/// The environment a worker gets: nothing inherited by accident. Never
-/// `NOTIFY_SOCKET` (only the daemon talks to systemd), `LISTEN_*`,
-/// `JOURNAL_STREAM` (its stderr is a pipe to us) or our own config variables.
-pub fn worker_env(
-    vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    const KEEP: &[&str] = &[
-        "PATH",
-        "HOME",
-        "LANG",
-        "LC_ALL",
-        "TZ",
-        "TMPDIR",
-        "LD_LIBRARY_PATH",
-        "RUST_BACKTRACE",
-        "RUST_LIB_BACKTRACE",
-    ];
-    const KEEP_PREFIXES: &[&str] = &["CUDA_", "HIP_", "ROCR_", "HSA_", "GGML_", "OMP_", "GPU_"];
-    vars.into_iter()
-        .filter(|(name, _)| {
-            let name = name.to_string_lossy();
-            KEEP.contains(&name.as_ref()) || KEEP_PREFIXES.iter().any(|p| name.starts_with(p))
-        })
-        .collect()
-}
-
 /// `wrapper... exe argv...` with piped stdout/stderr, no stdin, the filtered
 /// environment plus `extra_env`, killed when its handle drops. The wrapper
 /// must exec the worker (as numactl and taskset do): the worker checks that
@@ -56,7 +30,7 @@ pub fn worker_command(
     command
         .args(argv)
         .env_clear()
-        .envs(worker_env(std::env::vars_os()))
+        .envs(crate::util::child_env(std::env::vars_os()))
         .envs(extra_env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -76,38 +50,6 @@ pub fn describe_program(wrapper: &[String], exe: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_environment_keeps_only_what_a_worker_needs() {
-        let vars = [
-            ("PATH", "/usr/bin"),
-            ("NOTIFY_SOCKET", "/run/systemd/notify"),
-            ("LISTEN_FDS", "2"),
-            ("JOURNAL_STREAM", "8:123"),
-            ("LLAMA_ROUTER_MODELS_MAX", "2"),
-            ("RUST_LOG", "trace"),
-            ("CUDA_VISIBLE_DEVICES", "1"),
-            ("HIP_VISIBLE_DEVICES", "0"),
-            ("RUST_BACKTRACE", "full"),
-        ];
-        let kept = worker_env(
-            vars.iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        );
-        let names: Vec<String> = kept
-            .iter()
-            .map(|(k, _)| k.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "PATH",
-                "CUDA_VISIBLE_DEVICES",
-                "HIP_VISIBLE_DEVICES",
-                "RUST_BACKTRACE"
-            ]
-        );
-    }
 
     #[test]
     fn the_wrapper_prefixes_the_worker_argv() {

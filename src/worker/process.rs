@@ -4,7 +4,6 @@
 //! and say in words why it died.
 
 use crate::settings::GpuLayers;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
@@ -17,13 +16,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use super::args::WorkerArgs;
-pub use super::command::worker_env;
 use super::command::{describe_program, worker_command};
 use super::liveness::liveness;
 use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
 use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{CacheType, FlashAttn, WorkerExtras};
+use crate::util::describe_exit;
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
@@ -126,29 +125,6 @@ pub struct WorkerProcess {
     /// Fires once stdout carried the READY line.
     ready: Option<oneshot::Receiver<()>>,
     settings: WorkerSettings,
-}
-
-/// A process exit in words.
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(signal) = status.signal() {
-        let name = Signal::try_from(signal)
-            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
-        let core = if status.core_dumped() {
-            " (core dumped)"
-        } else {
-            ""
-        };
-        let hint = if signal == libc::SIGKILL {
-            " (by the out-of-memory killer or an operator)"
-        } else {
-            ""
-        };
-        return format!("worker killed by {name}{core}{hint}");
-    }
-    match status.code() {
-        Some(code) => format!("worker exited with code {code}"),
-        None => "worker ended".to_owned(),
-    }
 }
 
 impl WorkerProcess {
@@ -276,7 +252,7 @@ impl WorkerProcess {
         };
         let output = self.output.clone();
         let exit = |status: std::io::Result<ExitStatus>| {
-            status.map_or_else(|e| e.to_string(), describe_exit)
+            status.map_or_else(|e| e.to_string(), |s| describe_exit("worker", s))
         };
         let seen = tokio::select! {
             seen = ready => seen.is_ok(),
@@ -320,7 +296,7 @@ impl WorkerProcess {
                 Some(why)
             }
             status = self.child.wait() => {
-                let reason = status.map_or_else(|e| format!("lost track of the worker: {e}"), describe_exit);
+                let reason = status.map_or_else(|e| format!("lost track of the worker: {e}"), |s| describe_exit("worker", s));
                 Some(reason)
             }
             Some(why) = hung.recv() => {
@@ -420,30 +396,5 @@ impl Drop for WorkerProcess {
     /// The child dies with the handle (kill_on_drop); its socket must not outlive it.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exits_are_described_in_words() {
-        assert_eq!(
-            describe_exit(ExitStatus::from_raw(libc::SIGSEGV)),
-            "worker killed by SIGSEGV"
-        );
-        assert_eq!(
-            describe_exit(ExitStatus::from_raw(libc::SIGABRT | 0x80)),
-            "worker killed by SIGABRT (core dumped)"
-        );
-        assert!(
-            describe_exit(ExitStatus::from_raw(libc::SIGKILL))
-                .starts_with("worker killed by SIGKILL")
-        );
-        assert_eq!(
-            describe_exit(ExitStatus::from_raw(3 << 8)),
-            "worker exited with code 3"
-        );
     }
 }
