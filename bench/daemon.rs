@@ -21,10 +21,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb;
 use llama_router::catalog::HeaderCache;
 use llama_router::catalog::scan::scan;
 use llama_router::gguf::HeaderLimits;
+use llama_router::proto::pb;
 use support::Daemon;
 use tokio_stream::StreamExt;
 
@@ -85,7 +85,7 @@ fn bench_catalog(dir: &Path, header_len: u64) {
 async fn throughput<F, Fut>(d: &Daemon, call: F) -> f64
 where
     F: Fn(
-            llama_router::api::pb::model_service_client::ModelServiceClient<
+            llama_router::proto::pb::model_service_client::ModelServiceClient<
                 tonic::transport::Channel,
             >,
         ) -> Fut

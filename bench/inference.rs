@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_router::api::pb;
 use llama_router::engine::{EngineConfig, EngineHandle, GenerateRequest, Sampling};
+use llama_router::proto::pb;
 use support::{Daemon, greedy};
 
 const PROMPT: &str =

@@ -220,7 +220,7 @@ async fn idle_connections_past_the_descriptor_limit_leave_the_daemon_serving() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let ids = loop {
         let listed = client
-            .list_models(llama_router::api::pb::ListModelsRequest {})
+            .list_models(llama_router::proto::pb::ListModelsRequest {})
             .await
             .unwrap()
             .into_inner()

@@ -13,7 +13,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use llama_router::api::pb::{self, load_progress::Phase};
+use llama_router::proto::pb::{self, load_progress::Phase};
 use support::{Daemon, sparse_model, state, tiny_model, write_split_set};
 use tokio_stream::StreamExt;
 use tonic::Code;

@@ -16,9 +16,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb::{self, ListModelsRequest};
 use llama_router::gguf::writer::GgufWriter;
 use llama_router::gguf::{GgmlType, Value};
+use llama_router::proto::pb::{self, ListModelsRequest};
 use prost::Message;
 use support::{Daemon, free_port, state, tiny_model};
 use tokio_stream::StreamExt;

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb;
+use llama_router::proto::pb;
 use support::{Daemon, add_demo_model, collect, greedy, state};
 use tonic::Code;
 

@@ -216,7 +216,7 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
     let mut c = d.inference().await;
 
     // a's default is greedy: a request that sets no sampling is deterministic.
-    let unset = |model: &str| llama_router::api::pb::GenerateRequest {
+    let unset = |model: &str| llama_router::proto::pb::GenerateRequest {
         sampling: None,
         ..greedy(model, "The capital of France is", 12)
     };
@@ -238,9 +238,9 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
     assert_eq!(first.tokens, explicit.tokens);
 
     // b chats with the configured template although its GGUF has none; a does not.
-    let chat = |model: &str| llama_router::api::pb::ChatRequest {
+    let chat = |model: &str| llama_router::proto::pb::ChatRequest {
         model: model.into(),
-        messages: vec![llama_router::api::pb::ChatMessage {
+        messages: vec![llama_router::proto::pb::ChatMessage {
             role: "user".into(),
             content: "Hi".into(),
         }],

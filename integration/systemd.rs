@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb;
+use llama_router::proto::pb;
 use support::{Daemon, state, tiny_model};
 
 /// Collects every datagram sent to a NOTIFY_SOCKET.

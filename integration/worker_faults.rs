@@ -16,8 +16,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb;
-use llama_router::api::pb::inference_service_client::InferenceServiceClient;
+use llama_router::proto::pb;
+use llama_router::proto::pb::inference_service_client::InferenceServiceClient;
 use support::{Daemon, add_demo_model, collect, greedy, proc_kib, state, tiny_model};
 
 /// Peak RSS the daemon may reach while a worker floods (the old relay: ~956 MiB).
@@ -214,7 +214,7 @@ async fn a_worker_socket_is_private_and_answers_only_its_daemon() {
 
     // A local client that is not the daemon dials the worker directly: refused.
     let direct = tokio::time::timeout(Duration::from_secs(10), async {
-        let channel = llama_router::api::transport::unix_channel(socket.clone()).await?;
+        let channel = llama_router::proto::transport::unix_channel(socket.clone()).await?;
         let answer = InferenceServiceClient::new(channel)
             .tokenize(pb::TokenizeRequest {
                 model: "gemma".into(),

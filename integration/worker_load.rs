@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb;
+use llama_router::proto::pb;
 use support::{Daemon, add_demo_model, free_port, greedy, state};
 use tonic::Code;
 

@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod loader;
 pub mod metrics;
+pub mod proto;
 pub mod runtime_dir;
 pub mod settings;
 pub mod supervisor;

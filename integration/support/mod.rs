@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llama_router::api::pb::inference_service_client::InferenceServiceClient;
-use llama_router::api::pb::model_service_client::ModelServiceClient;
-use llama_router::api::pb::{self, ListModelsRequest};
 use llama_router::gguf::writer::{GgufWriter, TensorSpec};
 use llama_router::gguf::{GgmlType, Value, read_header};
+use llama_router::proto::pb::inference_service_client::InferenceServiceClient;
+use llama_router::proto::pb::model_service_client::ModelServiceClient;
+use llama_router::proto::pb::{self, ListModelsRequest};
 use tonic::transport::Channel;
 
 /// The daemon binary under test.

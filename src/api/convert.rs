@@ -4,8 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::Status;
 
-use super::pb;
 use crate::loader::{Phase, Progress};
+use crate::proto::pb;
 use crate::supervisor::{ModelEvent, ModelState, ModelView, SupervisorError};
 
 /// Milliseconds since the Unix epoch (0 for None or times before it).

@@ -8,8 +8,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::pb::{self, model_service_server::ModelService};
 use crate::gpu::devices::GpuSet;
+use crate::proto::pb::{self, model_service_server::ModelService};
 use crate::supervisor::{LoadStatus, SupervisorHandle};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -14,15 +14,22 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
-use super::limits::{RequestLimits, check_stops};
-use super::pb::inference_service_client::InferenceServiceClient;
-use super::pb::inference_service_server::InferenceService;
-use super::pb::{self};
+use crate::engine::limits::{LimitError, RequestLimits, check_stops};
 use crate::metrics::{GaugeGuard, Metrics};
+use crate::proto::pb::inference_service_client::InferenceServiceClient;
+use crate::proto::pb::inference_service_server::InferenceService;
+use crate::proto::pb::{self};
 use crate::supervisor::{Lease, SupervisorHandle};
 
 /// How long a broken call waits to learn why the worker ended.
 const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
+
+/// A request past a bound is the client's error.
+impl From<LimitError> for Status {
+    fn from(e: LimitError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
 
 type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;
 
@@ -222,5 +229,16 @@ impl InferenceService for InferenceServiceImpl {
             .on_worker(&model, |mut c| async move { c.embed(r).await })
             .await?;
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_past_a_bound_is_invalid_argument() {
+        let status = Status::from(LimitError::StopTooLong { len: 1 });
+        assert_eq!(status.code(), Code::InvalidArgument);
     }
 }

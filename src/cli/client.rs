@@ -11,8 +11,8 @@ use tonic::{Code, Status};
 
 use crate::api::auth::{ApiKey, BearerAuth};
 use crate::api::convert::state_name;
-use crate::api::pb::model_service_client::ModelServiceClient;
-use crate::api::pb::{self, load_progress::Phase};
+use crate::proto::pb::model_service_client::ModelServiceClient;
+use crate::proto::pb::{self, load_progress::Phase};
 use crate::util::human_bytes;
 
 /// Why a client command failed.
@@ -125,7 +125,7 @@ pub async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
         if path.exists() {
             crate::runtime_dir::check_socket(&path)?;
         }
-        crate::api::transport::unix_channel(path)
+        crate::proto::transport::unix_channel(path)
             .await
             .map_err(connect_err)?
     };

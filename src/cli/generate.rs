@@ -6,8 +6,8 @@ use tokio_stream::StreamExt;
 
 use super::EndpointArg;
 use super::client::{Authed, ClientError};
-use crate::api::pb::inference_service_client::InferenceServiceClient;
-use crate::api::pb::{self, FinishReason};
+use crate::proto::pb::inference_service_client::InferenceServiceClient;
+use crate::proto::pb::{self, FinishReason};
 
 /// Sampling flags shared by `generate` and `chat`.
 #[derive(Debug, Clone, clap::Args)]

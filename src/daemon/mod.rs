@@ -24,12 +24,12 @@ use crate::api::grpc::ModelServiceImpl;
 use crate::api::http::HttpState;
 use crate::api::inference::InferenceServiceImpl;
 use crate::api::listen::{self, ConnectionBudget};
-use crate::api::pb;
-use crate::api::pb::inference_service_server::InferenceServiceServer;
-use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::proto::pb;
+use crate::proto::pb::inference_service_server::InferenceServiceServer;
+use crate::proto::pb::model_service_server::ModelServiceServer;
 use crate::runtime_dir;
 use crate::supervisor::SupervisorHandle;
 use crate::systemd;
@@ -205,7 +205,7 @@ pub async fn serve(
 
     let metrics = Metrics::new();
     crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
-    let request_limits = crate::api::limits::RequestLimits {
+    let request_limits = crate::engine::limits::RequestLimits {
         embed_max_inputs: config.embed_max_inputs,
     };
     let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone(), request_limits);

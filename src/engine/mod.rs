@@ -5,6 +5,7 @@
 pub mod chat;
 mod decode;
 mod embed;
+pub mod limits;
 mod progress;
 pub mod sampling;
 pub mod text;

@@ -4,7 +4,7 @@
 use llama_cpp_2::sampling::LlamaSampler;
 
 use super::EngineError;
-use crate::api::pb;
+use crate::proto::pb;
 use crate::settings::SamplingSettings;
 
 /// Sampling settings with every default resolved.

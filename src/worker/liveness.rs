@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use super::process::WorkerSettings;
-use crate::api::worker_pb::PingRequest;
-use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
+use crate::proto::worker_pb::PingRequest;
+use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 
 /// Consecutive failed pings (not timeouts) that count as a broken worker.
 const PING_ERRORS_TOLERATED: u32 = 3;

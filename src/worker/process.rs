@@ -20,7 +20,7 @@ use super::command::{describe_program, worker_command};
 use super::liveness::liveness;
 use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
-use crate::api::worker_pb::worker_service_client::WorkerServiceClient;
+use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{CacheType, FlashAttn, WorkerExtras};
 use crate::util::describe_exit;
 
@@ -226,7 +226,7 @@ impl WorkerProcess {
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
-            Ok(Ok(())) => match crate::api::transport::unix_channel(socket).await {
+            Ok(Ok(())) => match crate::proto::transport::unix_channel(socket).await {
                 Ok(channel) => {
                     process.link.channel = channel;
                     tracing::info!(model = %model_id, worker_pid = pid, "worker for {model_id} is serving (pid {pid})");

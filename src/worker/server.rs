@@ -17,11 +17,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 use super::args::WorkerArgs;
 use super::service::{WorkerControl, WorkerInference};
 use super::sockets;
-use crate::api::pb::inference_service_server::InferenceServiceServer;
-use crate::api::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::engine::chat::{ChatError, ChatTemplate};
 use crate::engine::{EngineConfig, EngineHandle, Sampling};
 use crate::gguf::SplitName;
+use crate::proto::pb::inference_service_server::InferenceServiceServer;
+use crate::proto::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::settings::SamplingSettings;
 
 /// What the worker writes on stdout once it serves: the daemon waits for it.

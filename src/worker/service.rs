@@ -8,13 +8,13 @@ use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::api::limits::check_stops;
-use crate::api::pb::inference_service_server::InferenceService;
-use crate::api::pb::{self};
-use crate::api::worker_pb::worker_service_server::WorkerService;
-use crate::api::worker_pb::{PingReply, PingRequest};
 use crate::engine::chat::{ChatError, ChatTemplate, Message};
+use crate::engine::limits::check_stops;
 use crate::engine::{EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling};
+use crate::proto::pb::inference_service_server::InferenceService;
+use crate::proto::pb::{self};
+use crate::proto::worker_pb::worker_service_server::WorkerService;
+use crate::proto::worker_pb::{PingReply, PingRequest};
 
 /// A stream of generation pieces.
 pub type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;

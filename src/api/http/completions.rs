@@ -19,8 +19,8 @@ use tonic::Request;
 use super::error::ApiError;
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
 use super::{HttpState, parse_json};
-use crate::api::pb::inference_service_server::InferenceService;
-use crate::api::pb::{self, FinishReason};
+use crate::proto::pb::inference_service_server::InferenceService;
+use crate::proto::pb::{self, FinishReason};
 
 /// Chat or text completion: what the JSON says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

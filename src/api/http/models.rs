@@ -12,7 +12,7 @@ use tonic::Request;
 use super::error::ApiError;
 use super::openai::EmbeddingRequest;
 use super::{HttpState, parse_json};
-use crate::api::pb::inference_service_server::InferenceService;
+use crate::proto::pb::inference_service_server::InferenceService;
 use crate::supervisor::ModelView;
 
 /// A model as OpenAI lists it, plus what we know of it.

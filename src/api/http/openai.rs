@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::api::pb;
+use crate::proto::pb;
 
 /// `stop`: one string or several.
 #[derive(Debug, Clone, Deserialize)]

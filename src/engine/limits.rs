@@ -2,8 +2,6 @@
 //! model is leased (cheap, and a refused request never reaches a worker) and
 //! again by the worker for what it alone knows (the context).
 
-use tonic::Status;
-
 /// Most stop strings per request (OpenAI allows 4; llama.cpp clients send a few more).
 pub const MAX_STOP_STRINGS: usize = 16;
 /// Most bytes per stop string: every generated token is matched against
@@ -35,12 +33,6 @@ pub enum LimitError {
         /// The limit.
         max: usize,
     },
-}
-
-impl From<LimitError> for Status {
-    fn from(e: LimitError) -> Self {
-        Status::invalid_argument(e.to_string())
-    }
 }
 
 /// The configurable bounds.
@@ -100,9 +92,5 @@ mod tests {
             check_stops(&long),
             Err(LimitError::StopTooLong { len: 257 })
         ));
-        assert_eq!(
-            Status::from(LimitError::StopTooLong { len: 1 }).code(),
-            tonic::Code::InvalidArgument
-        );
     }
 }
