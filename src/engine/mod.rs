@@ -21,7 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use progress::Liveness;
-pub use sampling::Sampling;
+pub use sampling::{Sampling, SamplingRequest};
 
 use crate::settings::{CacheType, FlashAttn};
 

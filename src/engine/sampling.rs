@@ -4,8 +4,30 @@
 use llama_cpp_2::sampling::LlamaSampler;
 
 use super::EngineError;
-use crate::proto::pb;
 use crate::settings::SamplingSettings;
+
+/// What a request asks of sampling; an unset field takes the model's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplingRequest {
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    /// 0 = off.
+    pub top_k: Option<i32>,
+    /// 1 = off.
+    pub top_p: Option<f32>,
+    /// 0 = off.
+    pub min_p: Option<f32>,
+    /// 1 = off.
+    pub repeat_penalty: Option<f32>,
+    /// 0 = off.
+    pub presence_penalty: Option<f32>,
+    /// 0 = off.
+    pub frequency_penalty: Option<f32>,
+    /// Tokens the penalties look back over (-1: the whole context).
+    pub penalty_last_n: Option<i32>,
+    /// Seed of the random choice (unset: a random one).
+    pub seed: Option<u32>,
+}
 
 /// Sampling settings with every default resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +88,7 @@ impl Sampling {
     /// Resolves a request's settings over `defaults` (the model's); `random_seed`
     /// is used when it sets none.
     pub fn from_request(
-        params: Option<&pb::SamplingParams>,
+        params: Option<&SamplingRequest>,
         random_seed: u32,
         defaults: &Sampling,
     ) -> Result<Self, EngineError> {
@@ -220,7 +242,7 @@ mod tests {
                 ..Sampling::default()
             }
         );
-        let p = pb::SamplingParams {
+        let p = SamplingRequest {
             temperature: Some(0.0),
             seed: Some(42),
             ..Default::default()
@@ -234,42 +256,42 @@ mod tests {
     fn out_of_range_settings_are_refused_with_the_field_named() {
         let cases = [
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     temperature: Some(-1.0),
                     ..Default::default()
                 },
                 "temperature",
             ),
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     temperature: Some(f32::NAN),
                     ..Default::default()
                 },
                 "temperature",
             ),
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     top_k: Some(-3),
                     ..Default::default()
                 },
                 "top_k",
             ),
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     top_p: Some(1.5),
                     ..Default::default()
                 },
                 "top_p",
             ),
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     repeat_penalty: Some(0.0),
                     ..Default::default()
                 },
                 "repeat_penalty",
             ),
             (
-                pb::SamplingParams {
+                SamplingRequest {
                     penalty_last_n: Some(-2),
                     ..Default::default()
                 },

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::chat::{ChatError, ChatTemplate, Message};
 use crate::engine::limits::check_stops;
-use crate::engine::{EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling};
+use crate::engine::{
+    EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling, SamplingRequest,
+};
 use crate::proto::pb::inference_service_server::InferenceService;
 use crate::proto::pb::{self};
 use crate::proto::worker_pb::worker_service_server::WorkerService;
@@ -76,7 +78,8 @@ impl WorkerInference {
         // max_tokens needs no bound of its own: the engine ends every
         // generation when its context is full (finish_reason length).
         check_stops(&stops)?;
-        let sampling = Sampling::from_request(sampling, random_seed(), &self.sampling)
+        let sampling = sampling.map(sampling_request);
+        let sampling = Sampling::from_request(sampling.as_ref(), random_seed(), &self.sampling)
             .map_err(engine_status)?;
         let rx = self
             .engine
@@ -91,6 +94,21 @@ impl WorkerInference {
             .map_err(engine_status)?;
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|p| Ok(to_pb(p)));
         Ok(Box::pin(stream))
+    }
+}
+
+/// The wire's sampling fields in the engine's terms.
+fn sampling_request(p: &pb::SamplingParams) -> SamplingRequest {
+    SamplingRequest {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        repeat_penalty: p.repeat_penalty,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        penalty_last_n: p.penalty_last_n,
+        seed: p.seed,
     }
 }
 
