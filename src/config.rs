@@ -43,7 +43,7 @@ pub struct Config {
     /// keep a connection idle between requests.
     pub http_header_timeout: u64,
     /// Bearer token every HTTP and gRPC request must carry (except health checks); none: open.
-    pub api_key: Option<crate::api::auth::ApiKey>,
+    pub api_key: Option<crate::api_key::ApiKey>,
     /// Unix socket path; none means the default in the runtime directory.
     pub socket: Option<PathBuf>,
     /// Group (name or number) that may use the socket: the runtime directory

@@ -5,6 +5,7 @@
 //! so that tests and benchmarks can use the same code.
 
 pub mod api;
+pub mod api_key;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -1,64 +1,12 @@
-//! The optional API key (`--api-key`): a bearer token that gRPC and HTTP
-//! requests must carry. It is compared in constant time and never printed.
+//! Checking the optional API key (`--api-key`, see [`ApiKey`]) on gRPC calls,
+//! and sending it from the CLI.
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-/// A secret bearer token; `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// A key; `None` for an empty string (no key).
-    pub fn new(key: impl Into<String>) -> Option<Self> {
-        let key = key.into();
-        (!key.is_empty()).then_some(ApiKey(key))
-    }
-
-    /// The `authorization` header value that carries it.
-    pub fn bearer(&self) -> String {
-        format!("Bearer {}", self.0)
-    }
-
-    /// Whether an `authorization` header value carries this key.
-    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        bool::from(token.ct_eq(self.0.as_bytes()))
-    }
-}
-
-impl std::str::FromStr for ApiKey {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ApiKey::new(s).ok_or("the API key is empty")
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-impl Serialize for ApiKey {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ApiKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let key = String::deserialize(d)?;
-        ApiKey::new(key).ok_or_else(|| serde::de::Error::custom("api_key is empty"))
-    }
-}
+pub use crate::api_key::ApiKey;
 
 /// The gRPC interceptor: UNAUTHENTICATED unless the call carries the key.
 #[derive(Clone, Debug)]
@@ -144,23 +92,6 @@ mod tests {
     use tonic::service::Interceptor;
 
     use super::*;
-
-    #[test]
-    fn only_the_exact_bearer_token_passes() {
-        let key = ApiKey::new("s3cret").unwrap();
-        assert!(key.accepts(Some(b"Bearer s3cret")));
-        for bad in [
-            &b"Bearer s3cre"[..],
-            b"Bearer s3cret2",
-            b"bearer s3cret",
-            b"s3cret",
-            b"",
-        ] {
-            assert!(!key.accepts(Some(bad)), "{bad:?}");
-        }
-        assert!(!key.accepts(None));
-        assert!(ApiKey::new("").is_none());
-    }
 
     #[test]
     fn the_key_never_shows_in_debug_output() {

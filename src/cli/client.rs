@@ -9,8 +9,9 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::api::auth::{ApiKey, BearerAuth};
+use crate::api::auth::BearerAuth;
 use crate::api::convert::state_name;
+use crate::api_key::ApiKey;
 use crate::proto::pb::model_service_client::ModelServiceClient;
 use crate::proto::pb::{self, load_progress::Phase};
 use crate::util::human_bytes;

@@ -37,7 +37,7 @@ pub struct EndpointArg {
         global = true,
         hide_env_values = true
     )]
-    pub api_key: Option<crate::api::auth::ApiKey>,
+    pub api_key: Option<crate::api_key::ApiKey>,
 }
 
 impl EndpointArg {

@@ -36,7 +36,7 @@ pub struct ServeArgs {
     pub http_port: Option<u16>,
     /// Require this bearer token on HTTP and gRPC requests (prefer LLAMA_ROUTER_API_KEY or the config file: flags show in `ps`).
     #[arg(long, value_name = "KEY")]
-    pub api_key: Option<crate::api::auth::ApiKey>,
+    pub api_key: Option<crate::api_key::ApiKey>,
     /// Layers offloaded to the GPU: auto (as many as fit in free VRAM), all, or a number [default: auto].
     #[arg(long, value_name = "N|auto|all")]
     pub gpu_layers: Option<crate::settings::GpuLayers>,
@@ -124,7 +124,7 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     http_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    api_key: Option<crate::api::auth::ApiKey>,
+    api_key: Option<crate::api_key::ApiKey>,
     #[serde(skip_serializing_if = "Option::is_none")]
     socket: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]

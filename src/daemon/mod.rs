@@ -19,11 +19,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
-use crate::api::auth::{ApiKey, GrpcAuth};
+use crate::api::auth::GrpcAuth;
 use crate::api::grpc::ModelServiceImpl;
 use crate::api::http::HttpState;
 use crate::api::inference::InferenceServiceImpl;
 use crate::api::listen::{self, ConnectionBudget};
+use crate::api_key::ApiKey;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;

@@ -28,9 +28,9 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use self::error::ApiError;
-use super::auth::ApiKey;
 use super::inference::InferenceServiceImpl;
 use super::listen::{AcceptBackoff, ConnectionBudget, accept_budgeted};
+use crate::api_key::ApiKey;
 use crate::metrics::Metrics;
 use crate::supervisor::SupervisorHandle;
 
