@@ -143,6 +143,18 @@ async fn router(
         )))
 }
 
+/// A TCP listener on `host:port`, when a port is configured.
+async fn bind_tcp(host: &str, port: Option<u16>) -> Result<Option<TcpListener>, DaemonError> {
+    let Some(port) = port else {
+        return Ok(None);
+    };
+    let addr = format!("{host}:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(listen_error(&addr))?;
+    Ok(Some(listener))
+}
+
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -218,28 +230,8 @@ pub async fn serve(
         config.grpc_max_connections,
         config.port.is_some(),
     );
-    let tcp = match config.port {
-        Some(port) => {
-            let addr = format!("{}:{port}", config.host);
-            Some(
-                TcpListener::bind(&addr)
-                    .await
-                    .map_err(listen_error(&addr))?,
-            )
-        }
-        None => None,
-    };
-    let http = match config.http_port {
-        Some(port) => {
-            let addr = format!("{}:{port}", config.http_host);
-            Some(
-                TcpListener::bind(&addr)
-                    .await
-                    .map_err(listen_error(&addr))?,
-            )
-        }
-        None => None,
-    };
+    let tcp = bind_tcp(&config.host, config.port).await?;
+    let http = bind_tcp(&config.http_host, config.http_port).await?;
     let api_key = config.api_key.as_ref();
     let grpc = router(&service, &inference, api_key).await?;
     let stop = shutdown_signal(stop_rx.clone());
