@@ -66,6 +66,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::supervisor::UnloadCause;
 
     fn event(
         id: &str,
@@ -79,6 +80,14 @@ mod tests {
             state,
             previous,
             reason: reason.map(str::to_owned),
+            // The reasons these tests use for unloads, as the supervisor types them.
+            cause: match reason {
+                Some("evicted (least recently used) to load c") => Some(UnloadCause::Evicted(
+                    crate::supervisor::Eviction::ToLoad("c".into()),
+                )),
+                Some("requested") => Some(UnloadCause::Requested),
+                _ => None,
+            },
             at,
         }
     }

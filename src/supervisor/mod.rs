@@ -5,11 +5,15 @@
 //! A loading or busy model is never evicted; loads that find no free slot
 //! wait in a bounded FIFO queue; the least recently used idle model goes first.
 
+mod clock;
 mod leases;
-mod model;
+mod loads;
+mod model_actor;
+mod reconcile;
+mod record;
 mod restart;
-mod slot;
-mod table;
+mod runtime;
+mod state;
 mod types;
 
 #[cfg(test)]
@@ -26,13 +30,15 @@ use crate::settings::ModelProfiles;
 use crate::worker::process::WorkerEnv;
 use crate::worker::{WorkerLink, WorkerSettings};
 
+pub use runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport, WorkerRef};
 pub use types::{
-    EVICTED, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView,
-    SupervisorError,
+    Eviction, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView,
+    SupervisorError, UnloadCause,
 };
 
-use model::Tagged;
-use table::Table;
+use clock::Moment;
+use model_actor::{ProcessRuntime, Report};
+use state::SupervisorState;
 
 /// How often idle models are checked against the TTL.
 const TTL_TICK: Duration = Duration::from_millis(500);
@@ -61,6 +67,12 @@ pub struct Limits {
 type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
 
 enum Msg {
+    /// Unload everything, answer once all is released, keep serving the rest.
+    Shutdown(oneshot::Sender<()>),
+    Request(Request),
+}
+
+enum Request {
     List(oneshot::Sender<Vec<ModelView>>),
     Get(String, Reply<ModelView>),
     Load(String, Reply<watch::Receiver<LoadStatus>>),
@@ -71,7 +83,6 @@ enum Msg {
     SetLimits(Limits, oneshot::Sender<()>),
     Acquire(String, Reply<WorkerLink>),
     Ping(oneshot::Sender<()>),
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// Talks to the supervisor actor; cheap to clone.
@@ -117,8 +128,9 @@ impl SupervisorHandle {
         let (events, _) = broadcast::channel(1024);
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (releases, released) = mpsc::unbounded_channel();
-        let table = Table::new(limits, events.clone(), reports_tx, Arc::new(env));
-        tokio::spawn(run(table, catalog, rx, reports, released));
+        let runtime = ProcessRuntime::new(env, reports_tx);
+        let state = SupervisorState::new(limits, events.clone(), runtime);
+        tokio::spawn(run(state, catalog, rx, reports, released));
         SupervisorHandle {
             tx,
             events,
@@ -130,7 +142,7 @@ impl SupervisorHandle {
     /// first (queueing under `--models-max`) when autoload is on, and starting
     /// its worker if none runs.
     pub async fn acquire(&self, id: &str) -> Result<Lease, SupervisorError> {
-        let worker = self.ask(|r| Msg::Acquire(id.to_owned(), r)).await??;
+        let worker = self.ask(|r| Request::Acquire(id.to_owned(), r)).await??;
         Ok(Lease {
             // The model's id, which `id` may only be an alias of.
             id: worker.model.clone(),
@@ -140,6 +152,13 @@ impl SupervisorHandle {
     }
 
     async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, SupervisorError> {
+        self.send(|reply| Msg::Request(request(reply))).await
+    }
+
+    async fn send<T>(
         &self,
         msg: impl FnOnce(oneshot::Sender<T>) -> Msg,
     ) -> Result<T, SupervisorError> {
@@ -153,17 +172,17 @@ impl SupervisorHandle {
 
     /// Every model, sorted by id.
     pub async fn list(&self) -> Result<Vec<ModelView>, SupervisorError> {
-        self.ask(Msg::List).await
+        self.ask(Request::List).await
     }
 
     /// One model.
     pub async fn get(&self, id: &str) -> Result<ModelView, SupervisorError> {
-        self.ask(|r| Msg::Get(id.to_owned(), r)).await?
+        self.ask(|r| Request::Get(id.to_owned(), r)).await?
     }
 
     /// Loads a model (or joins the load in progress); watch the status until Ready or Failed.
     pub async fn load(&self, id: &str) -> Result<watch::Receiver<LoadStatus>, SupervisorError> {
-        self.ask(|r| Msg::Load(id.to_owned(), r)).await?
+        self.ask(|r| Request::Load(id.to_owned(), r)).await?
     }
 
     /// Loads a model and waits for the outcome.
@@ -184,37 +203,37 @@ impl SupervisorHandle {
 
     /// Unloads a model (cancels its load, or drops it from the queue); returns once released.
     pub async fn unload(&self, id: &str) -> Result<ModelView, SupervisorError> {
-        self.ask(|r| Msg::Unload(id.to_owned(), r)).await?
+        self.ask(|r| Request::Unload(id.to_owned(), r)).await?
     }
 
     /// Pins (never evicted) or unpins a model.
     pub async fn pin(&self, id: &str, pinned: bool) -> Result<ModelView, SupervisorError> {
-        self.ask(|r| Msg::Pin(id.to_owned(), pinned, r)).await?
+        self.ask(|r| Request::Pin(id.to_owned(), pinned, r)).await?
     }
 
     /// Counts by state and cache use.
     pub async fn status(&self) -> Result<StatusView, SupervisorError> {
-        self.ask(Msg::Status).await
+        self.ask(Request::Status).await
     }
 
     /// Rescans the models directory and reconciles with it.
     pub async fn rescan(&self) -> Result<RescanSummary, SupervisorError> {
-        self.ask(Msg::Rescan).await?
+        self.ask(Request::Rescan).await?
     }
 
     /// Answers once the actor has handled everything sent before (liveness probe).
     pub async fn ping(&self) -> Result<(), SupervisorError> {
-        self.ask(Msg::Ping).await
+        self.ask(Request::Ping).await
     }
 
     /// Applies new limits (config reload) without touching models that still fit them.
     pub async fn set_limits(&self, limits: Limits) -> Result<(), SupervisorError> {
-        self.ask(|r| Msg::SetLimits(limits, r)).await
+        self.ask(|r| Request::SetLimits(limits, r)).await
     }
 
     /// Unloads every model (stopping workers gracefully) and answers once all are released.
     pub async fn shutdown(&self) -> Result<(), SupervisorError> {
-        self.ask(Msg::Shutdown).await
+        self.send(Msg::Shutdown).await
     }
 
     /// Every state change from now on.
@@ -224,15 +243,15 @@ impl SupervisorHandle {
 }
 
 async fn run(
-    mut table: Table,
+    mut state: SupervisorState<ProcessRuntime>,
     catalog: CatalogHandle,
     mut rx: mpsc::Receiver<Msg>,
-    mut reports: mpsc::UnboundedReceiver<Tagged>,
+    mut reports: mpsc::UnboundedReceiver<Report>,
     mut released: mpsc::UnboundedReceiver<String>,
 ) {
     let mut snapshots = catalog.subscribe();
     let first: Arc<Snapshot> = snapshots.borrow_and_update().clone();
-    table.reconcile(&first);
+    state.reconcile(&first, Moment::now());
     let mut tick = tokio::time::interval(TTL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
@@ -242,56 +261,61 @@ async fn run(
                 match msg {
                     None => break,
                     Some(Msg::Shutdown(reply)) => {
-                        table.unload_all();
+                        state.unload_all();
                         shutdown.push(reply);
                     }
-                    Some(msg) => handle(&mut table, &catalog, msg).await,
+                    Some(Msg::Request(request)) => handle(&mut state, &catalog, request).await,
                 }
             }
-            Some(report) = reports.recv() => table.on_report(report),
-            Some(id) = released.recv() => table.release(&id),
+            Some(report) = reports.recv() => state.on_report(report, Moment::now()),
+            Some(id) = released.recv() => state.release(&id, Moment::now()),
             Ok(()) = snapshots.changed() => {
                 let snapshot: Arc<Snapshot> = snapshots.borrow_and_update().clone();
-                table.reconcile(&snapshot);
+                state.reconcile(&snapshot, Moment::now());
             }
-            _ = tick.tick() => table.expire_idle(),
+            _ = tick.tick() => state.expire_idle(Moment::now()),
         }
-        if !shutdown.is_empty() && table.all_released() {
+        if !shutdown.is_empty() && state.all_released() {
             for reply in shutdown.drain(..) {
                 let _ = reply.send(());
             }
         }
     }
-    table.unload_all();
+    state.unload_all();
 }
 
-async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
-    match msg {
-        Msg::List(reply) => {
-            let _ = reply.send(table.list());
+async fn handle(
+    state: &mut SupervisorState<ProcessRuntime>,
+    catalog: &CatalogHandle,
+    request: Request,
+) {
+    let now = Moment::now();
+    match request {
+        Request::List(reply) => {
+            let _ = reply.send(state.list());
         }
-        Msg::Get(id, reply) => {
-            let _ = reply.send(table.view(&table.resolve(&id)));
+        Request::Get(id, reply) => {
+            let _ = reply.send(state.view(&state.resolve(&id)));
         }
-        Msg::Load(id, reply) => {
-            let id = table.resolve(&id);
-            let _ = reply.send(table.load(&id));
+        Request::Load(id, reply) => {
+            let id = state.resolve(&id);
+            let _ = reply.send(state.load(&id, now));
         }
-        Msg::Unload(id, reply) => {
-            let id = table.resolve(&id);
-            table.unload(&id, reply);
+        Request::Unload(id, reply) => {
+            let id = state.resolve(&id);
+            state.unload(&id, reply, now);
         }
-        Msg::Pin(id, pinned, reply) => {
-            let id = table.resolve(&id);
-            let _ = reply.send(table.pin(&id, pinned));
+        Request::Pin(id, pinned, reply) => {
+            let id = state.resolve(&id);
+            let _ = reply.send(state.pin(&id, pinned));
         }
-        Msg::Status(reply) => {
-            let _ = reply.send(table.status());
+        Request::Status(reply) => {
+            let _ = reply.send(state.status());
         }
-        Msg::Rescan(reply) => {
+        Request::Rescan(reply) => {
             let result = match catalog.rescan().await {
                 Ok(snapshot) => {
-                    let summary = table.reconcile(&snapshot);
+                    let summary = state.reconcile(&snapshot, Moment::now());
                     // The list was kept, not re-read: say why instead of "no change".
                     match &snapshot.problem {
                         Some(problem) => Err(SupervisorError::Unavailable(problem.clone())),
@@ -302,19 +326,15 @@ async fn handle(table: &mut Table, catalog: &CatalogHandle, msg: Msg) {
             };
             let _ = reply.send(result);
         }
-        Msg::Ping(reply) => {
+        Request::Ping(reply) => {
             let _ = reply.send(());
         }
-        Msg::Acquire(id, reply) => {
-            let id = table.resolve(&id);
-            table.acquire(&id, reply);
+        Request::Acquire(id, reply) => {
+            let id = state.resolve(&id);
+            state.acquire(&id, reply, now);
         }
-        Msg::Shutdown(reply) => {
-            table.unload_all();
-            let _ = reply.send(());
-        }
-        Msg::SetLimits(limits, reply) => {
-            table.set_limits(limits);
+        Request::SetLimits(limits, reply) => {
+            state.set_limits(limits, now);
             let _ = reply.send(());
         }
     }

@@ -1,7 +1,8 @@
 //! What the supervisor tells the outside world: model views, states, events, errors.
 
+use std::fmt;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::loader::Progress;
 
@@ -93,8 +94,49 @@ pub struct ModelView {
     pub settings: crate::settings::Effective,
 }
 
-/// How the reason of an unload that makes room for another model begins.
-pub const EVICTED: &str = "evicted";
+/// Why a model is being unloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnloadCause {
+    /// Its place was needed.
+    Evicted(Eviction),
+    /// Unused for its idle TTL.
+    Idle(Duration),
+    /// A client asked.
+    Requested,
+    /// Its files changed on disk.
+    FilesChanged,
+    /// Its files left the models directory.
+    Removed,
+    /// Its settings changed in a config reload; it loads again with the new ones.
+    Reload,
+}
+
+/// What an eviction made room for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eviction {
+    /// A load of this model (the evicted one was the least recently used).
+    ToLoad(String),
+    /// A config reload lowered `--models-max` to this.
+    ModelsMaxLowered(u32),
+}
+
+impl fmt::Display for UnloadCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnloadCause::Evicted(Eviction::ToLoad(id)) => {
+                write!(f, "evicted (least recently used) to load {id}")
+            }
+            UnloadCause::Evicted(Eviction::ModelsMaxLowered(max)) => {
+                write!(f, "evicted: --models-max lowered to {max}")
+            }
+            UnloadCause::Idle(ttl) => write!(f, "idle for {} s (idle_ttl)", ttl.as_secs()),
+            UnloadCause::Requested => f.write_str("unload requested"),
+            UnloadCause::FilesChanged => f.write_str("its files changed on disk"),
+            UnloadCause::Removed => f.write_str("removed from the models directory"),
+            UnloadCause::Reload => f.write_str("its settings changed (config reload)"),
+        }
+    }
+}
 
 /// A state change.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +149,8 @@ pub struct ModelEvent {
     pub previous: ModelState,
     /// Why, when there is more to say.
     pub reason: Option<String>,
+    /// Why it is being unloaded (set on the move to unloading, and to unloaded for a removed model).
+    pub cause: Option<UnloadCause>,
     /// When.
     pub at: SystemTime,
 }
@@ -114,11 +158,7 @@ pub struct ModelEvent {
 impl ModelEvent {
     /// Whether this is a model being unloaded to make room.
     pub fn is_eviction(&self) -> bool {
-        self.state == ModelState::Unloading
-            && self
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with(EVICTED))
+        self.state == ModelState::Unloading && matches!(self.cause, Some(UnloadCause::Evicted(_)))
     }
 }
 

@@ -11,59 +11,55 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::time::{Duration, Instant};
 
+use super::runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport};
 use crate::gpu::devices::Reservation;
 use crate::gpu::estimate::{Context, Shape};
 use crate::gpu::ledger::{GpuLayers, NoRoom};
-use crate::loader::{self, LoadError, LoadOptions, Progress, ResidentModel};
-use crate::settings::WorkerExtras;
+use crate::loader::{self, LoadError, ResidentModel};
 use crate::worker::process::WorkerEnv;
-use crate::worker::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};
+use crate::worker::{WorkerLink, WorkerProcess};
 
-/// What a model actor needs besides its files.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    /// How the files are read into RAM.
-    pub load: LoadOptions,
-    /// How its worker runs.
-    pub worker: WorkerSettings,
-    /// Where workers come from.
-    pub env: Arc<WorkerEnv>,
-    /// This model's own worker environment, sampling defaults and chat template.
-    pub extras: WorkerExtras,
+/// The daemon's [`ModelRuntime`]: one model actor per load, workers as
+/// processes started from `env`; reports go to the supervisor's channel.
+pub struct ProcessRuntime {
+    env: Arc<WorkerEnv>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl ProcessRuntime {
+    /// Starts workers as `env` says; sends what happens to `reports`.
+    pub fn new(env: WorkerEnv, reports: mpsc::UnboundedSender<Report>) -> Self {
+        ProcessRuntime {
+            env: Arc::new(env),
+            reports,
+        }
+    }
+}
+
+impl ModelRuntime for ProcessRuntime {
+    type Worker = WorkerLink;
+    type Model = ModelHandle;
+
+    fn start(
+        &mut self,
+        id: &str,
+        generation: u64,
+        files: &[PathBuf],
+        spec: ModelSpec,
+    ) -> ModelHandle {
+        ModelHandle::spawn(
+            id.to_owned(),
+            generation,
+            files.to_vec(),
+            spec,
+            self.env.clone(),
+            self.reports.clone(),
+        )
+    }
 }
 
 /// What a model actor reports.
-#[derive(Debug)]
-pub enum ModelReport {
-    /// Load progress.
-    Progress(Progress),
-    /// Resident; holds this many bytes.
-    Ready {
-        /// Bytes held in RAM.
-        bytes: u64,
-    },
-    /// The load failed.
-    Failed(LoadError),
-    /// The worker serves.
-    WorkerReady(WorkerLink),
-    /// The worker failed to start, crashed or hung.
-    WorkerFailed(WorkerExit),
-    /// The worker was not started: its GPU offload does not fit (the reason has the numbers).
-    WorkerRefused(String),
-    /// Released (after ready, a failure or a cancelled load); the actor has ended.
-    Unloaded,
-}
-
-/// A report tagged with the model and the load it belongs to.
-#[derive(Debug)]
-pub struct Tagged {
-    /// Model id.
-    pub id: String,
-    /// Which load (stale reports of an earlier load are ignored).
-    pub generation: u64,
-    /// The report.
-    pub report: ModelReport,
-}
+pub type Report = RuntimeReport<WorkerLink>;
 
 /// Controls one model actor.
 #[derive(Debug)]
@@ -80,7 +76,8 @@ impl ModelHandle {
         generation: u64,
         files: Vec<PathBuf>,
         spec: ModelSpec,
-        reports: mpsc::UnboundedSender<Tagged>,
+        env: Arc<WorkerEnv>,
+        reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
         let cancel = Arc::new(AtomicBool::new(false));
         let (unload, unload_rx) = oneshot::channel();
@@ -89,6 +86,7 @@ impl ModelHandle {
             id,
             generation,
             spec,
+            env,
             reports,
         };
         tokio::spawn(actor.run(files, cancel.clone(), unload_rx, start_rx));
@@ -98,16 +96,16 @@ impl ModelHandle {
             start_worker: Some(start_worker),
         }
     }
+}
 
-    /// Starts the worker once the model is resident (at most once per load).
-    pub fn start_worker(&mut self) {
+impl ModelControl for ModelHandle {
+    fn start_worker(&mut self) {
         if let Some(tx) = self.start_worker.take() {
             let _ = tx.send(());
         }
     }
 
-    /// Cancels a load in progress, or stops the worker and releases the model.
-    pub fn unload(&mut self) {
+    fn unload(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
         if let Some(tx) = self.unload.take() {
             let _ = tx.send(());
@@ -119,12 +117,13 @@ struct Actor {
     id: String,
     generation: u64,
     spec: ModelSpec,
-    reports: mpsc::UnboundedSender<Tagged>,
+    env: Arc<WorkerEnv>,
+    reports: mpsc::UnboundedSender<Report>,
 }
 
 impl Actor {
-    fn send(&self, report: ModelReport) {
-        let _ = self.reports.send(Tagged {
+    fn send(&self, report: ModelReport<WorkerLink>) {
+        let _ = self.reports.send(RuntimeReport {
             id: self.id.clone(),
             generation: self.generation,
             report,
@@ -158,7 +157,7 @@ impl Actor {
             let (id, generation, reports) =
                 (self.id.clone(), self.generation, self.reports.clone());
             move |p| {
-                let _ = reports.send(Tagged {
+                let _ = reports.send(RuntimeReport {
                     id: id.clone(),
                     generation,
                     report: ModelReport::Progress(p),
@@ -194,7 +193,7 @@ impl Actor {
             return Ok(None);
         }
         let (Some(gpu), Some(shape)) = (
-            self.spec.env.gpus.main(worker.main_gpu),
+            self.env.gpus.main(worker.main_gpu),
             Shape::of(resident.model()),
         ) else {
             return Ok(None);
@@ -243,7 +242,7 @@ impl Actor {
             files,
             self.generation,
             settings,
-            &self.spec.env,
+            &self.env,
             &self.spec.extras,
         );
         let started = tokio::select! {

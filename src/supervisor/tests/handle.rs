@@ -1,9 +1,11 @@
-//! Supervisor rules through its handle, on a real catalog of small files.
+//! The supervisor through its handle, on a real catalog of small files and
+//! stand-in worker programs: the actor loop, the model actor and a real
+//! process exit, end to end.
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::*;
+use super::super::*;
 use crate::gguf::writer::GgufWriter;
 use crate::gguf::{GgmlType, Value};
 use crate::worker::process::WorkerEnv;

@@ -1,53 +1,71 @@
-//! One model's slot in the supervisor's table: its state and how clients see it.
+//! One model's record in the supervisor: its state, who waits on it, and how
+//! clients see it.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use tokio::sync::{oneshot, watch};
 
-use super::model::ModelHandle;
+use super::clock::Moment;
 use super::restart::CrashRecord;
+use super::runtime::{ModelRuntime, WorkerRef};
 use super::types::{LoadStatus, ModelState, ModelView, SupervisorError};
 use crate::catalog::CatalogEntry;
-use crate::worker::WorkerLink;
 
-/// A reply to a request that wants to use the model.
-pub(super) type LeaseReply = oneshot::Sender<Result<WorkerLink, SupervisorError>>;
+/// A reply to a request that wants to use the model: the way to its worker.
+pub(super) type LeaseReply<W> = oneshot::Sender<Result<W, SupervisorError>>;
 
 /// The model's worker process.
 #[derive(Debug, Clone, Default)]
-pub(super) enum Worker {
+pub(super) enum WorkerState<W> {
     /// None runs (the model may still be resident).
     #[default]
     Stopped,
     /// Started for a request; not answering yet.
     Starting,
     /// Serving since then.
-    Running(WorkerLink, Instant),
+    Running(W, Instant),
+}
+
+/// The clients waiting on a model.
+pub(super) struct Waiters<W> {
+    /// Present while a load is queued or running: every load request watches it.
+    pub(super) load: Option<watch::Sender<LoadStatus>>,
+    /// Unload requests, answered once the model is released.
+    pub(super) unload: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
+    /// Requests waiting for the model to be ready in order to use it: each
+    /// becomes busy the moment it is, before any queued load can evict it.
+    pub(super) ready: Vec<LeaseReply<W>>,
+    /// Requests (already counted busy) waiting for the worker to serve.
+    pub(super) worker: Vec<LeaseReply<W>>,
+}
+
+impl<W> Default for Waiters<W> {
+    fn default() -> Self {
+        Waiters {
+            load: None,
+            unload: Vec::new(),
+            ready: Vec::new(),
+            worker: Vec::new(),
+        }
+    }
 }
 
 /// One model's state in the supervisor.
-pub(super) struct Slot {
+pub(super) struct ModelRecord<R: ModelRuntime> {
     pub(super) entry: CatalogEntry,
     pub(super) state: ModelState,
     pub(super) failure: Option<String>,
-    pub(super) last_used: Option<SystemTime>,
+    pub(super) last_used: Option<Moment>,
     pub(super) pinned: bool,
     /// Requests using the model right now (inference); a busy model is never evicted.
     pub(super) busy: u32,
     pub(super) resident_bytes: u64,
-    pub(super) actor: Option<ModelHandle>,
+    /// What runs behind the current load, until it reports `Unloaded`.
+    pub(super) running: Option<R::Model>,
     /// Generation of the current load; reports of older loads are ignored.
     pub(super) load_generation: u64,
-    /// Present while a load is queued or running: every waiter watches it.
-    pub(super) status: Option<watch::Sender<LoadStatus>>,
-    pub(super) unload_waiters: Vec<oneshot::Sender<Result<ModelView, SupervisorError>>>,
-    /// Requests waiting for the model to be ready in order to use it: each
-    /// becomes busy the moment it is, before any queued load can evict it.
-    pub(super) acquire_waiters: Vec<LeaseReply>,
-    /// Requests (already counted busy) waiting for the worker to serve.
-    pub(super) worker_waiters: Vec<LeaseReply>,
-    /// The worker process.
-    pub(super) worker: Worker,
+    pub(super) waiters: Waiters<R::Worker>,
+    pub(super) worker: WorkerState<R::Worker>,
     /// Worker crashes, for the restart back-off.
     pub(super) crashes: CrashRecord,
     /// Gone from the directory: delete once released.
@@ -60,13 +78,13 @@ pub(super) struct Slot {
     pub(super) reload_when_released: bool,
 }
 
-impl Slot {
+impl<R: ModelRuntime> ModelRecord<R> {
     pub(super) fn new(entry: CatalogEntry) -> Self {
         let (state, failure) = match &entry.info {
             Ok(_) => (ModelState::Discovered, None),
             Err(reason) => (ModelState::Failed, Some(reason.clone())),
         };
-        Slot {
+        ModelRecord {
             entry,
             state,
             failure,
@@ -74,13 +92,10 @@ impl Slot {
             pinned: false,
             busy: 0,
             resident_bytes: 0,
-            actor: None,
+            running: None,
             load_generation: 0,
-            status: None,
-            unload_waiters: Vec::new(),
-            acquire_waiters: Vec::new(),
-            worker_waiters: Vec::new(),
-            worker: Worker::Stopped,
+            waiters: Waiters::default(),
+            worker: WorkerState::Stopped,
             crashes: CrashRecord::default(),
             removed: false,
             aliases: Vec::new(),
@@ -113,11 +128,11 @@ impl Slot {
             parameter_count: info.map_or(0, |s| s.parameter_count),
             context_length: info.and_then(|s| s.context_length).unwrap_or(0),
             failure_reason: self.failure.clone(),
-            last_used: self.last_used,
+            last_used: self.last_used.map(|m| m.wall),
             pinned: self.pinned,
             resident_bytes: self.resident_bytes,
             worker_pid: match &self.worker {
-                Worker::Running(link, _) => Some(link.pid),
+                WorkerState::Running(worker, _) => Some(worker.pid()),
                 _ => None,
             },
             aliases: self.aliases.clone(),
@@ -125,8 +140,13 @@ impl Slot {
         }
     }
 
-    /// Whether the LRU may take this model's slot.
+    /// Whether the LRU may take this model's place.
     pub(super) fn evictable(&self) -> bool {
         self.state == ModelState::Ready && !self.pinned && self.busy == 0
+    }
+
+    /// Loading or ready: what `--models-max` counts once a reload lowers it.
+    pub(super) fn is_loaded(&self) -> bool {
+        matches!(self.state, ModelState::Loading | ModelState::Ready)
     }
 }
