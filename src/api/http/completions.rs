@@ -6,11 +6,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::error::ApiError;
-use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
-use super::{HttpState, parse_json};
-use crate::inference::Pieces;
-use crate::proto::pb::{self, FinishReason};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,6 +14,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::ApiError;
+use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
+use super::{HttpState, parse_json};
+use crate::inference::Pieces;
+use crate::proto::pb::{self, FinishReason};
 
 /// Chat or text completion: what the JSON says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
