@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 pub mod gguf;
 pub mod gpu;
+pub mod inference;
 pub mod loader;
 pub mod metrics;
 pub mod proto;

@@ -27,6 +27,7 @@ use crate::api::listen::{self, ConnectionBudget};
 use crate::api_key::ApiKey;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
+use crate::inference::Inference;
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_server::InferenceServiceServer;
@@ -221,7 +222,8 @@ pub async fn serve(
     let request_limits = crate::engine::limits::RequestLimits {
         embed_max_inputs: config.embed_max_inputs,
     };
-    let inference = InferenceServiceImpl::new(supervisor.clone(), metrics.clone(), request_limits);
+    let inference = Inference::new(supervisor.clone(), metrics.clone(), request_limits);
+    let inference_service = InferenceServiceImpl::new(inference.clone());
     let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
     runtime_dir::secure_socket(&socket, socket_group)?;
     let (http_budget, grpc_budget) = listen::tcp_budgets(
@@ -233,7 +235,7 @@ pub async fn serve(
     let tcp = bind_tcp(&config.host, config.port).await?;
     let http = bind_tcp(&config.http_host, config.http_port).await?;
     let api_key = config.api_key.as_ref();
-    let grpc = router(&service, &inference, api_key).await?;
+    let grpc = router(&service, &inference_service, api_key).await?;
     let stop = shutdown_signal(stop_rx.clone());
     let mut servers = vec![tokio::spawn(async move {
         grpc.serve_with_incoming_shutdown(listen::unix_incoming(uds), stop)
@@ -243,7 +245,7 @@ pub async fn serve(
     if let Some(tcp) = tcp {
         let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
         tracing::info!(%addr, max_connections = grpc_budget, "listening on TCP (gRPC)");
-        let grpc = router(&service, &inference, api_key).await?;
+        let grpc = router(&service, &inference_service, api_key).await?;
         let stop = shutdown_signal(stop_rx.clone());
         let incoming = listen::tcp_incoming(tcp, ConnectionBudget::new("grpc", grpc_budget));
         servers.push(tokio::spawn(async move {
@@ -294,6 +296,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     drop(service);
+    drop(inference_service);
     drop(inference);
     for server in servers {
         match tokio::time::timeout(DRAIN, server).await {

@@ -12,14 +12,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::Request;
 
 use super::error::ApiError;
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
 use super::{HttpState, parse_json};
-use crate::proto::pb::inference_service_server::InferenceService;
+use crate::inference::Pieces;
 use crate::proto::pb::{self, FinishReason};
 
 /// Chat or text completion: what the JSON says.
@@ -121,11 +120,8 @@ fn piece_error(piece: &pb::GenerateResponse) -> ApiError {
         }
         _ => format!("generation failed: {}", piece.error),
     };
-    ApiError::from_status(&tonic::Status::unavailable(message))
+    ApiError::unavailable(message)
 }
-
-type Pieces =
-    std::pin::Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, tonic::Status>> + Send>>;
 
 /// What the shared completion path needs of a request body.
 trait CompletionBody: serde::de::DeserializeOwned {
@@ -166,8 +162,7 @@ where
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
     complete(Kind::Chat, &body, |r: ChatCompletionRequest| async move {
-        let call = state.inference.chat(Request::new(r.to_pb()?));
-        Ok(call.await?.into_inner())
+        Ok(state.inference.chat(r.to_pb()?).await?)
     })
     .await
 }
@@ -175,8 +170,7 @@ pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<HttpState>, body: Bytes) -> Response {
     complete(Kind::Text, &body, |r: CompletionRequest| async move {
-        let call = state.inference.generate(Request::new(r.to_pb()?));
-        Ok(call.await?.into_inner())
+        Ok(state.inference.generate(r.to_pb()?).await?)
     })
     .await
 }
@@ -219,9 +213,9 @@ async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
         };
         return Ok(header.envelope(false, json!([choice]), usage_json(piece.usage.as_ref())));
     }
-    Err(ApiError::from_status(&tonic::Status::unavailable(
+    Err(ApiError::unavailable(
         "the generation ended without finishing (worker gone)",
-    )))
+    ))
 }
 
 fn event(value: &Value) -> Event {
@@ -257,8 +251,8 @@ fn stream(header: Header, include_usage: bool, mut pieces: Pieces) -> impl IntoR
             };
             let piece = match next {
                 Some(Ok(piece)) => piece,
-                Some(Err(status)) => {
-                    let _ = send(ApiError::from_status(&status).body()).await;
+                Some(Err(e)) => {
+                    let _ = send(ApiError::from(e).body()).await;
                     return;
                 }
                 None => {

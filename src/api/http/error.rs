@@ -1,10 +1,15 @@
 //! Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`
-//! with the HTTP status a client library expects.
+//! with the HTTP status a client library expects. This is the one place an
+//! [`InferenceError`] (or a supervisor error, for listings) becomes an HTTP
+//! status.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tonic::Code;
+
+use crate::inference::InferenceError;
+use crate::supervisor::SupervisorError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,73 +25,108 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// 400: the request itself is wrong.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            kind: "invalid_request_error",
-            code: "invalid_request",
+            status,
+            kind,
+            code,
             message: message.into(),
         }
     }
 
-    /// 401: no or the wrong API key.
-    pub fn unauthorized() -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "invalid_request_error",
-            code: "invalid_api_key",
-            message: "missing or wrong API key: send `Authorization: Bearer <key>`".to_owned(),
-        }
+    /// 400: the request itself is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
     }
 
-    /// The error of a gRPC status from the inference or model service.
-    pub fn from_status(status: &tonic::Status) -> Self {
-        let message = status.message().to_owned();
-        let (http, kind, code) = match status.code() {
-            Code::NotFound => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            Code::InvalidArgument | Code::OutOfRange => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-            ),
-            // Autoload off, no chat template, a model whose files are bad.
-            Code::FailedPrecondition => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "model_not_usable",
-            ),
-            Code::ResourceExhausted => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "queue_full",
-            ),
-            Code::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "worker_unavailable",
-            ),
-            Code::Unauthenticated => (
+    /// 401: no or the wrong API key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or wrong API key: send `Authorization: Bearer <key>`",
+        )
+    }
+
+    /// 404: no model has this name.
+    fn model_not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            message,
+        )
+    }
+
+    /// 400: the model cannot serve this (autoload off, no chat template,
+    /// bad files).
+    fn model_not_usable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model_not_usable",
+            message,
+        )
+    }
+
+    /// 429: the queue is full or the model does not fit now.
+    fn queue_full(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "queue_full",
+            message,
+        )
+    }
+
+    /// 503: the worker (or the daemon) cannot answer now; a retry may.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "worker_unavailable",
+            message,
+        )
+    }
+
+    /// The error of a status the worker sent, by its code.
+    fn from_worker(status: &tonic::Status) -> Self {
+        let message = status.message();
+        match status.code() {
+            Code::NotFound => Self::model_not_found(message),
+            Code::InvalidArgument | Code::OutOfRange => Self::bad_request(message),
+            Code::FailedPrecondition => Self::model_not_usable(message),
+            Code::ResourceExhausted => Self::queue_full(message),
+            Code::Unavailable => Self::unavailable(message),
+            Code::Unauthenticated => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 "invalid_api_key",
+                message,
             ),
-            Code::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "cancelled"),
-            _ => (
+            Code::Cancelled => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "cancelled",
+                message,
+            ),
+            _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "internal_error",
+                message,
             ),
-        };
-        ApiError {
-            status: http,
-            kind,
-            code,
-            message,
         }
     }
 
@@ -103,15 +143,30 @@ impl ApiError {
     }
 }
 
-impl From<tonic::Status> for ApiError {
-    fn from(status: tonic::Status) -> Self {
-        ApiError::from_status(&status)
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        let message = e.to_string();
+        match e {
+            SupervisorError::NotFound(_) => Self::model_not_found(message),
+            SupervisorError::FailedPrecondition(_) => Self::model_not_usable(message),
+            SupervisorError::ResourceExhausted(_) => Self::queue_full(message),
+            SupervisorError::Unavailable(_) | SupervisorError::Stopped => {
+                Self::unavailable(message)
+            }
+        }
     }
 }
 
-impl From<crate::supervisor::SupervisorError> for ApiError {
-    fn from(e: crate::supervisor::SupervisorError) -> Self {
-        ApiError::from_status(&crate::api::convert::status(e))
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        match e {
+            InferenceError::NoModel | InferenceError::Limit(_) => Self::bad_request(e.to_string()),
+            InferenceError::Supervisor(e) => e.into(),
+            InferenceError::WorkerFailed { .. } | InferenceError::WorkerStopped { .. } => {
+                Self::unavailable(e.to_string())
+            }
+            InferenceError::Worker(status) => Self::from_worker(&status),
+        }
     }
 }
 
@@ -124,22 +179,98 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::limits::LimitError;
+
+    fn shape(e: impl Into<ApiError>) -> (u16, &'static str, &'static str, String) {
+        let e = e.into();
+        (e.status.as_u16(), e.kind, e.code, e.message)
+    }
 
     #[test]
-    fn statuses_map_as_openai_clients_expect() {
+    fn worker_statuses_map_as_openai_clients_expect() {
         let cases = [
-            (Code::NotFound, 404),
-            (Code::InvalidArgument, 400),
-            (Code::FailedPrecondition, 400),
-            (Code::ResourceExhausted, 429),
-            (Code::Unavailable, 503),
-            (Code::Unauthenticated, 401),
-            (Code::Internal, 500),
+            (Code::NotFound, 404, "model_not_found"),
+            (Code::InvalidArgument, 400, "invalid_request"),
+            (Code::OutOfRange, 400, "invalid_request"),
+            (Code::FailedPrecondition, 400, "model_not_usable"),
+            (Code::ResourceExhausted, 429, "queue_full"),
+            (Code::Unavailable, 503, "worker_unavailable"),
+            (Code::Unauthenticated, 401, "invalid_api_key"),
+            (Code::Cancelled, 503, "cancelled"),
+            (Code::Internal, 500, "internal_error"),
         ];
-        for (code, http) in cases {
-            let e = ApiError::from_status(&tonic::Status::new(code, "why"));
-            assert_eq!(e.status.as_u16(), http, "{code:?}");
+        for (code, http, name) in cases {
+            let e = ApiError::from(InferenceError::Worker(tonic::Status::new(code, "why")));
+            assert_eq!((e.status.as_u16(), e.code), (http, name), "{code:?}");
             assert_eq!(e.body()["error"]["message"], "why");
+            assert_eq!(e.body()["error"]["code"], name);
         }
+    }
+
+    #[test]
+    fn supervisor_errors_map_to_their_http_statuses() {
+        let nope = SupervisorError::NotFound("nope".into());
+        let (http, kind, code, message) = shape(InferenceError::Supervisor(nope));
+        assert_eq!(
+            (http, kind, code),
+            (404, "invalid_request_error", "model_not_found")
+        );
+        assert!(message.contains("nope"), "{message}");
+        let cases = [
+            (
+                SupervisorError::FailedPrecondition("x".into()),
+                400,
+                "model_not_usable",
+            ),
+            (
+                SupervisorError::ResourceExhausted("x".into()),
+                429,
+                "queue_full",
+            ),
+            (
+                SupervisorError::Unavailable("x".into()),
+                503,
+                "worker_unavailable",
+            ),
+            (SupervisorError::Stopped, 503, "worker_unavailable"),
+        ];
+        for (e, http, code) in cases {
+            let text = e.to_string();
+            let got = shape(InferenceError::Supervisor(e));
+            assert_eq!((got.0, got.2, got.3), (http, code, text));
+        }
+        assert_eq!(
+            shape(SupervisorError::ResourceExhausted("x".into())).1,
+            "rate_limit_error"
+        );
+    }
+
+    #[test]
+    fn refused_requests_are_400_and_dead_workers_503() {
+        let (http, _, code, message) =
+            shape(InferenceError::from(LimitError::TooManyStops { count: 17 }));
+        assert_eq!((http, code), (400, "invalid_request"));
+        assert!(message.contains("17 stop strings"), "{message}");
+        assert_eq!(shape(InferenceError::NoModel).0, 400);
+        let failed = shape(InferenceError::WorkerFailed {
+            model: "gemma".into(),
+            reason: "worker killed by SIGSEGV".into(),
+        });
+        assert_eq!(
+            (failed.0, failed.2, failed.3.as_str()),
+            (
+                503,
+                "worker_unavailable",
+                "worker for model gemma failed: worker killed by SIGSEGV"
+            )
+        );
+        let stopped = shape(InferenceError::WorkerStopped {
+            model: "gemma".into(),
+            reason: "worker exited with code 3".into(),
+        });
+        assert_eq!(
+            (stopped.0, stopped.3.as_str()),
+            (503, "worker exited with code 3")
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
 //! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`.
-//! Inference goes through the same [`InferenceServiceImpl`] as gRPC, so model
-//! resolution, autoload, leases and errors are one code path.
+//! Inference calls the same layer as gRPC ([`crate::inference`]), so model
+//! resolution, autoload, leases and errors are one code path; its typed
+//! error becomes an HTTP status once, in [`error`].
 
 mod completions;
 pub mod error;
@@ -28,17 +29,17 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use self::error::ApiError;
-use super::inference::InferenceServiceImpl;
 use super::listen::{AcceptBackoff, ConnectionBudget, accept_budgeted};
 use crate::api_key::ApiKey;
+use crate::inference::Inference;
 use crate::metrics::Metrics;
 use crate::supervisor::SupervisorHandle;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The inference service gRPC serves too.
-    pub inference: InferenceServiceImpl,
+    /// The inference layer gRPC serves too.
+    pub inference: Inference,
     /// The supervisor, for listings, health and metrics.
     pub supervisor: SupervisorHandle,
     /// The daemon's metrics.

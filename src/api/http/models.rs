@@ -7,12 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tonic::Request;
 
 use super::error::ApiError;
 use super::openai::EmbeddingRequest;
 use super::{HttpState, parse_json};
-use crate::proto::pb::inference_service_server::InferenceService;
 use crate::supervisor::ModelView;
 
 /// A model as OpenAI lists it, plus what we know of it.
@@ -70,11 +68,7 @@ fn base64_vector(values: &[f32]) -> String {
 pub async fn embeddings(State(state): State<HttpState>, body: Bytes) -> Response {
     let result = async {
         let request: EmbeddingRequest = parse_json(&body)?;
-        let reply = state
-            .inference
-            .embed(Request::new(request.to_pb()?))
-            .await?
-            .into_inner();
+        let reply = state.inference.embed(request.to_pb()?).await?;
         let data: Vec<Value> = reply
             .embeddings
             .iter()

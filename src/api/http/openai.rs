@@ -1,6 +1,7 @@
-//! OpenAI request bodies and how they become our gRPC requests. Fields we
-//! do not know are ignored, as OpenAI-compatible servers do; fields we know
-//! but cannot honour (`n` > 1, images, token arrays) are a clear 400.
+//! OpenAI request bodies and how they become the v1 requests the inference
+//! layer takes (the gRPC API's messages). Fields we do not know are ignored,
+//! as OpenAI-compatible servers do; fields we know but cannot honour
+//! (`n` > 1, images, token arrays) are a clear 400.
 
 use serde::Deserialize;
 
@@ -167,7 +168,7 @@ pub struct ChatCompletionRequest {
 }
 
 impl ChatCompletionRequest {
-    /// The gRPC request.
+    /// The v1 request.
     pub fn to_pb(&self) -> Result<pb::ChatRequest, ApiError> {
         self.sampling.check()?;
         if self.messages.is_empty() {
@@ -216,7 +217,7 @@ pub struct CompletionRequest {
 }
 
 impl CompletionRequest {
-    /// The gRPC request.
+    /// The v1 request.
     pub fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
         self.sampling.check()?;
         let prompt = match &self.prompt {
@@ -277,7 +278,7 @@ pub struct EmbeddingRequest {
 }
 
 impl EmbeddingRequest {
-    /// The gRPC request (vectors scaled to unit length, as OpenAI's are).
+    /// The v1 request (vectors scaled to unit length, as OpenAI's are).
     pub fn to_pb(&self) -> Result<pb::EmbedRequest, ApiError> {
         let input = match &self.input {
             EmbeddingInput::One(s) => vec![s.clone()],

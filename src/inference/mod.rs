@@ -1,0 +1,164 @@
+//! The inference layer: what one request for tokens, a tokenization or an
+//! embedding needs between an interface and a worker. It checks the
+//! request's bounds, leases the model from the supervisor (loading it and
+//! starting its worker as needed, counted as queued while it waits and as
+//! active while it holds the lease), calls the worker's private gRPC over its
+//! Unix socket and relays the answer. A failure is an [`InferenceError`].
+//!
+//! gRPC (`api::inference`) and HTTP (`api::http`) both call this directly and
+//! each maps the error to its own status once; before, HTTP built gRPC
+//! requests, called the tonic service in-process and turned its statuses
+//! back into HTTP errors.
+//!
+//! The data types are the public v1 messages from `proto`: they are the
+//! worker protocol's messages too, so relaying them needs no copy. The layer
+//! ranks above supervisor and below api; it never imports api, cli or daemon.
+
+mod error;
+mod relay;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+pub use self::error::InferenceError;
+pub use self::relay::Pieces;
+use self::relay::{ActiveLease, relay};
+use crate::engine::limits::{RequestLimits, check_stops};
+use crate::metrics::Metrics;
+use crate::proto::pb;
+use crate::proto::pb::inference_service_client::InferenceServiceClient;
+use crate::supervisor::{Lease, SupervisorHandle};
+
+/// How long a broken call waits to learn why the worker ended.
+const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
+
+/// A handle on the inference layer; cheap to clone, one shared by every
+/// interface so that requests are counted in one place.
+#[derive(Clone)]
+pub struct Inference {
+    supervisor: SupervisorHandle,
+    metrics: Metrics,
+    limits: RequestLimits,
+}
+
+impl Inference {
+    /// A layer that leases models from `supervisor`, counts requests in
+    /// `metrics` and refuses requests past `limits` before leasing anything.
+    pub fn new(supervisor: SupervisorHandle, metrics: Metrics, limits: RequestLimits) -> Self {
+        Inference {
+            supervisor,
+            metrics,
+            limits,
+        }
+    }
+
+    /// Generates from a prompt: a stream of pieces, the last with the
+    /// finish reason and usage.
+    pub async fn generate(&self, request: pb::GenerateRequest) -> Result<Pieces, InferenceError> {
+        check_stops(&request.stop)?;
+        let model = request.model.clone();
+        let (active, upstream) = self
+            .on_worker(&model, |mut c| async move { c.generate(request).await })
+            .await?;
+        Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
+    }
+
+    /// Chats: the messages through the model's template, then as `generate`.
+    pub async fn chat(&self, request: pb::ChatRequest) -> Result<Pieces, InferenceError> {
+        check_stops(&request.stop)?;
+        let model = request.model.clone();
+        let (active, upstream) = self
+            .on_worker(&model, |mut c| async move { c.chat(request).await })
+            .await?;
+        Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
+    }
+
+    /// Text to the model's token ids.
+    pub async fn tokenize(
+        &self,
+        request: pb::TokenizeRequest,
+    ) -> Result<pb::TokenizeResponse, InferenceError> {
+        let model = request.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.tokenize(request).await })
+            .await?;
+        Ok(reply.into_inner())
+    }
+
+    /// Token ids back to text.
+    pub async fn detokenize(
+        &self,
+        request: pb::DetokenizeRequest,
+    ) -> Result<pb::DetokenizeResponse, InferenceError> {
+        let model = request.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.detokenize(request).await })
+            .await?;
+        Ok(reply.into_inner())
+    }
+
+    /// One vector per input.
+    pub async fn embed(
+        &self,
+        request: pb::EmbedRequest,
+    ) -> Result<pb::EmbedResponse, InferenceError> {
+        self.limits.check_embed(request.input.len())?;
+        let model = request.model.clone();
+        let (_, reply) = self
+            .on_worker(&model, |mut c| async move { c.embed(request).await })
+            .await?;
+        Ok(reply.into_inner())
+    }
+
+    /// Leases `model` (loading it and starting its worker as needed) and runs
+    /// `call` on the worker. The lease comes back with the reply, so that a
+    /// stream can keep it for as long as it runs.
+    async fn on_worker<R, F, Fut>(
+        &self,
+        model: &str,
+        call: F,
+    ) -> Result<(ActiveLease, R), InferenceError>
+    where
+        F: FnOnce(InferenceServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        if model.is_empty() {
+            return Err(InferenceError::NoModel);
+        }
+        let queued = self.metrics.queued();
+        let lease = self.supervisor.acquire(model).await?;
+        drop(queued);
+        let active = ActiveLease::new(lease, &self.metrics);
+        let client = InferenceServiceClient::new(active.lease.worker().channel.clone());
+        match call(client).await {
+            Ok(reply) => Ok((active, reply)),
+            Err(status) => Err(worker_error(&active.lease, status).await),
+        }
+    }
+}
+
+/// What a worker's error status means: its own refusals pass through; a
+/// broken connection is explained by how the worker ended, when it did.
+async fn worker_error(lease: &Lease, status: Status) -> InferenceError {
+    let refused = matches!(
+        status.code(),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::ResourceExhausted | Code::NotFound
+    );
+    if refused {
+        return InferenceError::Worker(status);
+    }
+    match lease.worker().exit_reason(EXIT_REASON_WAIT).await {
+        Some(exit) if exit.crashed => InferenceError::WorkerFailed {
+            model: lease.model().to_owned(),
+            reason: exit.reason,
+        },
+        Some(exit) => InferenceError::WorkerStopped {
+            model: lease.model().to_owned(),
+            reason: exit.reason,
+        },
+        None => InferenceError::Worker(status),
+    }
+}
