@@ -15,6 +15,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod loader;
 pub mod metrics;
+pub mod params;
 pub mod proto;
 pub mod runtime_dir;
 pub mod settings;
