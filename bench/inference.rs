@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_router::engine::{EngineConfig, EngineHandle, GenerateRequest, Sampling};
+use llama_router::engine::{EngineHandle, GenerateRequest, Sampling};
+use llama_router::params::ModelParams;
 use llama_router::proto::pb;
 use support::{Daemon, greedy};
 
@@ -51,8 +52,8 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
-fn threads() -> i32 {
-    std::thread::available_parallelism().map_or(4, |n| n.get() as i32)
+fn threads() -> u32 {
+    std::thread::available_parallelism().map_or(4, |n| n.get() as u32)
 }
 
 async fn in_process(engine: &EngineHandle) -> Run {
@@ -113,17 +114,14 @@ async fn bench_overhead(demo: &Path, models: &Path) {
     let backend = Arc::new(LlamaBackend::init().unwrap());
     let model =
         Arc::new(LlamaModel::load_from_file(&backend, demo, &LlamaModelParams::default()).unwrap());
-    let config = EngineConfig {
+    let params = ModelParams {
         parallel: 4,
         ctx_size: 4096,
         batch_size: 512,
         threads: threads(),
-        queue: 64,
-        flash_attn: llama_router::settings::FlashAttn::Auto,
-        cache_type_k: llama_router::settings::CacheType::F16,
-        cache_type_v: llama_router::settings::CacheType::F16,
+        ..ModelParams::default()
     };
-    let engine = EngineHandle::start(backend, model, config).unwrap();
+    let engine = EngineHandle::start(backend, model, params, 64).unwrap();
     let d = Daemon::start(
         models,
         &[

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use llama_router::gguf::GgufModel;
 use llama_router::gpu::estimate::{self, Context, Shape};
-use llama_router::settings::CacheType;
+use llama_router::params::CacheType;
 use support::{Daemon, add_demo_model, collect, greedy};
 
 #[tokio::test]

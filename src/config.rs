@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
+use crate::params::ModelParams;
 use crate::settings::{ModelProfiles, ModelSettings, SettingsError};
 
 /// Config file read when `--config` is not given (if it exists).
@@ -72,14 +73,10 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Log output: auto (journal under systemd, else text), text, json, journald.
     pub log_format: crate::telemetry::LogFormat,
-    /// Requests each model decodes together (continuous batching).
-    pub parallel: u32,
-    /// Context of each of those requests, in tokens.
-    pub ctx_size: u32,
-    /// Most tokens per decode step (long prompts are fed in chunks of this).
-    pub batch_size: u32,
-    /// llama.cpp CPU threads per worker (0 = one per core).
-    pub threads: u32,
+    /// Every model's engine settings (`ctx_size`, `parallel`, `gpu_layers`,
+    /// ...), top-level keys; a model's table overrides each.
+    #[serde(flatten)]
+    pub params: ModelParams,
     /// Requests per model that may wait for a free slot before RESOURCE_EXHAUSTED.
     pub request_queue: usize,
     /// Seconds a stopping worker may finish in-flight requests before SIGKILL.
@@ -94,10 +91,6 @@ pub struct Config {
     pub embed_max_inputs: usize,
     /// Command prefixed to every worker's argv (numactl, taskset); empty: none.
     pub worker_wrapper: Vec<String>,
-    /// Layers each model offloads to the GPU: auto (as many as fit), all, or a number.
-    pub gpu_layers: crate::settings::GpuLayers,
-    /// Which usable GPU models offload to (0 = the first).
-    pub main_gpu: u32,
     /// Settings every model gets unless its own table says otherwise.
     pub defaults: ModelSettings,
     /// Per-model tables, by model id.
@@ -130,10 +123,7 @@ impl Default for Config {
             max_metadata_bytes: crate::gguf::DEFAULT_MAX_METADATA_BYTES,
             log_level: None,
             log_format: crate::telemetry::LogFormat::Auto,
-            parallel: 4,
-            ctx_size: 4096,
-            batch_size: 512,
-            threads: 0,
+            params: ModelParams::default(),
             request_queue: 64,
             stop_timeout: 10,
             worker_ping_timeout: 30,
@@ -141,8 +131,6 @@ impl Default for Config {
             worker_start_timeout: 300,
             embed_max_inputs: 2048,
             worker_wrapper: Vec::new(),
-            gpu_layers: crate::settings::GpuLayers::Auto,
-            main_gpu: 0,
             defaults: ModelSettings::default(),
             models: BTreeMap::new(),
         }
@@ -177,11 +165,17 @@ impl Config {
             }
             None => {}
         }
-        let config: Config = figment
+        let figment = figment
             .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV))
-            .merge(Serialized::defaults(flags))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+            .merge(Serialized::defaults(flags));
+        let invalid = |e| ConfigError::Invalid(Box::new(e));
+        // `params` is flattened, and serde reads a flattened struct from a
+        // copy that has lost which source each key came from. Read it on its
+        // own first (a bad value then names its key and file), and check the
+        // top-level keys here, so that errors say where they are.
+        figment.extract::<ModelParams>().map_err(invalid)?;
+        check_keys(&figment)?;
+        let config: Config = figment.extract().map_err(invalid)?;
         config.profiles()?.check_startup(config.models_max)?;
         Ok(config)
     }
@@ -203,6 +197,26 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         self.socket.clone().unwrap_or_else(default_socket_path)
     }
+}
+
+/// Refuses a top-level key that `Config::default()` does not have (every
+/// key is in it, an unset one as empty), naming the key and its source.
+fn check_keys(figment: &Figment) -> Result<(), ConfigError> {
+    let invalid = |e| ConfigError::Invalid(Box::new(e));
+    let known = Serialized::defaults(Config::default())
+        .data()
+        .map_err(invalid)?;
+    let known: Vec<&String> = known.values().flat_map(|dict| dict.keys()).collect();
+    for (profile, dict) in figment.data().map_err(invalid)? {
+        if let Some(key) = dict.keys().find(|k| !known.contains(k)) {
+            let mut e = figment::Error::from(format!("unknown key `{key}`"));
+            e.profile = Some(profile);
+            e.metadata = figment.find_metadata(key).cloned();
+            e.path = vec![key.clone()];
+            return Err(invalid(e));
+        }
+    }
+    Ok(())
 }
 
 /// `$RUNTIME_DIRECTORY` (set by systemd), else `/run/llama-router` when
@@ -304,6 +318,32 @@ mod tests {
                 err.contains("MODELS_MAX") && err.contains("LLAMA_ROUTER_"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn engine_keys_resolve_like_the_others_and_their_errors_name_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "ctx_size = 512\nflash_attn = \"on\"\n")?;
+            jail.set_env("LLAMA_ROUTER_GPU_LAYERS", "all");
+            let c = Config::load(Some(Path::new("c.toml")), Flags::default())
+                .map_err(|e| e.to_string())?;
+            let p = c.params;
+            assert_eq!(p.ctx_size, 512);
+            assert_eq!(p.flash_attn, crate::params::FlashAttn::On);
+            assert_eq!(p.gpu_layers, crate::params::GpuLayers::All);
+            assert_eq!(p.parallel, ModelParams::default().parallel);
+            jail.create_file("d.toml", "ctx_size = \"lots\"\n")?;
+            let err = Config::load(Some(Path::new("d.toml")), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ctx_size") && err.contains("d.toml"), "{err}");
+            jail.create_file("e.toml", "[models.m]\nctx_siz = 1\n")?;
+            let err = Config::load(Some(Path::new("e.toml")), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ctx_siz") && err.contains("e.toml"), "{err}");
             Ok(())
         });
     }

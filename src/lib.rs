@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod inference;
 pub mod loader;
 pub mod metrics;
+pub mod params;
 pub mod proto;
 pub mod runtime_dir;
 pub mod settings;

@@ -102,8 +102,6 @@ pub fn status(e: SupervisorError) -> Status {
     }
 }
 
-use crate::settings::{GpuLayers, value_name};
-
 /// A model's effective settings as the wire message.
 pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
     let mut out = pb::EffectiveSettings {
@@ -116,22 +114,18 @@ pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        gpu_layers: -1,
+        gpu_layers: crate::params::GpuLayers::Auto.to_proto(),
         ..Default::default()
     };
-    if let Some(w) = &e.worker {
-        out.ctx_size = w.ctx_size;
-        out.parallel = w.parallel;
-        out.threads = w.threads;
-        out.batch_size = w.batch_size;
-        out.gpu_layers = match w.gpu_layers {
-            GpuLayers::Auto => -1,
-            GpuLayers::All => -2,
-            GpuLayers::Count(n) => i32::try_from(n).unwrap_or(i32::MAX),
-        };
-        out.flash_attn = value_name(w.flash_attn);
-        out.cache_type_k = value_name(w.cache_type_k);
-        out.cache_type_v = value_name(w.cache_type_v);
+    if let Some(p) = &e.params {
+        out.ctx_size = p.ctx_size;
+        out.parallel = p.parallel;
+        out.threads = p.threads;
+        out.batch_size = p.batch_size;
+        out.gpu_layers = p.gpu_layers.to_proto();
+        out.flash_attn = p.flash_attn.to_string();
+        out.cache_type_k = p.cache_type_k.to_string();
+        out.cache_type_v = p.cache_type_v.to_string();
     }
     out
 }

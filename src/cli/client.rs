@@ -164,10 +164,9 @@ pub fn model_json(m: &pb::Model) -> Json {
             "parallel": s.parallel,
             "threads": s.threads,
             "batch_size": s.batch_size,
-            "gpu_layers": match s.gpu_layers {
-                -1 => Json::from("auto"),
-                -2 => Json::from("all"),
-                n => n.into(),
+            "gpu_layers": match crate::params::GpuLayers::from_proto(s.gpu_layers) {
+                crate::params::GpuLayers::Count(n) => n.into(),
+                other => Json::from(other.to_string()),
             },
             "flash_attn": s.flash_attn,
             "cache_type_k": s.cache_type_k,

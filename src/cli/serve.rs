@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::params::ModelParamsPatch;
+
 /// Arguments of `serve`; each given flag overrides the config file and environment.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -37,12 +39,6 @@ pub struct ServeArgs {
     /// Require this bearer token on HTTP and gRPC requests (prefer LLAMA_ROUTER_API_KEY or the config file: flags show in `ps`).
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<crate::api_key::ApiKey>,
-    /// Layers offloaded to the GPU: auto (as many as fit in free VRAM), all, or a number [default: auto].
-    #[arg(long, value_name = "N|auto|all")]
-    pub gpu_layers: Option<crate::settings::GpuLayers>,
-    /// Which GPU models offload to (index among the usable ones) [default: 0].
-    #[arg(long, value_name = "N")]
-    pub main_gpu: Option<u32>,
     /// Unix socket [default: $RUNTIME_DIRECTORY or /run/llama-router, else $XDG_RUNTIME_DIR/llama-router].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -70,18 +66,10 @@ pub struct ServeArgs {
     /// Log output [default: auto: the journal under systemd, else text].
     #[arg(long, value_enum)]
     pub log_format: Option<crate::telemetry::LogFormat>,
-    /// Requests each model decodes together [default: 4].
-    #[arg(long, value_name = "N")]
-    pub parallel: Option<u32>,
-    /// Context per request, in tokens [default: 4096].
-    #[arg(long, value_name = "TOKENS")]
-    pub ctx_size: Option<u32>,
-    /// Most tokens per decode step [default: 512].
-    #[arg(long, value_name = "TOKENS")]
-    pub batch_size: Option<u32>,
-    /// llama.cpp CPU threads per worker; 0 = one per core [default: 0].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<u32>,
+    /// Every model's engine settings (`--ctx-size`, `--gpu-layers`, ...), each
+    /// over the config's top-level key of the same name.
+    #[command(flatten)]
+    pub params: ModelParamsPatch,
     /// Requests per model that may wait for a slot [default: 64].
     #[arg(long, value_name = "N")]
     pub request_queue: Option<usize>,
@@ -116,10 +104,6 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    gpu_layers: Option<crate::settings::GpuLayers>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    main_gpu: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     http_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_port: Option<u16>,
@@ -143,14 +127,8 @@ pub struct FlagOverrides {
     log_level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<crate::telemetry::LogFormat>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ctx_size: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_size: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    threads: Option<u32>,
+    #[serde(flatten)]
+    params: ModelParamsPatch,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_queue: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,8 +157,6 @@ impl ServeArgs {
             models_autoload: autoload,
             host: self.host.clone(),
             port: self.port,
-            gpu_layers: self.gpu_layers,
-            main_gpu: self.main_gpu,
             http_host: self.http_host.clone(),
             http_port: self.http_port,
             api_key: self.api_key.clone(),
@@ -193,10 +169,7 @@ impl ServeArgs {
             watch_debounce_ms: self.watch_debounce_ms,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
-            parallel: self.parallel,
-            ctx_size: self.ctx_size,
-            batch_size: self.batch_size,
-            threads: self.threads,
+            params: self.params,
             request_queue: self.request_queue,
             stop_timeout: self.stop_timeout,
             worker_ping_timeout: self.worker_ping_timeout,
@@ -204,5 +177,27 @@ impl ServeArgs {
             embed_max_inputs: self.embed_max_inputs,
             worker_start_timeout: self.worker_start_timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn given_engine_flags_become_the_config_keys_of_the_same_name() {
+        let args = Wrapper::parse_from(["x", "--ctx-size", "256", "--gpu-layers", "all"]).serve;
+        let keys = serde_json::to_value(args.overrides()).unwrap();
+        assert_eq!(
+            keys,
+            serde_json::json!({"ctx_size": 256, "gpu_layers": "all"})
+        );
     }
 }

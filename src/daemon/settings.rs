@@ -30,21 +30,15 @@ pub(super) fn limits_of(config: &Config) -> Limits {
         },
         autoload: config.models_autoload,
         profiles: std::sync::Arc::new(config.profiles().unwrap_or_default()),
+        // Each model's table goes over these, and the result is normalized,
+        // in `ModelProfiles::worker`.
         worker: WorkerSettings {
-            parallel: config.parallel.max(1),
-            ctx_size: config.ctx_size.max(16),
-            batch_size: config.batch_size.max(1),
-            threads: config.threads,
+            params: config.params,
             queue: config.request_queue,
             stop_timeout: Duration::from_secs(config.stop_timeout),
             ping_timeout: Duration::from_secs(config.worker_ping_timeout.max(1)),
             step_timeout: Duration::from_secs(config.step_timeout().max(1)),
             start_timeout: Duration::from_secs(config.worker_start_timeout.max(1)),
-            gpu_layers: config.gpu_layers,
-            main_gpu: config.main_gpu,
-            flash_attn: crate::settings::FlashAttn::Auto,
-            cache_type_k: crate::settings::CacheType::F16,
-            cache_type_v: crate::settings::CacheType::F16,
         },
     }
 }

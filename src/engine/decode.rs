@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 use super::embed::{EmbedTask, Embedder};
 use super::progress::Progress;
 use super::text::{Released, TextStream};
-use super::{EngineConfig, EngineError, Finish, GenerateJob, Job, Piece, Usage};
+use super::{EngineError, Finish, GenerateJob, Job, Piece, Usage};
+use crate::params::ModelParams;
 
 /// A request holding a sequence.
 struct Active {
@@ -87,20 +88,21 @@ impl Active {
 pub(super) fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
-    config: EngineConfig,
+    config: ModelParams,
     mut jobs: mpsc::Receiver<Job>,
     started: std_mpsc::Sender<Result<(), EngineError>>,
     progress: &Progress,
 ) {
     let parallel = config.parallel.max(1);
+    let threads = super::llama_threads(config.threads);
     let params = LlamaContextParams::default()
         .with_n_ctx(super::non_zero(config.ctx_size.saturating_mul(parallel)))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
         .with_n_seq_max(parallel)
         .with_kv_unified(false)
-        .with_n_threads(config.threads)
-        .with_n_threads_batch(config.threads)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
         .with_flash_attention_policy(config.flash_attn.llama_value())
         .with_type_k(super::kv_type(config.cache_type_k))
         .with_type_v(super::kv_type(config.cache_type_v));
@@ -170,7 +172,7 @@ fn take(
     job: Job,
     waiting: &mut VecDeque<GenerateJob>,
     embeds: &mut VecDeque<EmbedTask>,
-    config: EngineConfig,
+    config: ModelParams,
 ) {
     match job {
         Job::Generate(job) => waiting.push_back(job),

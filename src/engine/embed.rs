@@ -10,14 +10,15 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::progress::Progress;
-use super::{EmbedJob, EngineConfig, EngineError};
+use super::{EmbedJob, EngineError};
+use crate::params::ModelParams;
 
 /// Embeds inputs one at a time, each in one decode (pooling needs a whole
 /// input in one batch) of at most [`max_input_tokens`] tokens.
 pub(super) struct Embedder<'m> {
     backend: &'m LlamaBackend,
     model: &'m LlamaModel,
-    config: EngineConfig,
+    config: ModelParams,
     ctx: Option<LlamaContext<'m>>,
     progress: &'m Progress,
 }
@@ -26,7 +27,7 @@ impl<'m> Embedder<'m> {
     pub(super) fn new(
         backend: &'m LlamaBackend,
         model: &'m LlamaModel,
-        config: EngineConfig,
+        config: ModelParams,
         progress: &'m Progress,
     ) -> Self {
         Embedder {
@@ -58,6 +59,7 @@ impl<'m> Embedder<'m> {
     fn context(&mut self) -> Result<&mut LlamaContext<'m>, EngineError> {
         if self.ctx.is_none() {
             let n = max_input_tokens(self.config);
+            let threads = super::llama_threads(self.config.threads);
             let params = LlamaContextParams::default()
                 .with_embeddings(true)
                 .with_pooling_type(self.pooling())
@@ -65,8 +67,8 @@ impl<'m> Embedder<'m> {
                 .with_n_batch(n)
                 .with_n_ubatch(n)
                 .with_n_seq_max(1)
-                .with_n_threads(self.config.threads)
-                .with_n_threads_batch(self.config.threads);
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
             // Created on the first request: the start-up limit applies.
             self.progress.warming(true);
             let ctx = self.model.new_context(self.backend, params);
@@ -111,7 +113,7 @@ impl<'m> Embedder<'m> {
 
 /// Most tokens of one embedding input: `batch_size` (and the context), the
 /// same bound as every other decode step, as llama-server has it.
-fn max_input_tokens(config: EngineConfig) -> u32 {
+fn max_input_tokens(config: ModelParams) -> u32 {
     config.batch_size.min(config.ctx_size).max(1)
 }
 
@@ -126,7 +128,7 @@ pub(super) struct EmbedTask {
 impl EmbedTask {
     /// Checks every input up front (no work is wasted on a batch that is
     /// refused at its last input); a refused job is answered here.
-    pub(super) fn new(job: EmbedJob, config: EngineConfig) -> Option<Self> {
+    pub(super) fn new(job: EmbedJob, config: ModelParams) -> Option<Self> {
         let limit = usize::try_from(max_input_tokens(config)).unwrap_or(usize::MAX);
         let refusal = if let Some(long) = job.inputs.iter().find(|i| i.len() > limit) {
             Some(format!(

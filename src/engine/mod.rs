@@ -23,27 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 pub use progress::Liveness;
 pub use sampling::{Sampling, SamplingRequest};
 
-use crate::settings::{CacheType, FlashAttn};
+use crate::params::{CacheType, ModelParams};
 
-/// How the engine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineConfig {
-    /// Sequences decoded together (`--parallel`).
-    pub parallel: u32,
-    /// Context of each sequence, in tokens (`--ctx-size`).
-    pub ctx_size: u32,
-    /// Most tokens per decode step; longer prompts go in chunks of this size.
-    pub batch_size: u32,
-    /// CPU threads for llama.cpp.
-    pub threads: i32,
-    /// Requests that may wait for a free sequence.
-    pub queue: usize,
-    /// Flash attention.
-    pub flash_attn: FlashAttn,
-    /// KV cache type of keys.
-    pub cache_type_k: CacheType,
-    /// KV cache type of values.
-    pub cache_type_v: CacheType,
+/// llama.cpp's thread count (the daemon resolved `0` to its cores).
+fn llama_threads(threads: u32) -> i32 {
+    i32::try_from(threads).unwrap_or(i32::MAX)
 }
 
 /// llama-cpp-2's name for a cache type.
@@ -161,7 +145,10 @@ enum Job {
 pub struct EngineHandle {
     tx: mpsc::Sender<Job>,
     model: Arc<LlamaModel>,
-    config: EngineConfig,
+    /// The model's settings as the engine runs them.
+    params: ModelParams,
+    /// Requests that may wait for a free sequence (`request_queue`).
+    queue: usize,
     /// Permits for requests decoding or waiting: past them, Busy.
     admission: Arc<Semaphore>,
     /// What the decode thread says about itself, read without waiting on it.
@@ -174,13 +161,17 @@ impl EngineHandle {
     pub fn start(
         backend: Arc<LlamaBackend>,
         model: Arc<LlamaModel>,
-        config: EngineConfig,
+        params: ModelParams,
+        queue: usize,
     ) -> Result<Self, EngineError> {
-        // Every generating sequence needs a place in each batch.
-        let config = EngineConfig {
-            batch_size: config.batch_size.max(config.parallel),
-            ..config
+        let params = params.normalized();
+        // Every generating sequence needs a place in each batch: the
+        // engine's own rule (admission and the display keep the configured size).
+        let params = ModelParams {
+            batch_size: params.batch_size.max(params.parallel),
+            ..params
         };
+
         let (tx, rx) = mpsc::channel(1024);
         let (started_tx, started) = std::sync::mpsc::channel();
         let thread_model = model.clone();
@@ -190,19 +181,20 @@ impl EngineHandle {
             .name("engine".into())
             .spawn(move || {
                 let progress = progress::StopOnDrop(thread_progress);
-                decode::run(&backend, &thread_model, config, rx, started_tx, &progress.0);
+                decode::run(&backend, &thread_model, params, rx, started_tx, &progress.0);
             })
             .map_err(|e| EngineError::Llama(format!("cannot start the engine thread: {e}")))?;
         started.recv().map_err(|_| EngineError::Stopped)??;
         let admission = Arc::new(Semaphore::new(
-            usize::try_from(config.parallel)
+            usize::try_from(params.parallel)
                 .unwrap_or(usize::MAX)
-                .saturating_add(config.queue),
+                .saturating_add(queue),
         ));
         Ok(EngineHandle {
             tx,
             model,
-            config,
+            params,
+            queue,
             admission,
             progress,
         })
@@ -213,9 +205,9 @@ impl EngineHandle {
         &self.model
     }
 
-    /// The engine's settings.
-    pub fn config(&self) -> EngineConfig {
-        self.config
+    /// The model's settings as the engine runs them (normalized, batch at least `parallel`).
+    pub fn params(&self) -> ModelParams {
+        self.params
     }
 
     /// Queues a generation; its pieces arrive on the returned channel, and
@@ -227,7 +219,7 @@ impl EngineHandle {
         let admitted = self.admission.clone().try_acquire_owned().map_err(|_| {
             EngineError::Busy(format!(
                 "all {} slots are busy and {} requests are already waiting (--parallel, --request-queue)",
-                self.config.parallel, self.config.queue
+                self.params.parallel, self.queue
             ))
         })?;
         let (pieces, rx) = mpsc::unbounded_channel();

@@ -4,7 +4,7 @@
 use llama_cpp_2::sampling::LlamaSampler;
 
 use super::EngineError;
-use crate::settings::SamplingSettings;
+use crate::params::SamplingSettings;
 
 /// What a request asks of sampling; an unset field takes the model's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -4,7 +4,7 @@
 //! overhead. Read from the GGUF header alone.
 
 use crate::gguf::{GgufModel, Value};
-use crate::settings::CacheType;
+use crate::params::CacheType;
 
 /// Compute buffers and driver allocations that do not scale with the model.
 const OVERHEAD_BASE: u64 = 256 << 20;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::Device;
 use super::estimate::{self, Context, Estimate, Shape};
-pub use crate::settings::GpuLayers;
+pub use crate::params::GpuLayers;
 use crate::util::human_bytes;
 
 /// Bytes on one device.

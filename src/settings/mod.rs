@@ -1,7 +1,8 @@
 //! Per-model settings from the config file: `[defaults]` and `[models."ID"]`
-//! tables, resolved as model table > defaults > the daemon-wide keys.
-
-mod values;
+//! tables, resolved as model table > defaults > the daemon-wide keys (which
+//! figment already resolved as flags > environment > file > built-ins).
+//! [`ModelProfiles::params`] is the one place a model's engine settings are
+//! resolved.
 
 #[cfg(test)]
 mod tests;
@@ -12,41 +13,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use values::{CacheType, FlashAttn, GpuLayers, SamplingSettings, WorkerExtras, value_name};
-
+use crate::params::{ModelParams, ModelParamsPatch, SamplingSettings};
 use crate::worker::WorkerSettings;
 
 /// Settings a `[defaults]` or `[models."ID"]` table may set; unset keys fall through.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
-    /// Context per request, in tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ctx_size: Option<u32>,
-    /// Requests decoded together.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parallel: Option<u32>,
-    /// llama.cpp CPU threads (0 = one per core).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u32>,
-    /// Tokens per decode step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
+    /// Engine settings (`ctx_size`, `gpu_layers`, ...: see `ModelParams`).
+    #[serde(flatten)]
+    pub params: ModelParamsPatch,
     /// Never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<bool>,
-    /// Layers offloaded to the GPU: auto (as many as fit), all, or a number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_layers: Option<GpuLayers>,
-    /// Flash attention.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flash_attn: Option<FlashAttn>,
-    /// KV cache type of keys.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_type_k: Option<CacheType>,
-    /// KV cache type of values.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_type_v: Option<CacheType>,
     /// Lock this model's pages in RAM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlock: Option<bool>,
@@ -102,11 +81,22 @@ pub enum SettingsError {
     },
 }
 
+/// What one model's worker gets besides its engine settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerExtras {
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Sampling defaults.
+    pub sampling: SamplingSettings,
+    /// A chat template file used instead of the model's own.
+    pub chat_template: Option<PathBuf>,
+}
+
 /// What a model's worker runs with, for display.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effective {
-    /// Worker settings.
-    pub worker: Option<WorkerSettings>,
+    /// Engine settings.
+    pub params: Option<ModelParams>,
     /// Locked in RAM.
     pub mlock: bool,
     /// Idle TTL.
@@ -201,30 +191,17 @@ impl ModelProfiles {
             .or_else(|| key(&self.defaults))
     }
 
-    /// `id`'s worker settings: its table, else the defaults, else `base` (the daemon-wide keys).
+    /// `id`'s engine settings: each from its table, else the defaults, else
+    /// `base` (the daemon-wide keys); normalized.
+    pub fn params(&self, id: &str, base: ModelParams) -> ModelParams {
+        let own = self.models.get(id).map(|m| m.params).unwrap_or_default();
+        own.or(self.defaults.params).over(base).normalized()
+    }
+
+    /// `id`'s worker settings: `base` with [`ModelProfiles::params`] for its engine.
     pub fn worker(&self, id: &str, base: WorkerSettings) -> WorkerSettings {
         WorkerSettings {
-            ctx_size: self
-                .pick(id, |s| s.ctx_size)
-                .unwrap_or(base.ctx_size)
-                .max(16),
-            parallel: self
-                .pick(id, |s| s.parallel)
-                .unwrap_or(base.parallel)
-                .max(1),
-            threads: self.pick(id, |s| s.threads).unwrap_or(base.threads),
-            batch_size: self
-                .pick(id, |s| s.batch_size)
-                .unwrap_or(base.batch_size)
-                .max(1),
-            gpu_layers: self.pick(id, |s| s.gpu_layers).unwrap_or(base.gpu_layers),
-            flash_attn: self.pick(id, |s| s.flash_attn).unwrap_or(base.flash_attn),
-            cache_type_k: self
-                .pick(id, |s| s.cache_type_k)
-                .unwrap_or(base.cache_type_k),
-            cache_type_v: self
-                .pick(id, |s| s.cache_type_v)
-                .unwrap_or(base.cache_type_v),
+            params: self.params(id, base.params),
             ..base
         }
     }
@@ -264,7 +241,7 @@ impl ModelProfiles {
         idle_ttl: Option<Duration>,
     ) -> Effective {
         Effective {
-            worker: Some(self.worker(id, base)),
+            params: Some(self.worker(id, base).params),
             mlock: self.mlock(id, mlock),
             idle_ttl: self.idle_ttl(id, idle_ttl),
             extras: self.extras(id),

@@ -3,29 +3,35 @@
 use std::time::Duration;
 
 use super::*;
+use crate::params::{CacheType, FlashAttn, GpuLayers};
 
 fn base() -> WorkerSettings {
     WorkerSettings {
-        parallel: 4,
-        ctx_size: 4096,
-        batch_size: 512,
-        threads: 0,
+        params: ModelParams {
+            parallel: 4,
+            ctx_size: 4096,
+            batch_size: 512,
+            threads: 0,
+            gpu_layers: GpuLayers::Auto,
+            main_gpu: 0,
+            flash_attn: FlashAttn::Auto,
+            cache_type_k: CacheType::F16,
+            cache_type_v: CacheType::F16,
+        },
         queue: 64,
         stop_timeout: Duration::from_secs(10),
         ping_timeout: Duration::from_secs(30),
         step_timeout: Duration::from_secs(30),
         start_timeout: Duration::from_secs(300),
-        gpu_layers: crate::settings::GpuLayers::Auto,
-        main_gpu: 0,
-        flash_attn: FlashAttn::Auto,
-        cache_type_k: CacheType::F16,
-        cache_type_v: CacheType::F16,
     }
 }
 
 fn table(ctx: Option<u32>, aliases: &[&str]) -> ModelSettings {
     ModelSettings {
-        ctx_size: ctx,
+        params: ModelParamsPatch {
+            ctx_size: ctx,
+            ..ModelParamsPatch::default()
+        },
         aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
         ..ModelSettings::default()
     }
@@ -34,8 +40,11 @@ fn table(ctx: Option<u32>, aliases: &[&str]) -> ModelSettings {
 #[test]
 fn the_model_table_beats_the_defaults_which_beat_the_daemon_keys() {
     let defaults = ModelSettings {
-        ctx_size: Some(2048),
-        parallel: Some(2),
+        params: ModelParamsPatch {
+            ctx_size: Some(2048),
+            parallel: Some(2),
+            ..ModelParamsPatch::default()
+        },
         env: [
             ("A".to_owned(), "d".to_owned()),
             ("B".to_owned(), "d".to_owned()),
@@ -47,8 +56,9 @@ fn the_model_table_beats_the_defaults_which_beat_the_daemon_keys() {
     own.env.insert("B".into(), "own".into());
     let p = ModelProfiles::new(defaults, [("big".to_owned(), own)].into()).unwrap();
     let big = p.worker("big", base());
+    let big = big.params;
     assert_eq!((big.ctx_size, big.parallel, big.batch_size), (8192, 2, 512));
-    let other = p.worker("other", base());
+    let other = p.worker("other", base()).params;
     assert_eq!((other.ctx_size, other.parallel), (2048, 2));
     assert_eq!(
         p.extras("big").env,
@@ -63,6 +73,61 @@ fn the_model_table_beats_the_defaults_which_beat_the_daemon_keys() {
         Some("d")
     );
     assert_eq!(ModelProfiles::default().worker("x", base()), base());
+}
+
+#[test]
+fn every_engine_setting_resolves_table_then_defaults_then_daemon_keys_then_clamps() {
+    let defaults = ModelSettings {
+        params: ModelParamsPatch {
+            flash_attn: Some(FlashAttn::On),
+            cache_type_v: Some(CacheType::Q8_0),
+            gpu_layers: Some(GpuLayers::All),
+            batch_size: Some(0),
+            ..ModelParamsPatch::default()
+        },
+        ..ModelSettings::default()
+    };
+    let own = ModelSettings {
+        params: ModelParamsPatch {
+            gpu_layers: Some(GpuLayers::Count(3)),
+            main_gpu: Some(1),
+            cache_type_k: Some(CacheType::Q4_0),
+            ctx_size: Some(1),
+            ..ModelParamsPatch::default()
+        },
+        ..ModelSettings::default()
+    };
+    let p = ModelProfiles::new(defaults, [("m".to_owned(), own)].into()).unwrap();
+    let m = p.params("m", base().params);
+    assert_eq!(
+        (
+            m.gpu_layers,
+            m.main_gpu,
+            m.cache_type_k,
+            m.cache_type_v,
+            m.flash_attn
+        ),
+        (
+            GpuLayers::Count(3),
+            1,
+            CacheType::Q4_0,
+            CacheType::Q8_0,
+            FlashAttn::On
+        )
+    );
+    // The clamps apply after resolution, whichever layer set the value.
+    assert_eq!(
+        (m.ctx_size, m.batch_size, m.parallel),
+        (crate::params::MIN_CTX_SIZE, 1, 4)
+    );
+    let other = p.params("other", base().params);
+    assert_eq!((other.gpu_layers, other.main_gpu), (GpuLayers::All, 0));
+    let zero = ModelParams {
+        parallel: 0,
+        ..base().params
+    };
+    assert_eq!(ModelProfiles::default().params("x", zero).parallel, 1);
+    assert_eq!(p.effective("m", base(), false, None).params, Some(m));
 }
 
 #[test]

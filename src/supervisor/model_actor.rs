@@ -188,7 +188,7 @@ impl Actor {
     /// Decides how many layers go to the GPU and reserves their VRAM
     /// (none on a CPU-only build or machine, or with `--gpu-layers 0`).
     fn place(&self, resident: &ResidentModel) -> Result<Option<Reservation>, NoRoom> {
-        let worker = self.spec.worker;
+        let worker = self.spec.worker.params;
         if worker.gpu_layers == GpuLayers::Count(0) {
             return Ok(None);
         }
@@ -227,7 +227,7 @@ impl Actor {
         // One upload per device at a time; the turn ends when the worker is ready.
         let mut turn = None;
         if let Some(r) = &reservation {
-            settings.gpu_layers = GpuLayers::Count(r.estimate.layers);
+            settings.params.gpu_layers = GpuLayers::Count(r.estimate.layers);
             if r.estimate.layers > 0 {
                 turn = tokio::select! {
                     turn = r.gpu().upload_turn() => turn,

@@ -3,7 +3,6 @@
 //! it floods its pipes, ping it, stop it gracefully (SIGTERM, then SIGKILL),
 //! and say in words why it died.
 
-use crate::settings::GpuLayers;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
@@ -20,8 +19,9 @@ use super::command::{describe_program, worker_command};
 use super::liveness::liveness;
 use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
+use crate::params::ModelParams;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
-use crate::settings::{CacheType, FlashAttn, WorkerExtras};
+use crate::settings::WorkerExtras;
 use crate::util::describe_exit;
 
 /// Stderr lines quoted in a failure reason.
@@ -29,17 +29,12 @@ const REASON_LINES: usize = 3;
 /// Characters of each of those lines quoted (the log event has them whole).
 const REASON_LINE_CHARS: usize = 300;
 
-/// How workers run (from the config; applies to workers started after a reload).
+/// How workers run (from the config; applies to workers started after a
+/// reload): the engine settings, plus how the daemon controls the process.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorkerSettings {
-    /// Sequences decoded together per model.
-    pub parallel: u32,
-    /// Context per sequence.
-    pub ctx_size: u32,
-    /// Tokens per decode step.
-    pub batch_size: u32,
-    /// llama.cpp CPU threads (0 = one per core).
-    pub threads: u32,
+    /// The model's engine settings, resolved (`ModelProfiles::worker`).
+    pub params: ModelParams,
     /// Requests that may wait for a free sequence.
     pub queue: usize,
     /// Grace period for in-flight requests when a worker stops.
@@ -50,16 +45,6 @@ pub struct WorkerSettings {
     pub step_timeout: Duration,
     /// How long a worker may take to load its model and answer.
     pub start_timeout: Duration,
-    /// Layers on the GPU: auto, all or a number (admission resolves it to a number).
-    pub gpu_layers: GpuLayers,
-    /// Which usable GPU models offload to.
-    pub main_gpu: u32,
-    /// Flash attention.
-    pub flash_attn: FlashAttn,
-    /// KV cache type of keys.
-    pub cache_type_k: CacheType,
-    /// KV cache type of values.
-    pub cache_type_v: CacheType,
 }
 
 /// Where workers come from: the binary, the socket directory, the log level.
@@ -146,33 +131,22 @@ impl WorkerProcess {
         let socket = env
             .socket_dir
             .join(format!("worker-{}-{generation}.sock", std::process::id()));
-        let threads = if settings.threads == 0 {
-            std::thread::available_parallelism().map_or(4, |n| n.get())
-        } else {
-            usize::try_from(settings.threads).unwrap_or(4)
-        };
+        let mut params = settings.params;
+        // 0 = one per core of the daemon's machine, counted here so that the
+        // worker's argv says what it runs with.
+        if params.threads == 0 {
+            params.threads = std::thread::available_parallelism()
+                .map_or(4, |n| u32::try_from(n.get()).unwrap_or(4));
+        }
         let args = WorkerArgs {
             model_id: model_id.to_owned(),
             socket: socket.clone(),
-            parallel: settings.parallel,
-            ctx_size: settings.ctx_size,
-            batch_size: settings.batch_size,
-            threads: i32::try_from(threads).unwrap_or(4),
             queue: settings.queue,
             parent_pid: std::process::id(),
             log_level: env.log_level.clone(),
-            sampling: serde_json::to_string(&extras.sampling).unwrap_or_else(|_| "{}".to_owned()),
             chat_template: extras.chat_template.clone(),
-            gpu_layers: match settings.gpu_layers {
-                GpuLayers::Auto => None,
-                // llama.cpp's "every layer".
-                GpuLayers::All => Some(999),
-                GpuLayers::Count(n) => Some(n),
-            },
-            main_gpu: settings.main_gpu,
-            flash_attn: settings.flash_attn,
-            cache_type_k: settings.cache_type_k,
-            cache_type_v: settings.cache_type_v,
+            params,
+            sampling: extras.sampling,
             shards,
         };
         let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));

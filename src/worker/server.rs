@@ -18,11 +18,10 @@ use super::args::WorkerArgs;
 use super::service::{WorkerControl, WorkerInference};
 use super::sockets;
 use crate::engine::chat::{ChatError, ChatTemplate};
-use crate::engine::{EngineConfig, EngineHandle, Sampling};
+use crate::engine::{EngineHandle, Sampling};
 use crate::gguf::SplitName;
 use crate::proto::pb::inference_service_server::InferenceServiceServer;
 use crate::proto::worker_pb::worker_service_server::WorkerServiceServer;
-use crate::settings::SamplingSettings;
 
 /// What the worker writes on stdout once it serves: the daemon waits for it.
 pub const READY_LINE: &str = "READY";
@@ -150,9 +149,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         (Err(e), None) => tracing::info!(model = %args.model_id, "chat disabled: {e}"),
         _ => {}
     }
-    let sampling: SamplingSettings = serde_json::from_str(&args.sampling)
-        .map_err(|e| WorkerError::Settings(format!("bad --sampling: {e}")))?;
-    let sampling = Sampling::with_defaults(&sampling);
+    let sampling = Sampling::with_defaults(&args.sampling);
     sampling
         .check()
         .map_err(|e| WorkerError::Settings(format!("sampling defaults: {e}")))?;
@@ -192,24 +189,14 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
     let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
     let backend = Arc::new(backend);
     let mut params = LlamaModelParams::default();
-    params = params.with_main_gpu(i32::try_from(args.main_gpu).unwrap_or(0));
-    if let Some(layers) = args.gpu_layers {
+    params = params.with_main_gpu(i32::try_from(args.params.main_gpu).unwrap_or(0));
+    if let Some(layers) = args.params.gpu_layers.llama_value() {
         params = params.with_n_gpu_layers(layers);
     }
     let model = LlamaModel::load_from_file(&backend, first, &params)
         .map_err(|e| WorkerError::Llama(format!("cannot load {}: {e}", first.display())))?;
     let model = Arc::new(model);
-    let config = EngineConfig {
-        parallel: args.parallel.max(1),
-        ctx_size: args.ctx_size.max(16),
-        batch_size: args.batch_size.max(1),
-        threads: args.threads,
-        queue: args.queue,
-        flash_attn: args.flash_attn,
-        cache_type_k: args.cache_type_k,
-        cache_type_v: args.cache_type_v,
-    };
-    let engine = EngineHandle::start(backend, model.clone(), config)
+    let engine = EngineHandle::start(backend, model.clone(), args.params, args.queue)
         .map_err(|e| WorkerError::Llama(e.to_string()))?;
     Ok((model, engine))
 }

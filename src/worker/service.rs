@@ -65,7 +65,7 @@ impl WorkerInference {
         stops: Vec<String>,
     ) -> Result<PieceStream, Status> {
         let received = Instant::now();
-        let ctx = self.engine.config().ctx_size;
+        let ctx = self.engine.params().ctx_size;
         if prompt.is_empty() {
             return Err(Status::invalid_argument("the prompt is empty"));
         }
@@ -286,7 +286,7 @@ impl WorkerService for WorkerControl {
         Ok(Response::new(PingReply {
             active: live.active,
             queued: live.queued,
-            slots: self.engine.config().parallel,
+            slots: self.engine.params().parallel,
             steps: live.steps,
             step_running_ms: u64::try_from(live.step_running.as_millis()).unwrap_or(u64::MAX),
             warming: live.warming,

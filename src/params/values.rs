@@ -1,9 +1,7 @@
-//! The values per-model settings are made of: flash attention, KV cache
-//! types, sampling defaults, and what a worker gets besides the daemon-wide
-//! settings.
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+//! The values engine settings are made of: flash attention, KV cache types,
+//! GPU layers and sampling defaults, each with its config spelling, its
+//! command-line spelling and (where llama.cpp or the public API encode it
+//! differently) that encoding, in one place.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +24,12 @@ pub enum FlashAttn {
     On,
     /// Never.
     Off,
+}
+
+impl std::fmt::Display for FlashAttn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(*self))
+    }
 }
 
 impl FlashAttn {
@@ -65,6 +69,12 @@ pub enum CacheType {
     Q4_0,
 }
 
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(*self))
+    }
+}
+
 /// How many layers a model offloads to the GPU: `auto` (as many as fit in
 /// free VRAM), `all`, or a number (refused when it does not fit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +86,42 @@ pub enum GpuLayers {
     All,
     /// This many.
     Count(u32),
+}
+
+/// llama.cpp's `n_gpu_layers` for "every layer" (what its own tools pass).
+const LLAMA_ALL_LAYERS: u32 = 999;
+/// The public API's `EffectiveSettings.gpu_layers` for `auto` (models.proto).
+const PROTO_AUTO: i32 = -1;
+/// The public API's `EffectiveSettings.gpu_layers` for `all` (models.proto).
+const PROTO_ALL: i32 = -2;
+
+impl GpuLayers {
+    /// llama.cpp's `n_gpu_layers`; None: leave llama.cpp's default (only
+    /// `auto` on a machine where admission found no GPU to resolve it for).
+    pub fn llama_value(self) -> Option<u32> {
+        match self {
+            GpuLayers::Auto => None,
+            GpuLayers::All => Some(LLAMA_ALL_LAYERS),
+            GpuLayers::Count(n) => Some(n),
+        }
+    }
+
+    /// The public API's encoding: -1 auto, -2 all, else the count.
+    pub fn to_proto(self) -> i32 {
+        match self {
+            GpuLayers::Auto => PROTO_AUTO,
+            GpuLayers::All => PROTO_ALL,
+            GpuLayers::Count(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// Reads the public API's encoding back (other negative numbers: auto).
+    pub fn from_proto(value: i32) -> Self {
+        match value {
+            PROTO_ALL => GpuLayers::All,
+            n => u32::try_from(n).map_or(GpuLayers::Auto, GpuLayers::Count),
+        }
+    }
 }
 
 impl std::str::FromStr for GpuLayers {
@@ -128,32 +174,44 @@ impl<'de> Deserialize<'de> for GpuLayers {
 }
 
 /// Sampling defaults of a model: a request's own values win over them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The `sampling` table of the config file, and the worker's `--temperature`,
+/// `--top-k`... flags (flattened into its argv with clap, each typed, so the
+/// worker parses them like any other flag; absent ones keep the built-ins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSettings {
     /// 0 = greedy.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// 0 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_k: Option<i32>,
     /// 1 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// 0 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_p: Option<f32>,
     /// 1 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// 0 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub presence_penalty: Option<f32>,
     /// 0 = off.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub frequency_penalty: Option<f32>,
     /// Tokens the penalties look back over.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, allow_negative_numbers = true)]
     pub penalty_last_n: Option<i32>,
 }
 
@@ -171,15 +229,4 @@ impl SamplingSettings {
             penalty_last_n: self.penalty_last_n.or(under.penalty_last_n),
         }
     }
-}
-
-/// What one model's worker gets besides the daemon-wide settings.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WorkerExtras {
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Sampling defaults.
-    pub sampling: SamplingSettings,
-    /// A chat template file used instead of the model's own.
-    pub chat_template: Option<PathBuf>,
 }
