@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::super::*;
+use super::worker_settings;
 use crate::gguf::writer::GgufWriter;
 use crate::gguf::{GgmlType, Value};
 use crate::worker::process::WorkerEnv;
@@ -16,28 +17,6 @@ fn write_model(dir: &Path, id: &str) {
         .tensor("w", GgmlType::F32, &[64])
         .write(&dir.join(format!("{id}.gguf")))
         .unwrap();
-}
-
-/// Worker settings for tests: short timeouts.
-fn worker_settings() -> WorkerSettings {
-    WorkerSettings {
-        params: crate::params::ModelParams {
-            parallel: 1,
-            ctx_size: 256,
-            batch_size: 64,
-            threads: 1,
-            gpu_layers: crate::params::GpuLayers::Auto,
-            main_gpu: 0,
-            flash_attn: crate::params::FlashAttn::Auto,
-            cache_type_k: crate::params::CacheType::F16,
-            cache_type_v: crate::params::CacheType::F16,
-        },
-        queue: 4,
-        stop_timeout: Duration::from_secs(1),
-        ping_timeout: Duration::from_secs(5),
-        step_timeout: Duration::from_secs(5),
-        start_timeout: Duration::from_secs(60),
-    }
 }
 
 /// A supervisor whose workers are `worker` (a stand-in program: these tests

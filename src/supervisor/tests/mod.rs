@@ -22,20 +22,22 @@ use crate::gguf::ModelSummary;
 /// Worker settings for tests: short timeouts.
 pub(super) fn worker_settings() -> WorkerSettings {
     WorkerSettings {
-        parallel: 1,
-        ctx_size: 256,
-        batch_size: 64,
-        threads: 1,
+        params: crate::params::ModelParams {
+            parallel: 1,
+            ctx_size: 256,
+            batch_size: 64,
+            threads: 1,
+            gpu_layers: crate::params::GpuLayers::Auto,
+            main_gpu: 0,
+            flash_attn: crate::params::FlashAttn::Auto,
+            cache_type_k: crate::params::CacheType::F16,
+            cache_type_v: crate::params::CacheType::F16,
+        },
         queue: 4,
         stop_timeout: Duration::from_secs(1),
         ping_timeout: Duration::from_secs(5),
         step_timeout: Duration::from_secs(5),
         start_timeout: Duration::from_secs(60),
-        gpu_layers: crate::settings::GpuLayers::Auto,
-        main_gpu: 0,
-        flash_attn: crate::settings::FlashAttn::Auto,
-        cache_type_k: crate::settings::CacheType::F16,
-        cache_type_v: crate::settings::CacheType::F16,
     }
 }
 

@@ -180,7 +180,7 @@ fn a_reload_that_changes_a_models_worker_reloads_it_with_the_new_settings() {
     h.take_calls();
     h.causes();
     let mut new = limits(1);
-    new.worker.ctx_size = 512;
+    new.worker.params.ctx_size = 512;
     h.state.set_limits(new, h.now);
     assert_eq!(h.unloaded(), ["a"]);
     assert_eq!(h.causes(), [("a".to_owned(), UnloadCause::Reload)]);
@@ -189,7 +189,7 @@ fn a_reload_that_changes_a_models_worker_reloads_it_with_the_new_settings() {
     match calls.as_slice() {
         [Call::Start { id, spec, .. }] => {
             assert_eq!(id, "a");
-            assert_eq!(spec.worker.ctx_size, 512);
+            assert_eq!(spec.worker.params.ctx_size, 512);
         }
         other => panic!("expected a reload of a, got {other:?}"),
     }
