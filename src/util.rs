@@ -52,24 +52,25 @@ pub fn child_env(
 /// How `program` ("worker", "GPU probe") ended, in words.
 pub fn describe_exit(program: &str, status: ExitStatus) -> String {
     if let Some(signal) = status.signal() {
-        let name = Signal::try_from(signal)
-            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
-        let core = if status.core_dumped() {
-            " (core dumped)"
-        } else {
-            ""
-        };
-        let hint = if signal == libc::SIGKILL {
-            " (by the out-of-memory killer or an operator)"
-        } else {
-            ""
-        };
-        return format!("{program} killed by {name}{core}{hint}");
+        return describe_signal(program, signal, status.core_dumped());
     }
     match status.code() {
         Some(code) => format!("{program} exited with code {code}"),
         None => format!("{program} ended"),
     }
+}
+
+/// `program` killed by `signal`, in words (`worker killed by SIGSEGV (core dumped)`).
+pub fn describe_signal(program: &str, signal: i32, core_dumped: bool) -> String {
+    let name = Signal::try_from(signal)
+        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
+    let core = if core_dumped { " (core dumped)" } else { "" };
+    let hint = if signal == libc::SIGKILL {
+        " (by the out-of-memory killer or an operator)"
+    } else {
+        ""
+    };
+    format!("{program} killed by {name}{core}{hint}")
 }
 
 #[cfg(test)]

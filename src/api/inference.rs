@@ -159,7 +159,10 @@ mod tests {
     fn a_worker_that_died_is_unavailable_with_how() {
         let failed = InferenceError::WorkerFailed {
             model: "gemma".into(),
-            reason: "worker killed by SIGSEGV".into(),
+            exit: crate::worker::WorkerEnded::from(crate::worker::WorkerExit::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: false,
+            }),
         };
         assert_eq!(
             status(failed),
@@ -170,9 +173,11 @@ mod tests {
         );
         let stopped = InferenceError::WorkerStopped {
             model: "gemma".into(),
-            reason: "unloaded".into(),
         };
-        assert_eq!(status(stopped), (Code::Unavailable, "unloaded".to_owned()));
+        assert_eq!(
+            status(stopped),
+            (Code::Unavailable, "model gemma was unloaded".to_owned())
+        );
     }
 
     #[test]

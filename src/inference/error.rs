@@ -7,6 +7,7 @@
 
 use crate::engine::limits::LimitError;
 use crate::supervisor::SupervisorError;
+use crate::worker::WorkerEnded;
 
 /// An inference request that did not get (or finish) its answer.
 #[derive(Debug, thiserror::Error)]
@@ -22,21 +23,19 @@ pub enum InferenceError {
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     /// The model's worker crashed, hung or failed to start during the call.
-    #[error("worker for model {model} failed: {reason}")]
+    #[error("worker for model {model} failed: {exit}")]
     WorkerFailed {
         /// The model it served.
         model: String,
-        /// How it ended, in words (`worker killed by SIGSEGV`).
-        reason: String,
+        /// How it ended (`worker killed by SIGSEGV`, with its last stderr lines).
+        exit: WorkerEnded,
     },
     /// The model's worker was stopped on purpose (unload, eviction, shutdown)
     /// during the call.
-    #[error("{reason}")]
+    #[error("model {model} was unloaded")]
     WorkerStopped {
         /// The model it served.
         model: String,
-        /// Why it stopped, in words.
-        reason: String,
     },
     /// The worker refused the call or it broke for a reason the worker's
     /// exit does not explain; its status passes through as it was.

@@ -151,13 +151,12 @@ async fn worker_error(lease: &Lease, status: Status) -> InferenceError {
         return InferenceError::Worker(status);
     }
     match lease.worker().exit_reason(EXIT_REASON_WAIT).await {
-        Some(exit) if exit.crashed => InferenceError::WorkerFailed {
+        Some(exit) if exit.crashed() => InferenceError::WorkerFailed {
             model: lease.model().to_owned(),
-            reason: exit.reason,
+            exit,
         },
-        Some(exit) => InferenceError::WorkerStopped {
+        Some(_) => InferenceError::WorkerStopped {
             model: lease.model().to_owned(),
-            reason: exit.reason,
         },
         None => InferenceError::Worker(status),
     }

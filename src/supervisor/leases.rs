@@ -6,7 +6,7 @@ use super::record::{LeaseReply, WorkerState};
 use super::runtime::{ModelControl, ModelRuntime};
 use super::state::SupervisorState;
 use super::types::{ModelState, SupervisorError};
-use crate::worker::WorkerExit;
+use crate::worker::WorkerEnded;
 
 impl<R: ModelRuntime> SupervisorState<R> {
     /// Makes the model busy now if it is ready, or once its load (started here
@@ -131,7 +131,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
     /// The worker could not start, crashed or hung: the model fails with the
     /// reason, waiting and in-flight requests with it; the next request
     /// restarts it (after a back-off when it keeps crashing).
-    pub(super) fn on_worker_failed(&mut self, id: &str, exit: WorkerExit, now: Moment) {
+    pub(super) fn on_worker_failed(&mut self, id: &str, exit: WorkerEnded, now: Moment) {
         let Some(model) = self.models.get_mut(id) else {
             return;
         };
@@ -139,11 +139,11 @@ impl<R: ModelRuntime> SupervisorState<R> {
             WorkerState::Running(_, since) => Some(since),
             _ => None,
         };
-        if !exit.crashed {
+        if !exit.crashed() {
             return;
         }
         let backoff = model.crashes.crashed(started, now.mono);
-        let mut reason = exit.reason;
+        let mut reason = exit.to_string();
         if !backoff.is_zero() {
             reason = format!(
                 "{reason} (crash {} in a row; automatic restarts wait {} s)",

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::loader::{LoadError, LoadOptions, Progress};
 use crate::settings::WorkerExtras;
-use crate::worker::{WorkerExit, WorkerLink, WorkerSettings};
+use crate::worker::{WorkerEnded, WorkerLink, WorkerSettings};
 
 /// How one load of a model runs, as the supervisor's settings resolve it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ pub enum ModelReport<W> {
     /// The worker serves.
     WorkerReady(W),
     /// The worker failed to start, crashed or hung.
-    WorkerFailed(WorkerExit),
+    WorkerFailed(WorkerEnded),
     /// The worker was not started: its GPU offload does not fit (the reason has the numbers).
     WorkerRefused(String),
     /// Released (after ready, a failure or a cancelled load); nothing runs any more.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use super::exit::Hang;
 use super::process::WorkerSettings;
 use crate::proto::worker_pb::PingRequest;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
@@ -22,7 +23,7 @@ const PING_ERRORS_TOLERATED: u32 = 3;
 pub(super) async fn liveness(
     mut client: WorkerServiceClient<Channel>,
     settings: WorkerSettings,
-    hung: mpsc::Sender<String>,
+    hung: mpsc::Sender<Hang>,
 ) {
     let (timeout, step_timeout) = (settings.ping_timeout, settings.step_timeout);
     let interval = (timeout.min(step_timeout) / 2).max(Duration::from_millis(100));
@@ -34,46 +35,32 @@ pub(super) async fn liveness(
                 errors = 0;
                 let reply = reply.into_inner();
                 let running = Duration::from_millis(reply.step_running_ms);
-                let (limit, what, key) = if reply.warming {
-                    (
-                        settings.start_timeout,
-                        "preparing a context",
-                        "worker_start_timeout",
-                    )
+                let limit = if reply.warming {
+                    settings.start_timeout
                 } else {
-                    (step_timeout, "in one decode step", "worker_step_timeout")
+                    step_timeout
                 };
                 if running > limit {
-                    let _ = hung
-                        .send(format!(
-                            "worker hung: its engine has been {what} for {:.1} s ({key} {} s, after {} steps); killed",
-                            running.as_secs_f64(),
-                            limit.as_secs_f64(),
-                            reply.steps
-                        ))
-                        .await;
+                    let hang = Hang::Step {
+                        preparing: reply.warming,
+                        running,
+                        limit,
+                        steps: reply.steps,
+                    };
+                    let _ = hung.send(hang).await;
                     return;
                 }
             }
             Ok(Err(status)) => {
                 errors += 1;
                 if errors >= PING_ERRORS_TOLERATED {
-                    let _ = hung
-                        .send(format!(
-                            "worker stopped answering liveness pings: {}",
-                            status.message()
-                        ))
-                        .await;
+                    let error = status.message().to_owned();
+                    let _ = hung.send(Hang::PingErrors(error)).await;
                     return;
                 }
             }
             Err(_) => {
-                let _ = hung
-                    .send(format!(
-                        "worker hung: no answer to a liveness ping within {} s; killed",
-                        timeout.as_secs_f64()
-                    ))
-                    .await;
+                let _ = hung.send(Hang::PingTimeout(timeout)).await;
                 return;
             }
         }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{oneshot, watch};
 
+use super::exit::{Flood, FloodLimit};
+
 /// Lines of a worker's stderr kept for crash reports.
 pub const STDERR_TAIL_LINES: usize = 64;
 /// Bytes of a worker's stderr kept for crash reports (the tail's text, all lines together).
@@ -66,7 +68,7 @@ pub struct OutputMeter {
     limit: u64,
     line_limit: u64,
     period: Duration,
-    verdict: watch::Sender<Option<String>>,
+    verdict: watch::Sender<Option<Flood>>,
 }
 
 impl OutputMeter {
@@ -88,7 +90,7 @@ impl OutputMeter {
 
     /// Counts `bytes`; why the worker must die once it has flooded (the
     /// caller publishes it when its last line is kept).
-    fn count(&self, bytes: &[u8]) -> Result<(), String> {
+    fn count(&self, bytes: &[u8]) -> Result<(), Flood> {
         if let Some(why) = self.verdict() {
             return Err(why);
         }
@@ -106,21 +108,21 @@ impl OutputMeter {
         window.2 = window
             .2
             .saturating_add(u64::try_from(lines).unwrap_or(u64::MAX));
-        let what = if window.1 > self.limit {
-            format!("more than {} MiB of output", self.limit >> 20)
+        let limit = if window.1 > self.limit {
+            FloodLimit::Bytes(self.limit)
         } else if window.2 > self.line_limit {
-            format!("more than {} lines of output", self.line_limit)
+            FloodLimit::Lines(self.line_limit)
         } else {
             return Ok(());
         };
-        Err(format!(
-            "worker killed: it wrote {what} in {} s",
-            self.period.as_secs()
-        ))
+        Err(Flood {
+            limit,
+            period: self.period,
+        })
     }
 
     /// Makes the verdict known (the first one stays).
-    fn publish(&self, why: String) {
+    fn publish(&self, why: Flood) {
         self.verdict.send_if_modified(|v| {
             if v.is_some() {
                 return false;
@@ -131,21 +133,18 @@ impl OutputMeter {
     }
 
     /// Why the worker must die, if it flooded.
-    pub fn verdict(&self) -> Option<String> {
-        self.verdict.borrow().clone()
+    pub fn verdict(&self) -> Option<Flood> {
+        *self.verdict.borrow()
     }
 
     /// Resolves once the worker has flooded, with why.
-    pub async fn flooded(&self) -> String {
+    pub async fn flooded(&self) -> Flood {
         let mut verdict = self.verdict.subscribe();
-        let why = verdict
-            .wait_for(Option::is_some)
-            .await
-            .map(|v| v.clone().unwrap_or_default());
+        let why = verdict.wait_for(Option::is_some).await.map(|v| *v);
         match why {
-            Ok(why) => why,
+            Ok(Some(why)) => why,
             // The sender lives in `self`: never closed while we borrow it.
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 }
@@ -370,7 +369,7 @@ mod tests {
         assert!(lines[0].len() < LINE_CAP + 100);
         let verdict = meter.verdict().unwrap();
         assert_eq!(
-            verdict,
+            verdict.to_string(),
             "worker killed: it wrote more than 1 MiB of output in 60 s"
         );
         assert_eq!(meter.flooded().await, verdict);
@@ -382,7 +381,7 @@ mod tests {
         relay(short_lines, &meter, |_| count += 1).await;
         assert!(count > 1000 && count <= 1000 + CHUNK, "{count}");
         assert_eq!(
-            meter.verdict().unwrap(),
+            meter.verdict().unwrap().to_string(),
             "worker killed: it wrote more than 1000 lines of output in 60 s"
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod args;
 mod command;
+pub mod exit;
 mod liveness;
 mod logs;
 pub mod process;
@@ -13,4 +14,5 @@ pub mod service;
 pub mod sockets;
 
 pub use args::WorkerArgs;
-pub use process::{WorkerExit, WorkerLink, WorkerProcess, WorkerSettings};
+pub use exit::{WorkerEnded, WorkerExit};
+pub use process::{WorkerLink, WorkerProcess, WorkerSettings};

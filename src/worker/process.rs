@@ -12,22 +12,25 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::args::WorkerArgs;
 use super::command::{describe_program, worker_command};
+use super::exit::{WorkerEnded, WorkerExit};
 use super::liveness::liveness;
 use super::logs::{OutputMeter, StderrTail};
 use super::server::READY_LINE;
 use crate::params::ModelParams;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::WorkerExtras;
-use crate::util::describe_exit;
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
 /// Characters of each of those lines quoted (the log event has them whole).
 const REASON_LINE_CHARS: usize = 300;
+/// How long a crashed worker's stderr relay gets to read its last lines.
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 /// How workers run (from the config; applies to workers started after a
 /// reload): the engine settings, plus how the daemon controls the process.
@@ -62,15 +65,6 @@ pub struct WorkerEnv {
     pub gpus: crate::gpu::devices::GpuSet,
 }
 
-/// How a worker ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerExit {
-    /// In words: `worker killed by SIGSEGV`, `worker exited with code 3`, ...
-    pub reason: String,
-    /// Crashed, hung or failed to start, rather than stopped on purpose.
-    pub crashed: bool,
-}
-
 /// What requests hold of a running worker: its channel and how it ended.
 #[derive(Debug, Clone)]
 pub struct WorkerLink {
@@ -80,13 +74,13 @@ pub struct WorkerLink {
     pub pid: u32,
     /// gRPC to its `InferenceService`.
     pub channel: Channel,
-    exit: watch::Receiver<Option<WorkerExit>>,
+    exit: watch::Receiver<Option<WorkerEnded>>,
 }
 
 impl WorkerLink {
     /// Why the worker ended, waiting up to `wait` for it to be known (a
     /// broken stream usually arrives a moment before the exit status).
-    pub async fn exit_reason(&self, wait: Duration) -> Option<WorkerExit> {
+    pub async fn exit_reason(&self, wait: Duration) -> Option<WorkerEnded> {
         let mut exit = self.exit.clone();
         let ended = tokio::time::timeout(wait, exit.wait_for(Option::is_some)).await;
         match ended {
@@ -103,8 +97,10 @@ pub struct WorkerProcess {
     child: Child,
     socket: PathBuf,
     link: WorkerLink,
-    exit: watch::Sender<Option<WorkerExit>>,
+    exit: watch::Sender<Option<WorkerEnded>>,
     tail: Arc<Mutex<StderrTail>>,
+    /// Relays stderr into `tail` and the log; done once the pipe closes.
+    stderr_relay: Option<JoinHandle<()>>,
     /// Its output so far; says when it flooded.
     output: Arc<OutputMeter>,
     /// Fires once stdout carried the READY line.
@@ -123,11 +119,7 @@ impl WorkerProcess {
         settings: WorkerSettings,
         env: &WorkerEnv,
         extras: &WorkerExtras,
-    ) -> Result<Self, WorkerExit> {
-        let failed = |reason: String| WorkerExit {
-            reason,
-            crashed: true,
-        };
+    ) -> Result<Self, WorkerEnded> {
         let socket = env
             .socket_dir
             .join(format!("worker-{}-{generation}.sock", std::process::id()));
@@ -152,24 +144,22 @@ impl WorkerProcess {
         let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
         let mut child = worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
             .spawn()
-            .map_err(|e| {
-                failed(format!(
-                    "cannot start the worker {}: {e}",
-                    describe_program(&env.wrapper, &env.exe)
-                ))
+            .map_err(|e| WorkerExit::SpawnFailed {
+                program: describe_program(&env.wrapper, &env.exe),
+                error: e.to_string(),
             })?;
         let pid = child.id().unwrap_or(0);
         let tail = Arc::new(Mutex::new(StderrTail::default()));
         let output = OutputMeter::new();
-        if let Some(stderr) = child.stderr.take() {
+        let stderr_relay = child.stderr.take().map(|stderr| {
             tokio::spawn(super::logs::forward_stderr(
                 stderr,
                 model_id.to_owned(),
                 pid,
                 tail.clone(),
                 output.clone(),
-            ));
-        }
+            ))
+        });
         let (ready_tx, ready) = oneshot::channel();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(super::logs::watch_stdout(
@@ -194,6 +184,7 @@ impl WorkerProcess {
             },
             exit,
             tail,
+            stderr_relay,
             output,
             ready: Some(ready),
             settings,
@@ -206,32 +197,26 @@ impl WorkerProcess {
                     tracing::info!(model = %model_id, worker_pid = pid, "worker for {model_id} is serving (pid {pid})");
                     return Ok(process);
                 }
-                Err(e) => format!("cannot connect to the worker's socket: {e}"),
+                Err(e) => WorkerExit::NoSocket(e.to_string()),
             },
-            Ok(Err(reason)) => reason,
-            Err(_) => format!(
-                "worker did not start within {} s",
-                settings.start_timeout.as_secs()
-            ),
+            Ok(Err(exit)) => exit,
+            Err(_) => WorkerExit::StartTimeout(settings.start_timeout),
         };
         let _ = process.child.start_kill();
         let _ = process.child.wait().await;
-        Err(process.ended(failed(failure)))
+        Err(process.ended(failure).await)
     }
 
     /// Waits for the READY line, or the worker's exit, or its flooding its pipes.
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    async fn wait_ready(&mut self) -> Result<(), WorkerExit> {
         let Some(ready) = self.ready.take() else {
-            return Err("the worker has no stdout".to_owned());
+            return Err(WorkerExit::Lost("it has no stdout".to_owned()));
         };
         let output = self.output.clone();
-        let exit = |status: std::io::Result<ExitStatus>| {
-            status.map_or_else(|e| e.to_string(), |s| describe_exit("worker", s))
-        };
         let seen = tokio::select! {
             seen = ready => seen.is_ok(),
-            status = self.child.wait() => return Err(exit(status)),
-            why = output.flooded() => return Err(why),
+            status = self.child.wait() => return Err(exit_of(status)),
+            why = output.flooded() => return Err(WorkerExit::Flooded(why)),
         };
         if seen {
             return Ok(());
@@ -239,8 +224,8 @@ impl WorkerProcess {
         // stdout closed without READY: the worker is exiting (report how), or
         // it flooded stdout and its helpers may live on (kill it).
         tokio::select! {
-            status = self.child.wait() => Err(exit(status)),
-            why = output.flooded() => Err(why),
+            status = self.child.wait() => Err(exit_of(status)),
+            why = output.flooded() => Err(WorkerExit::Flooded(why)),
         }
     }
 
@@ -251,7 +236,7 @@ impl WorkerProcess {
 
     /// Watches the worker until `stop` fires (then stops it gracefully and
     /// returns None) or it dies or hangs (returns how).
-    pub async fn supervise(mut self, mut stop: oneshot::Receiver<()>) -> Option<WorkerExit> {
+    pub async fn supervise(mut self, mut stop: oneshot::Receiver<()>) -> Option<WorkerEnded> {
         let (hung_tx, mut hung) = mpsc::channel(1);
         let pinger = tokio::spawn(liveness(
             WorkerServiceClient::new(self.link.channel.clone()),
@@ -267,31 +252,22 @@ impl WorkerProcess {
             why = output.flooded() => {
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;
-                Some(why)
+                Some(WorkerExit::Flooded(why))
             }
-            status = self.child.wait() => {
-                let reason = status.map_or_else(|e| format!("lost track of the worker: {e}"), |s| describe_exit("worker", s));
-                Some(reason)
-            }
-            Some(why) = hung.recv() => {
+            status = self.child.wait() => Some(exit_of(status)),
+            Some(hang) = hung.recv() => {
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;
-                Some(why)
+                Some(WorkerExit::Hung(hang))
             }
         };
         pinger.abort();
         match outcome {
             None => {
-                self.ended(WorkerExit {
-                    reason: format!("model {} was unloaded", self.model_id),
-                    crashed: false,
-                });
+                self.ended(WorkerExit::Stopped).await;
                 None
             }
-            Some(reason) => Some(self.ended(WorkerExit {
-                reason,
-                crashed: true,
-            })),
+            Some(exit) => Some(self.ended(exit).await),
         }
     }
 
@@ -314,42 +290,47 @@ impl WorkerProcess {
     /// Records how it ended (with the tail of its stderr for a crash), logs a
     /// crash as one ERROR event, and removes its socket. A worker that
     /// flooded ended for that reason, whatever signal the kill showed as.
-    fn ended(&mut self, mut exit: WorkerExit) -> WorkerExit {
+    async fn ended(&mut self, mut exit: WorkerExit) -> WorkerEnded {
         let _ = std::fs::remove_file(&self.socket);
         if let Some(flood) = self.output.verdict() {
-            exit = WorkerExit {
-                reason: flood,
-                crashed: true,
-            };
+            exit = WorkerExit::Flooded(flood);
         }
-        if exit.crashed {
+        let mut ended = WorkerEnded::from(exit);
+        if ended.crashed() {
+            // Its last words may still be in the pipe: let the relay read
+            // them (bounded: a grandchild may hold the pipe open).
+            if let Some(relay) = self.stderr_relay.as_mut() {
+                let _ = tokio::time::timeout(STDERR_DRAIN, relay).await;
+            }
             let tail: Vec<String> = self
                 .tail
                 .lock()
                 .map(|t| t.lines().map(str::to_owned).collect())
                 .unwrap_or_default();
-            let last: Vec<String> = tail
+            ended.last_stderr = tail
                 .iter()
                 .rev()
                 .take(REASON_LINES)
                 .rev()
                 .map(|l| quote(l))
                 .collect();
-            if !last.is_empty() {
-                exit.reason = format!("{}; last stderr: {}", exit.reason, last.join(" | "));
-            }
             let stderr = tail.join("\n");
             tracing::error!(
                 model = %self.model_id,
                 worker_pid = self.pid,
-                error = %exit.reason,
+                error = %ended,
                 stderr = %stderr,
-                "worker for {} failed: {}", self.model_id, exit.reason
+                "worker for {} failed: {ended}", self.model_id
             );
         }
-        self.exit.send_replace(Some(exit.clone()));
-        exit
+        self.exit.send_replace(Some(ended.clone()));
+        ended
     }
+}
+
+/// How a child `wait` ended.
+fn exit_of(status: std::io::Result<ExitStatus>) -> WorkerExit {
+    status.map_or_else(|e| WorkerExit::Lost(e.to_string()), WorkerExit::of_status)
 }
 
 /// A stderr line as a failure reason quotes it: at most `REASON_LINE_CHARS`

@@ -254,7 +254,10 @@ mod tests {
         assert_eq!(shape(InferenceError::NoModel).0, 400);
         let failed = shape(InferenceError::WorkerFailed {
             model: "gemma".into(),
-            reason: "worker killed by SIGSEGV".into(),
+            exit: crate::worker::WorkerEnded::from(crate::worker::WorkerExit::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: false,
+            }),
         });
         assert_eq!(
             (failed.0, failed.2, failed.3.as_str()),
@@ -266,11 +269,10 @@ mod tests {
         );
         let stopped = shape(InferenceError::WorkerStopped {
             model: "gemma".into(),
-            reason: "worker exited with code 3".into(),
         });
         assert_eq!(
             (stopped.0, stopped.3.as_str()),
-            (503, "worker exited with code 3")
+            (503, "model gemma was unloaded")
         );
     }
 }

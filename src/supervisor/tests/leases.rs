@@ -89,10 +89,7 @@ fn a_crash_fails_the_model_and_everyone_waiting_on_its_worker() {
     h.load_ready("a");
     let mut rx = h.acquire("a");
     h.take_calls();
-    h.report(
-        "a",
-        ModelReport::WorkerFailed(crash("worker killed by SIGSEGV")),
-    );
+    h.report("a", ModelReport::WorkerFailed(killed(libc::SIGSEGV)));
     let e = lease_error(&mut rx);
     assert!(
         matches!(&e, SupervisorError::Unavailable(m) if m.contains("worker killed by SIGSEGV")),
@@ -112,10 +109,7 @@ fn a_crash_fails_the_model_and_everyone_waiting_on_its_worker() {
 fn crash_once(h: &mut Harness) -> LeaseRx {
     let rx = h.acquire("a");
     h.resident("a");
-    h.report(
-        "a",
-        ModelReport::WorkerFailed(crash("worker exited with code 1")),
-    );
+    h.report("a", ModelReport::WorkerFailed(exited(1)));
     h.released("a");
     rx
 }
@@ -147,10 +141,7 @@ fn a_worker_that_served_long_enough_starts_the_crash_count_afresh() {
     h.resident("a");
     h.serve("a", 3);
     h.tick(301);
-    h.report(
-        "a",
-        ModelReport::WorkerFailed(crash("worker killed by SIGKILL")),
-    );
+    h.report("a", ModelReport::WorkerFailed(killed(libc::SIGKILL)));
     assert_eq!(h.state.models["a"].crashes.in_a_row, 1);
     h.released("a");
     h.take_calls();
@@ -184,10 +175,7 @@ fn a_worker_stopped_on_purpose_is_not_a_crash() {
     let mut h = Harness::with(1, &["a"]);
     h.load_ready("a");
     h.lease("a");
-    let stopped = crate::worker::WorkerExit {
-        reason: "model a was unloaded".into(),
-        crashed: false,
-    };
+    let stopped = WorkerEnded::from(WorkerExit::Stopped);
     h.report("a", ModelReport::WorkerFailed(stopped));
     assert_eq!(h.state_of("a"), ModelState::Ready);
     assert_eq!(h.state.models["a"].crashes.in_a_row, 0);

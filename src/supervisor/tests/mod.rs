@@ -18,6 +18,7 @@ use super::state::SupervisorState;
 use super::*;
 use crate::catalog::{CatalogEntry, Snapshot};
 use crate::gguf::ModelSummary;
+use crate::worker::{WorkerEnded, WorkerExit};
 
 /// Worker settings for tests: short timeouts.
 pub(super) fn worker_settings() -> WorkerSettings {
@@ -323,10 +324,15 @@ fn lease_error(rx: &mut LeaseRx) -> SupervisorError {
     }
 }
 
-/// A worker exit of a crash, in words.
-fn crash(reason: &str) -> crate::worker::WorkerExit {
-    crate::worker::WorkerExit {
-        reason: reason.to_owned(),
-        crashed: true,
-    }
+/// A crash: the worker exited with `code`.
+fn exited(code: i32) -> WorkerEnded {
+    WorkerEnded::from(WorkerExit::Exited { code })
+}
+
+/// A crash: a signal killed the worker.
+fn killed(signal: i32) -> WorkerEnded {
+    WorkerEnded::from(WorkerExit::Signaled {
+        signal,
+        core_dumped: false,
+    })
 }
