@@ -7,6 +7,7 @@
 pub mod api;
 pub mod api_key;
 pub mod catalog;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod daemon;

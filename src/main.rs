@@ -80,9 +80,9 @@ fn worker(args: llama_router::worker::WorkerArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         telemetry::init(telemetry::LogFormat::Json, &args.log_level)?;
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-        llama_router::worker::server::tie_to_parent(args.parent_pid)?;
-        llama_router::worker::server::default_fault_signals();
-        runtime()?.block_on(llama_router::worker::server::run(args))?;
+        llama_router::child::server::tie_to_parent(args.parent_pid)?;
+        llama_router::child::server::default_fault_signals();
+        runtime()?.block_on(llama_router::child::server::run(args))?;
         Ok(())
     })();
     match result {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::loader::LoadOptions;
+use crate::settings::WorkerSettings;
 use crate::supervisor::Limits;
-use crate::worker::WorkerSettings;
 
 /// The caps on model headers from a configuration.
 pub(super) fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {

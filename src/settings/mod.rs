@@ -6,6 +6,7 @@
 
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::params::{ModelParams, ModelParamsPatch, SamplingSettings};
-use crate::worker::WorkerSettings;
+
+pub use worker::WorkerSettings;
 
 /// Settings a `[defaults]` or `[models."ID"]` table may set; unset keys fall through.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -27,8 +27,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::catalog::{CatalogHandle, Snapshot};
 use crate::loader::LoadOptions;
 use crate::settings::ModelProfiles;
+use crate::settings::WorkerSettings;
+use crate::worker::WorkerLink;
 use crate::worker::process::WorkerEnv;
-use crate::worker::{WorkerLink, WorkerSettings};
 
 pub use runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport, WorkerRef};
 pub use types::{

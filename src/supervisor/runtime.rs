@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use crate::loader::{LoadError, LoadOptions, Progress};
 use crate::settings::WorkerExtras;
-use crate::worker::{WorkerEnded, WorkerLink, WorkerSettings};
+use crate::settings::WorkerSettings;
+use crate::worker::{WorkerEnded, WorkerLink};
 
 /// How one load of a model runs, as the supervisor's settings resolve it.
 #[derive(Debug, Clone, PartialEq)]

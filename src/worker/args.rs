@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use crate::params::{ModelParams, SamplingSettings, to_argv};
 
+/// What the worker prints on stdout once it serves (the daemon waits for it).
+pub const READY_LINE: &str = "READY";
+
 /// Arguments of the hidden `worker` subcommand (started by the daemon only).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct WorkerArgs {

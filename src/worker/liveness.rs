@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use super::exit::Hang;
-use super::process::WorkerSettings;
 use crate::proto::worker_pb::PingRequest;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
+use crate::settings::WorkerSettings;
 
 /// Consecutive failed pings (not timeouts) that count as a broken worker.
 const PING_ERRORS_TOLERATED: u32 = 3;

@@ -1,7 +1,8 @@
-//! Worker processes: `llama-router worker` runs one model's llama.cpp engine
-//! out of the daemon's address space, so a crash costs one model, not the
-//! router. `server` and `service` run inside the worker; `process` is the
-//! daemon's side: spawning, watching and stopping it (`liveness` pings it).
+//! The daemon's side of worker processes (the process itself is `child/`):
+//! `process` spawns, watches and stops one, `command` builds its command,
+//! `logs` relays and bounds its output, `liveness` pings it, `exit` says how
+//! it ended, `sockets` owns the directory of their sockets, and `args` is the
+//! command line both sides share.
 
 pub mod args;
 mod command;
@@ -9,10 +10,8 @@ pub mod exit;
 mod liveness;
 mod logs;
 pub mod process;
-pub mod server;
-pub mod service;
 pub mod sockets;
 
 pub use args::WorkerArgs;
 pub use exit::{WorkerEnded, WorkerExit};
-pub use process::{WorkerLink, WorkerProcess, WorkerSettings};
+pub use process::{WorkerLink, WorkerProcess};

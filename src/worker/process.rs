@@ -15,15 +15,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::args::WorkerArgs;
+use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::liveness::liveness;
 use super::logs::{OutputMeter, StderrTail};
-use super::server::READY_LINE;
-use crate::params::ModelParams;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
-use crate::settings::WorkerExtras;
+use crate::settings::{WorkerExtras, WorkerSettings};
 
 /// Stderr lines quoted in a failure reason.
 const REASON_LINES: usize = 3;
@@ -31,24 +29,6 @@ const REASON_LINES: usize = 3;
 const REASON_LINE_CHARS: usize = 300;
 /// How long a crashed worker's stderr relay gets to read its last lines.
 const STDERR_DRAIN: Duration = Duration::from_secs(1);
-
-/// How workers run (from the config; applies to workers started after a
-/// reload): the engine settings, plus how the daemon controls the process.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WorkerSettings {
-    /// The model's engine settings, resolved (`ModelProfiles::worker`).
-    pub params: ModelParams,
-    /// Requests that may wait for a free sequence.
-    pub queue: usize,
-    /// Grace period for in-flight requests when a worker stops.
-    pub stop_timeout: Duration,
-    /// How long the worker process may take to answer a liveness ping.
-    pub ping_timeout: Duration,
-    /// How long one decode step may run before the engine counts as stuck.
-    pub step_timeout: Duration,
-    /// How long a worker may take to load its model and answer.
-    pub start_timeout: Duration,
-}
 
 /// Where workers come from: the binary, the socket directory, the log level.
 #[derive(Debug, Clone, PartialEq)]

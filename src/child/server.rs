@@ -14,17 +14,14 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
-use super::args::WorkerArgs;
+use super::accept;
 use super::service::{WorkerControl, WorkerInference};
-use super::sockets;
 use crate::engine::chat::{ChatError, ChatTemplate};
 use crate::engine::{EngineHandle, Sampling};
 use crate::gguf::SplitName;
 use crate::proto::pb::inference_service_server::InferenceServiceServer;
 use crate::proto::worker_pb::worker_service_server::WorkerServiceServer;
-
-/// What the worker writes on stdout once it serves: the daemon waits for it.
-pub const READY_LINE: &str = "READY";
+use crate::worker::args::{READY_LINE, WorkerArgs};
 
 /// Why a worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +155,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let listener = UnixListener::bind(&args.socket)
         .map_err(io(format!("binding {}", args.socket.display())))?;
     // 0600 whatever the umask; and only the daemon's connections get through.
-    sockets::restrict_socket(&args.socket)
+    accept::restrict_socket(&args.socket)
         .map_err(io(format!("making {} private", args.socket.display())))?;
-    let incoming = sockets::daemon_only(UnixListenerStream::new(listener), args.parent_pid);
+    let incoming = accept::daemon_only(UnixListenerStream::new(listener), args.parent_pid);
     let mut terminate = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
     let inference = WorkerInference::new(engine.clone(), template, sampling);

@@ -1,0 +1,9 @@
+//! The worker process (`llama-router worker`): one model's llama.cpp engine
+//! out of the daemon's address space, so a crash costs one model, not the
+//! router. `server` starts it and serves its private socket, `service` is
+//! its gRPC services, `accept` lets only its daemon in. Its command line
+//! (`worker::args`) is the contract with the daemon's side in `worker/`.
+
+pub mod accept;
+pub mod server;
+pub mod service;
