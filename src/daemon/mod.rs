@@ -42,7 +42,7 @@ use self::background::{
     discover_gpus, spawn_startup_loads, spawn_status_updates, spawn_watchdog, status_line,
 };
 use self::reload::reload;
-use self::settings::{check_aliases, header_limits, limits_of, warn_unknown_tables};
+use self::settings::{check_aliases, header_limits, supervisor_settings, warn_unknown_tables};
 
 /// How often gRPC connections are pinged.
 const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -183,7 +183,7 @@ pub async fn serve(
     tracing::info!(dir = %models_dir.display(), models = first.entries.len(), "catalog loaded");
     warn_unknown_tables(&config, &first);
     check_aliases(&config, first.entries.iter().map(|e| e.id.as_str()))?;
-    let limits = limits_of(&config);
+    let limits = supervisor_settings(&config);
     let socket = config.socket_path();
     // The runtime directory first (with its mode and group), then the workers' inside it.
     let socket_group = config

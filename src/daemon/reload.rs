@@ -1,7 +1,7 @@
 //! SIGHUP: re-read the configuration, apply what can change while running,
 //! rescan the models directory.
 
-use super::settings::{check_aliases, limits_of, restart_only_changes};
+use super::settings::{check_aliases, restart_only_changes, supervisor_settings};
 use crate::config::Config;
 use crate::supervisor::SupervisorHandle;
 use crate::systemd;
@@ -34,8 +34,8 @@ pub(super) async fn reload(
             if !restart.is_empty() {
                 tracing::warn!(keys = %restart.join(", "), "SIGHUP: these settings change only on restart");
             }
-            if limits_of(&new) != limits_of(config) {
-                if let Err(e) = supervisor.set_limits(limits_of(&new)).await {
+            if supervisor_settings(&new) != supervisor_settings(config) {
+                if let Err(e) = supervisor.apply_settings(supervisor_settings(&new)).await {
                     tracing::error!(error = %e, "SIGHUP: cannot apply the new limits");
                 }
                 tracing::info!(

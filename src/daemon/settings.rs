@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::loader::LoadOptions;
 use crate::settings::WorkerSettings;
-use crate::supervisor::Limits;
+use crate::supervisor::SupervisorSettings;
 
 /// The caps on model headers from a configuration.
 pub(super) fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
@@ -17,8 +17,8 @@ pub(super) fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
 }
 
 /// The supervisor's limits from a configuration.
-pub(super) fn limits_of(config: &Config) -> Limits {
-    Limits {
+pub(super) fn supervisor_settings(config: &Config) -> SupervisorSettings {
+    SupervisorSettings {
         models_max: config.models_max,
         host_cache_bytes: config.host_cache_bytes,
         load_queue: config.load_queue,

@@ -41,7 +41,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
             ))));
             return;
         }
-        if !self.limits.autoload {
+        if !self.settings.autoload {
             let _ = reply.send(Err(SupervisorError::FailedPrecondition(format!(
                 "model {id} is not loaded and autoload is off (--no-models-autoload): load it first"
             ))));

@@ -36,18 +36,18 @@ impl<R: ModelRuntime> SupervisorState<R> {
             }
             return Ok(watch::channel(LoadStatus::Ready(Box::new(view))).1);
         }
-        let limit = self.limits.host_cache_bytes;
+        let limit = self.settings.host_cache_bytes;
         if limit > 0 && model.size() > limit {
             return Err(SupervisorError::ResourceExhausted(format!(
                 "model {id} needs {} bytes but --host-cache-bytes is {limit}",
                 model.size()
             )));
         }
-        if self.queue.len() >= self.limits.load_queue {
+        if self.queue.len() >= self.settings.load_queue {
             return Err(SupervisorError::ResourceExhausted(format!(
                 "{} loads are already waiting for a free slot (--load-queue {})",
                 self.queue.len(),
-                self.limits.load_queue
+                self.settings.load_queue
             )));
         }
         let (tx, rx) = watch::channel(LoadStatus::Queued);
@@ -98,13 +98,13 @@ impl<R: ModelRuntime> SupervisorState<R> {
     fn start_load(&mut self, id: &str, now: Moment) {
         self.next_generation = self.next_generation.saturating_add(1);
         let generation = self.next_generation;
-        let profiles = &self.limits.profiles;
+        let profiles = &self.settings.profiles;
         let spec = ModelSpec {
             load: LoadOptions {
-                mlock: profiles.mlock(id, self.limits.load.mlock),
-                ..self.limits.load
+                mlock: profiles.mlock(id, self.settings.load.mlock),
+                ..self.settings.load
             },
-            worker: profiles.worker(id, self.limits.worker),
+            worker: profiles.worker(id, self.settings.worker),
             extras: profiles.extras(id),
         };
         let Some(model) = self.models.get_mut(id) else {

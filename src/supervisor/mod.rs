@@ -46,7 +46,7 @@ const TTL_TICK: Duration = Duration::from_millis(500);
 
 /// The supervisor's settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
+pub struct SupervisorSettings {
     /// Most active models (0 = no limit).
     pub models_max: u32,
     /// Host RAM the resident tier may hold (0 = no limit).
@@ -81,7 +81,7 @@ enum Request {
     Pin(String, bool, Reply<ModelView>),
     Status(oneshot::Sender<StatusView>),
     Rescan(Reply<RescanSummary>),
-    SetLimits(Limits, oneshot::Sender<()>),
+    ApplySettings(SupervisorSettings, oneshot::Sender<()>),
     Acquire(String, Reply<WorkerLink>),
     Ping(oneshot::Sender<()>),
 }
@@ -124,13 +124,13 @@ impl Drop for Lease {
 
 impl SupervisorHandle {
     /// Starts the supervisor; it follows `catalog`'s snapshots and starts workers as `env` says.
-    pub fn spawn(catalog: CatalogHandle, limits: Limits, env: WorkerEnv) -> Self {
+    pub fn spawn(catalog: CatalogHandle, settings: SupervisorSettings, env: WorkerEnv) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (releases, released) = mpsc::unbounded_channel();
         let runtime = ProcessRuntime::new(env, reports_tx);
-        let state = SupervisorState::new(limits, events.clone(), runtime);
+        let state = SupervisorState::new(settings, events.clone(), runtime);
         tokio::spawn(run(state, catalog, rx, reports, released));
         SupervisorHandle {
             tx,
@@ -227,9 +227,12 @@ impl SupervisorHandle {
         self.ask(Request::Ping).await
     }
 
-    /// Applies new limits (config reload) without touching models that still fit them.
-    pub async fn set_limits(&self, limits: Limits) -> Result<(), SupervisorError> {
-        self.ask(|r| Request::SetLimits(limits, r)).await
+    /// Applies new settings (config reload) without touching models that still fit them.
+    pub async fn apply_settings(
+        &self,
+        settings: SupervisorSettings,
+    ) -> Result<(), SupervisorError> {
+        self.ask(|r| Request::ApplySettings(settings, r)).await
     }
 
     /// Unloads every model (stopping workers gracefully) and answers once all are released.
@@ -334,8 +337,8 @@ async fn handle(
             let id = state.resolve(&id);
             state.acquire(&id, reply, now);
         }
-        Request::SetLimits(limits, reply) => {
-            state.set_limits(limits, now);
+        Request::ApplySettings(settings, reply) => {
+            state.apply_settings(settings, now);
             let _ = reply.send(());
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Limits;
+use super::SupervisorSettings;
 use super::clock::Moment;
 use super::record::ModelRecord;
 use super::runtime::ModelRuntime;
@@ -28,8 +28,8 @@ impl<R: ModelRuntime> SupervisorState<R> {
                 None => {
                     summary.added = summary.added.saturating_add(1);
                     let mut model = ModelRecord::new(entry.clone());
-                    model.pinned = self.limits.profiles.pinned(&id);
-                    model.aliases = self.limits.profiles.aliases_of(&id);
+                    model.pinned = self.settings.profiles.pinned(&id);
+                    model.aliases = self.settings.profiles.aliases_of(&id);
                     model.settings = self.effective(&id);
                     let (state, reason) = (model.state, model.failure.clone());
                     self.models.insert(id.clone(), model);
@@ -91,7 +91,10 @@ impl<R: ModelRuntime> SupervisorState<R> {
             .iter()
             .filter(|(_, m)| m.evictable())
             .filter_map(|(id, m)| {
-                let ttl = self.limits.profiles.idle_ttl(id, self.limits.idle_ttl)?;
+                let ttl = self
+                    .settings
+                    .profiles
+                    .idle_ttl(id, self.settings.idle_ttl)?;
                 m.last_used
                     .is_some_and(|t| now.since(t) >= ttl)
                     .then(|| (id.clone(), ttl))
@@ -105,29 +108,29 @@ impl<R: ModelRuntime> SupervisorState<R> {
     /// New limits from a config reload: models whose worker would start
     /// differently reload, idle models over a lowered `--models-max` are
     /// evicted (least recently used first), and loads a raised one allows start.
-    pub(super) fn set_limits(&mut self, limits: Limits, now: Moment) {
+    pub(super) fn apply_settings(&mut self, limits: SupervisorSettings, now: Moment) {
         let changed: Vec<String> = self
             .models
             .iter()
             .filter(|(_, m)| m.is_loaded())
-            .filter(|(id, _)| starts_differently(&self.limits, &limits, id))
+            .filter(|(id, _)| starts_differently(&self.settings, &limits, id))
             .map(|(id, _)| id.clone())
             .collect();
-        self.limits = limits;
+        self.settings = limits;
         for id in changed {
             if let Some(model) = self.models.get_mut(&id) {
                 model.reload_when_released = true;
             }
             self.begin_unload(&id, UnloadCause::Reload, now);
         }
-        let profiles = Arc::clone(&self.limits.profiles);
+        let profiles = Arc::clone(&self.settings.profiles);
         let settings: Vec<_> = self.models.keys().map(|id| self.effective(id)).collect();
         for ((id, model), settings) in self.models.iter_mut().zip(settings) {
             model.settings = settings;
             model.aliases = profiles.aliases_of(id);
             model.pinned = model.pinned || profiles.pinned(id);
         }
-        let max = self.limits.models_max;
+        let max = self.settings.models_max;
         if max > 0 {
             while self.models.values().filter(|m| m.is_loaded()).count() > max as usize {
                 let Some(victim) = self.lru_victim(None) else {
@@ -142,7 +145,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
 }
 
 /// Whether `id`'s worker would start differently under `new` than under `old`.
-fn starts_differently(old: &Limits, new: &Limits, id: &str) -> bool {
+fn starts_differently(old: &SupervisorSettings, new: &SupervisorSettings, id: &str) -> bool {
     old.profiles.worker(id, old.worker) != new.profiles.worker(id, new.worker)
         || old.profiles.extras(id) != new.profiles.extras(id)
         || old.profiles.mlock(id, old.load.mlock) != new.profiles.mlock(id, new.load.mlock)

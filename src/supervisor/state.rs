@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, VecDeque};
 
 use tokio::sync::broadcast;
 
-use super::Limits;
+use super::SupervisorSettings;
 use super::clock::Moment;
 use super::record::ModelRecord;
 use super::runtime::ModelRuntime;
 use super::types::{ModelEvent, ModelState, ModelView, StatusView, SupervisorError, UnloadCause};
 
 pub(super) struct SupervisorState<R: ModelRuntime> {
-    pub(super) limits: Limits,
+    pub(super) settings: SupervisorSettings,
     pub(super) models: BTreeMap<String, ModelRecord<R>>,
     /// Loads waiting for room, oldest first.
     pub(super) queue: VecDeque<String>,
@@ -28,9 +28,13 @@ pub(super) struct SupervisorState<R: ModelRuntime> {
 }
 
 impl<R: ModelRuntime> SupervisorState<R> {
-    pub(super) fn new(limits: Limits, events: broadcast::Sender<ModelEvent>, runtime: R) -> Self {
+    pub(super) fn new(
+        settings: SupervisorSettings,
+        events: broadcast::Sender<ModelEvent>,
+        runtime: R,
+    ) -> Self {
         SupervisorState {
-            limits,
+            settings,
             models: BTreeMap::new(),
             queue: VecDeque::new(),
             events,
@@ -40,9 +44,9 @@ impl<R: ModelRuntime> SupervisorState<R> {
         }
     }
 
-    /// What `id`'s worker runs with under the current limits.
+    /// What `id`'s worker runs with under the current settings.
     pub(super) fn effective(&self, id: &str) -> crate::settings::Effective {
-        let l = &self.limits;
+        let l = &self.settings;
         l.profiles.effective(id, l.worker, l.load.mlock, l.idle_ttl)
     }
 
@@ -51,7 +55,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
         if self.models.contains_key(name) {
             return name.to_owned();
         }
-        self.limits
+        self.settings
             .profiles
             .resolve_alias(name)
             .unwrap_or(name)
@@ -147,9 +151,9 @@ impl<R: ModelRuntime> SupervisorState<R> {
             })
             .collect();
         StatusView {
-            models_max: self.limits.models_max,
+            models_max: self.settings.models_max,
             host_cache_used: self.cache_used(),
-            host_cache_limit: self.limits.host_cache_bytes,
+            host_cache_limit: self.settings.host_cache_bytes,
             by_state,
         }
     }
@@ -169,9 +173,9 @@ impl<R: ModelRuntime> SupervisorState<R> {
 
     /// Whether a model of `size` bytes fits next to the active ones.
     pub(super) fn has_room_for(&self, size: u64) -> bool {
-        let max = self.limits.models_max as usize;
+        let max = self.settings.models_max as usize;
         let count_ok = max == 0 || self.active() < max;
-        let limit = self.limits.host_cache_bytes;
+        let limit = self.settings.host_cache_bytes;
         count_ok && (limit == 0 || self.cache_used().saturating_add(size) <= limit)
     }
 

@@ -35,7 +35,7 @@ async fn supervisor(
     catalog.rescan().await.unwrap();
     SupervisorHandle::spawn(
         catalog,
-        Limits {
+        SupervisorSettings {
             models_max,
             host_cache_bytes: 0,
             load_queue: 8,

@@ -45,11 +45,11 @@ fn requests_waiting_for_a_load_hold_the_model_the_moment_it_is_ready() {
 
 #[test]
 fn without_autoload_a_request_for_an_unloaded_model_is_refused() {
-    let limits = Limits {
+    let settings = SupervisorSettings {
         autoload: false,
-        ..limits(1)
+        ..settings(1)
     };
-    let mut h = Harness::new(limits, &[("a", 100)]);
+    let mut h = Harness::new(settings, &[("a", 100)]);
     let mut rx = h.acquire("a");
     assert!(
         matches!(lease_error(&mut rx), SupervisorError::FailedPrecondition(m) if m.contains("autoload"))
@@ -69,11 +69,11 @@ fn requests_name_models_by_id_or_alias() {
     };
     let profiles =
         ModelProfiles::new(ModelSettings::default(), [("a".to_owned(), table)].into()).unwrap();
-    let limits = Limits {
+    let settings = SupervisorSettings {
         profiles: Arc::new(profiles),
-        ..limits(1)
+        ..settings(1)
     };
-    let h = Harness::new(limits, &[("a", 100)]);
+    let h = Harness::new(settings, &[("a", 100)]);
     assert_eq!(h.state.resolve("fast"), "a");
     assert_eq!(h.state.resolve("a"), "a");
     assert_eq!(h.state.view("a").unwrap().aliases, ["fast"]);

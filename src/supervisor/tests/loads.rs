@@ -39,9 +39,9 @@ fn with_no_use_the_first_loaded_is_evicted_first() {
 #[test]
 fn a_full_queue_refuses_more_loads() {
     let mut h = Harness::new(
-        Limits {
+        SupervisorSettings {
             load_queue: 2,
-            ..limits(1)
+            ..settings(1)
         },
         &[("a", 100), ("b", 100), ("c", 100), ("d", 100)],
     );
@@ -150,11 +150,11 @@ fn a_model_pinned_in_the_config_is_never_evicted() {
     };
     let profiles =
         ModelProfiles::new(ModelSettings::default(), [("a".to_owned(), table)].into()).unwrap();
-    let limits = Limits {
+    let settings = SupervisorSettings {
         profiles: Arc::new(profiles),
-        ..limits(1)
+        ..settings(1)
     };
-    let mut h = Harness::new(limits, &[("a", 100), ("b", 100)]);
+    let mut h = Harness::new(settings, &[("a", 100), ("b", 100)]);
     assert!(h.state.view("a").unwrap().pinned);
     h.load_ready("a");
     h.take_calls();
@@ -173,11 +173,11 @@ fn a_loading_model_is_never_evicted() {
 
 #[test]
 fn a_model_bigger_than_the_host_cache_is_refused() {
-    let limits = Limits {
+    let settings = SupervisorSettings {
         host_cache_bytes: 150,
-        ..limits(0)
+        ..settings(0)
     };
-    let mut h = Harness::new(limits, &[("a", 200)]);
+    let mut h = Harness::new(settings, &[("a", 200)]);
     match h.load("a") {
         Err(SupervisorError::ResourceExhausted(m)) => {
             assert!(m.contains("--host-cache-bytes is 150"), "{m}")
@@ -189,11 +189,11 @@ fn a_model_bigger_than_the_host_cache_is_refused() {
 
 #[test]
 fn a_full_host_cache_evicts_to_make_room() {
-    let limits = Limits {
+    let settings = SupervisorSettings {
         host_cache_bytes: 250,
-        ..limits(0)
+        ..settings(0)
     };
-    let mut h = Harness::new(limits, &[("a", 100), ("b", 100), ("c", 100)]);
+    let mut h = Harness::new(settings, &[("a", 100), ("b", 100), ("c", 100)]);
     h.load_ready("a");
     h.tick(1);
     h.load_ready("b");

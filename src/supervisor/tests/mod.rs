@@ -43,8 +43,8 @@ pub(super) fn worker_settings() -> WorkerSettings {
 }
 
 /// Supervisor settings for tests: `models_max`, a queue of 4, autoload on.
-pub(super) fn limits(models_max: u32) -> Limits {
-    Limits {
+pub(super) fn settings(models_max: u32) -> SupervisorSettings {
+    SupervisorSettings {
         models_max,
         host_cache_bytes: 0,
         load_queue: 4,
@@ -172,15 +172,15 @@ struct Harness {
 }
 
 impl Harness {
-    /// `models` (id, size) in the directory, under `limits`.
-    fn new(limits: Limits, models: &[(&str, u64)]) -> Self {
+    /// `models` (id, size) in the directory, under `settings`.
+    fn new(settings: SupervisorSettings, models: &[(&str, u64)]) -> Self {
         let (events_tx, events) = broadcast::channel(1024);
         let calls = Calls::default();
         let runtime = FakeRuntime {
             calls: calls.clone(),
         };
         let mut h = Harness {
-            state: SupervisorState::new(limits, events_tx, runtime),
+            state: SupervisorState::new(settings, events_tx, runtime),
             calls,
             events,
             now: Moment::now(),
@@ -194,7 +194,7 @@ impl Harness {
     /// Models of 100 bytes each, at most `models_max` loaded.
     fn with(models_max: u32, ids: &[&str]) -> Self {
         let models: Vec<(&str, u64)> = ids.iter().map(|&id| (id, 100)).collect();
-        Harness::new(limits(models_max), &models)
+        Harness::new(settings(models_max), &models)
     }
 
     fn tick(&mut self, secs: u64) {

@@ -4,12 +4,12 @@ use super::*;
 use crate::settings::{ModelProfiles, ModelSettings};
 
 fn with_ttl(secs: u64, ids: &[&str]) -> Harness {
-    let limits = Limits {
+    let settings = SupervisorSettings {
         idle_ttl: Some(Duration::from_secs(secs)),
-        ..limits(0)
+        ..settings(0)
     };
     let models: Vec<(&str, u64)> = ids.iter().map(|&id| (id, 100)).collect();
-    Harness::new(limits, &models)
+    Harness::new(settings, &models)
 }
 
 #[test]
@@ -64,12 +64,12 @@ fn a_model_table_sets_its_own_ttl() {
         ..ModelSettings::default()
     };
     let profiles = ModelProfiles::new(defaults, [("a".to_owned(), never)].into()).unwrap();
-    let limits = Limits {
+    let settings = SupervisorSettings {
         idle_ttl: Some(Duration::from_secs(1000)),
         profiles: Arc::new(profiles),
-        ..limits(0)
+        ..settings(0)
     };
-    let mut h = Harness::new(limits, &[("a", 100), ("b", 100)]);
+    let mut h = Harness::new(settings, &[("a", 100), ("b", 100)]);
     h.load_ready("a");
     h.load_ready("b");
     h.take_calls();
@@ -151,7 +151,7 @@ fn lowering_models_max_evicts_the_least_recently_used() {
     h.release("a"); // a is the most recently used now
     h.take_calls();
     h.causes();
-    h.state.set_limits(limits(1), h.now);
+    h.state.apply_settings(settings(1), h.now);
     assert_eq!(h.unloaded(), ["b", "c"]);
     let lowered = UnloadCause::Evicted(Eviction::ModelsMaxLowered(1));
     assert_eq!(
@@ -168,7 +168,7 @@ fn raising_models_max_starts_queued_loads() {
     h.lease("a");
     h.load("b").unwrap();
     h.take_calls();
-    h.state.set_limits(limits(2), h.now);
+    h.state.apply_settings(settings(2), h.now);
     assert_eq!(h.started(), ["b"]);
     assert!(h.unloaded().is_empty());
 }
@@ -179,9 +179,9 @@ fn a_reload_that_changes_a_models_worker_reloads_it_with_the_new_settings() {
     h.load_ready("a");
     h.take_calls();
     h.causes();
-    let mut new = limits(1);
+    let mut new = settings(1);
     new.worker.params.ctx_size = 512;
-    h.state.set_limits(new, h.now);
+    h.state.apply_settings(new, h.now);
     assert_eq!(h.unloaded(), ["a"]);
     assert_eq!(h.causes(), [("a".to_owned(), UnloadCause::Reload)]);
     h.released("a");
@@ -201,7 +201,7 @@ fn a_reload_that_changes_nothing_keeps_models_serving() {
     h.load_ready("a");
     h.lease("a");
     h.take_calls();
-    h.state.set_limits(limits(1), h.now);
+    h.state.apply_settings(settings(1), h.now);
     assert!(h.take_calls().is_empty());
     assert_eq!(h.state_of("a"), ModelState::Ready);
 }
