@@ -1,10 +1,8 @@
-//! The tasks the daemon runs beside its servers: start-up loads, GPU
-//! discovery, systemd's STATUS line and watchdog.
+//! The tasks the daemon runs beside its servers: start-up loads and GPU
+//! discovery (systemd's are in `notify`).
 
-use crate::catalog::CatalogHandle;
 use crate::config::Config;
 use crate::supervisor::SupervisorHandle;
-use crate::systemd;
 
 /// Loads the `load_on_startup` models in the background: READY does not wait for them.
 pub(super) fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle) {
@@ -57,50 +55,4 @@ pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
         tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
     }
     crate::gpu::devices::GpuSet::new(found)
-}
-
-/// The one-line summary for systemd's STATUS (empty if the supervisor is gone).
-pub(super) async fn status_line(supervisor: &SupervisorHandle) -> String {
-    supervisor
-        .list()
-        .await
-        .map(|m| systemd::status_line(&m))
-        .unwrap_or_default()
-}
-
-/// Keeps systemd's STATUS line current: recomputed on every model event.
-pub(super) fn spawn_status_updates(supervisor: SupervisorHandle) {
-    let mut events = supervisor.events();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    systemd::status(&status_line(&supervisor).await);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-/// Pings systemd's watchdog while the supervisor and catalog answer probes.
-pub(super) fn spawn_watchdog(supervisor: SupervisorHandle, catalog: CatalogHandle) {
-    let Some(period) = systemd::watchdog_period() else {
-        return;
-    };
-    tracing::info!(period_ms = period.as_millis(), "systemd watchdog enabled");
-    tokio::spawn(systemd::watchdog_loop(
-        period,
-        move || {
-            let (supervisor, catalog) = (supervisor.clone(), catalog.clone());
-            async move {
-                supervisor
-                    .ping()
-                    .await
-                    .map_err(|_| "supervisor".to_owned())?;
-                catalog.ping().await.map_err(|_| "catalog".to_owned())
-            }
-        },
-        systemd::watchdog_ping,
-    ));
 }

@@ -1,51 +1,41 @@
-//! `llama-router serve`: starts the actors, serves gRPC on a Unix socket (and
-//! TCP when configured) and HTTP, rescans on SIGHUP, drains on SIGTERM/SIGINT.
-//! The settings derived from the configuration live in `settings`, the
-//! SIGHUP path in `reload`, the side tasks (start-up loads, GPU discovery,
-//! systemd STATUS and watchdog) in `background`.
+//! `llama-router serve`: start-up and shutdown. This file starts the actors
+//! and drains on SIGTERM/SIGINT; the listeners (gRPC on a Unix socket and
+//! TCP, HTTP) are in `listeners`, the settings derived from the
+//! configuration in `settings`, the SIGHUP path in `reload`, systemd's
+//! STATUS and watchdog in `notify`, and start-up loads and GPU discovery in
+//! `background`.
 
 mod background;
+mod listeners;
+mod notify;
 mod reload;
 mod settings;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::unistd::Gid;
-use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
-use tonic::transport::server::Router;
 
-use crate::api::auth::GrpcAuth;
 use crate::api::grpc::ModelServiceImpl;
 use crate::api::http::HttpState;
 use crate::api::inference::InferenceServiceImpl;
-use crate::api::listen::{self, ConnectionBudget};
-use crate::api_key::ApiKey;
+use crate::api::listen;
 use crate::catalog::CatalogHandle;
 use crate::config::{Config, ConfigError};
 use crate::inference::Inference;
 use crate::metrics::Metrics;
-use crate::proto::pb;
-use crate::proto::pb::inference_service_server::InferenceServiceServer;
-use crate::proto::pb::model_service_server::ModelServiceServer;
 use crate::runtime_dir;
 use crate::supervisor::SupervisorHandle;
 use crate::systemd;
 use crate::telemetry::LogLevelHandle;
 use crate::worker::process::WorkerEnv;
 
-use self::background::{
-    discover_gpus, spawn_startup_loads, spawn_status_updates, spawn_watchdog, status_line,
-};
+use self::background::{discover_gpus, spawn_startup_loads};
+use self::listeners::{Services, listen_error, prepare_socket, start_servers};
+use self::notify::{spawn_status_updates, spawn_watchdog, status_line};
 use self::reload::reload;
 use self::settings::{check_aliases, header_limits, supervisor_settings, warn_unknown_tables};
-
-/// How often gRPC connections are pinged.
-const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// How long in-flight calls get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -86,78 +76,6 @@ pub enum DaemonError {
     /// The workers' socket directory is not safe to use.
     #[error(transparent)]
     WorkerSockets(crate::runtime_dir::RuntimeDirError),
-}
-
-fn listen_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let what = what.to_string();
-    move |source| DaemonError::Listen { what, source }
-}
-
-/// Makes (or checks) the socket's directory, then removes a stale socket
-/// file; refuses when a daemon still answers on it.
-async fn prepare_socket(path: &Path, group: Option<Gid>) -> Result<(), DaemonError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        runtime_dir::prepare_dir(dir, group)?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(DaemonError::SocketInUse(path.to_path_buf()));
-        }
-        std::fs::remove_file(path).map_err(listen_error(path.display()))?;
-    }
-    Ok(())
-}
-
-/// The gRPC services; all but health (and reflection) check the API key.
-async fn router(
-    service: &ModelServiceImpl,
-    inference: &InferenceServiceImpl,
-    api_key: Option<&ApiKey>,
-) -> Result<Router, DaemonError> {
-    let auth = GrpcAuth::new(api_key.cloned());
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ModelServiceServer<ModelServiceImpl>>()
-        .await;
-    health_reporter
-        .set_serving::<InferenceServiceServer<InferenceServiceImpl>>()
-        .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    // Pings on every connection: a heartbeat for long streams, and a peer
-    // that stopped answering is dropped (with its place in the budget).
-    Ok(Server::builder()
-        .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
-        .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(InterceptedService::new(
-            ModelServiceServer::new(service.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            InferenceServiceServer::new(inference.clone()),
-            auth,
-        )))
-}
-
-/// A TCP listener on `host:port`, when a port is configured.
-async fn bind_tcp(host: &str, port: Option<u16>) -> Result<Option<TcpListener>, DaemonError> {
-    let Some(port) = port else {
-        return Ok(None);
-    };
-    let addr = format!("{host}:{port}");
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(listen_error(&addr))?;
-    Ok(Some(listener))
-}
-
-async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Re-reads the configuration (file, environment, flags) on SIGHUP.
@@ -224,58 +142,27 @@ pub async fn serve(
     };
     let inference = Inference::new(supervisor.clone(), metrics.clone(), request_limits);
     let inference_service = InferenceServiceImpl::new(inference.clone());
-    let uds = UnixListener::bind(&socket).map_err(listen_error(socket.display()))?;
-    runtime_dir::secure_socket(&socket, socket_group)?;
-    let (http_budget, grpc_budget) = listen::tcp_budgets(
-        descriptors,
-        config.http_max_connections,
-        config.grpc_max_connections,
-        config.port.is_some(),
-    );
-    let tcp = bind_tcp(&config.host, config.port).await?;
-    let http = bind_tcp(&config.http_host, config.http_port).await?;
-    let api_key = config.api_key.as_ref();
-    let grpc = router(&service, &inference_service, api_key).await?;
-    let stop = shutdown_signal(stop_rx.clone());
-    let mut servers = vec![tokio::spawn(async move {
-        grpc.serve_with_incoming_shutdown(listen::unix_incoming(uds), stop)
-            .await
-            .map_err(DaemonError::Grpc)
-    })];
-    if let Some(tcp) = tcp {
-        let addr = tcp.local_addr().map_err(listen_error("tcp"))?;
-        tracing::info!(%addr, max_connections = grpc_budget, "listening on TCP (gRPC)");
-        let grpc = router(&service, &inference_service, api_key).await?;
-        let stop = shutdown_signal(stop_rx.clone());
-        let incoming = listen::tcp_incoming(tcp, ConnectionBudget::new("grpc", grpc_budget));
-        servers.push(tokio::spawn(async move {
-            grpc.serve_with_incoming_shutdown(incoming, stop)
-                .await
-                .map_err(DaemonError::Grpc)
-        }));
-    }
-    if let Some(http) = http {
-        let addr = http.local_addr().map_err(listen_error("http"))?;
-        tracing::info!(%addr, auth = api_key.is_some(), max_connections = http_budget, "listening on HTTP (OpenAI-compatible API)");
-        let app = crate::api::http::router(HttpState {
+    let services = Services {
+        model: service,
+        inference: inference_service,
+        http: HttpState {
             inference: inference.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
             stopping: stop_rx.clone(),
-            api_key: api_key.cloned(),
+            api_key: config.api_key.clone(),
             gpus: gpus.clone(),
-        });
-        let stop = shutdown_signal(stop_rx.clone());
-        let limits = crate::api::http::HttpLimits {
-            budget: ConnectionBudget::new("http", http_budget),
-            header_timeout: Duration::from_secs(config.http_header_timeout.max(1)),
-        };
-        servers.push(tokio::spawn(async move {
-            crate::api::http::serve(http, app, limits, stop)
-                .await
-                .map_err(DaemonError::Http)
-        }));
-    }
+        },
+    };
+    let servers = start_servers(
+        &config,
+        &socket,
+        socket_group,
+        descriptors,
+        &services,
+        &stop_rx,
+    )
+    .await?;
     tracing::info!(socket = %socket.display(), "listening");
     systemd::ready(&status_line(&supervisor).await);
     spawn_startup_loads(&config, &supervisor);
@@ -295,8 +182,7 @@ pub async fn serve(
     systemd::stopping();
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    drop(service);
-    drop(inference_service);
+    drop(services);
     drop(inference);
     for server in servers {
         match tokio::time::timeout(DRAIN, server).await {

@@ -8,7 +8,7 @@ use crate::systemd;
 use crate::telemetry::{self, LogLevelHandle};
 
 use super::ConfigReload;
-use super::background::status_line;
+use super::notify::status_line;
 
 /// SIGHUP: RELOADING=1, re-read the config (a bad one keeps the old), apply
 /// the limits, rescan the directory, READY=1. Running models that still fit stay.
