@@ -1,7 +1,7 @@
 //! Requests: leases, workers, crashes and the restart back-off.
 
 use super::*;
-use crate::settings::{ModelProfiles, ModelSettings};
+use crate::settings::ModelSettings;
 
 #[test]
 fn a_request_makes_a_ready_model_busy_and_starts_its_worker() {
@@ -67,13 +67,7 @@ fn requests_name_models_by_id_or_alias() {
         aliases: vec!["fast".into()],
         ..ModelSettings::default()
     };
-    let profiles =
-        ModelProfiles::new(ModelSettings::default(), [("a".to_owned(), table)].into()).unwrap();
-    let settings = SupervisorSettings {
-        profiles: Arc::new(profiles),
-        ..settings(1)
-    };
-    let h = Harness::new(settings, &[("a", 100)]);
+    let h = Harness::new(with_table(1, ModelSettings::default(), table), &[("a", 100)]);
     assert_eq!(h.state.resolve("fast"), "a");
     assert_eq!(h.state.resolve("a"), "a");
     assert_eq!(h.state.view("a").unwrap().aliases, ["fast"]);

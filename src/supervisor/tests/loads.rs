@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::loader::LoadError;
-use crate::settings::{ModelProfiles, ModelSettings};
+use crate::settings::ModelSettings;
 
 #[test]
 fn loading_past_models_max_evicts_the_least_recently_used_idle_model() {
@@ -148,12 +148,7 @@ fn a_model_pinned_in_the_config_is_never_evicted() {
         pin: Some(true),
         ..ModelSettings::default()
     };
-    let profiles =
-        ModelProfiles::new(ModelSettings::default(), [("a".to_owned(), table)].into()).unwrap();
-    let settings = SupervisorSettings {
-        profiles: Arc::new(profiles),
-        ..settings(1)
-    };
+    let settings = with_table(1, ModelSettings::default(), table);
     let mut h = Harness::new(settings, &[("a", 100), ("b", 100)]);
     assert!(h.state.view("a").unwrap().pinned);
     h.load_ready("a");

@@ -60,6 +60,20 @@ pub(super) fn settings(models_max: u32) -> SupervisorSettings {
     }
 }
 
+/// `settings(models_max)` with a config file: `defaults` and model `a`'s table.
+pub(super) fn with_table(
+    models_max: u32,
+    defaults: crate::settings::ModelSettings,
+    a: crate::settings::ModelSettings,
+) -> SupervisorSettings {
+    let tables = [("a".to_owned(), a)].into();
+    let profiles = crate::settings::ModelProfiles::new(defaults, tables).expect("valid tables");
+    SupervisorSettings {
+        profiles: Arc::new(profiles),
+        ..settings(models_max)
+    }
+}
+
 /// What the supervisor asked of the fake runtime.
 #[derive(Debug, Clone, PartialEq)]
 enum Call {

@@ -1,7 +1,7 @@
 //! The idle TTL, rescans of the directory and config reloads (SIGHUP).
 
 use super::*;
-use crate::settings::{ModelProfiles, ModelSettings};
+use crate::settings::ModelSettings;
 
 fn with_ttl(secs: u64, ids: &[&str]) -> Harness {
     let settings = SupervisorSettings {
@@ -63,11 +63,9 @@ fn a_model_table_sets_its_own_ttl() {
         idle_ttl: Some(5),
         ..ModelSettings::default()
     };
-    let profiles = ModelProfiles::new(defaults, [("a".to_owned(), never)].into()).unwrap();
     let settings = SupervisorSettings {
         idle_ttl: Some(Duration::from_secs(1000)),
-        profiles: Arc::new(profiles),
-        ..settings(0)
+        ..with_table(0, defaults, never)
     };
     let mut h = Harness::new(settings, &[("a", 100), ("b", 100)]);
     h.load_ready("a");
