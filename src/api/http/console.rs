@@ -1,5 +1,6 @@
 //! The web console's static shell: `GET /` (the page), `GET
-//! /console/app.js` and `GET /console/app.css`, embedded in the binary.
+//! /console/app.js`, `/console/playground.js` and `/console/app.css`,
+//! embedded in the binary.
 //! The shell is open even with an API key set: it holds no data. The page
 //! asks for the key and sends it on every call to the data endpoints
 //! (`/events`, `/models*`, `/status`, `/v1/*`), which all require it.
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
+const PLAYGROUND: &str = include_str!("console/playground.js");
 const STYLE: &str = include_str!("console/app.css");
 
 /// Only our own scripts and styles, and calls back to this server.
@@ -38,6 +40,11 @@ pub async fn index() -> Response {
 /// `GET /console/app.js`.
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// `GET /console/playground.js`.
+pub async fn playground() -> Response {
+    asset("text/javascript; charset=utf-8", PLAYGROUND)
 }
 
 /// `GET /console/app.css`.

@@ -92,6 +92,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/", get(console::index))
         .route("/console/app.js", get(console::script))
+        .route("/console/playground.js", get(console::playground))
         .route("/console/app.css", get(console::style))
         .merge(guarded)
         .with_state(state)

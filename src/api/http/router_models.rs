@@ -1,6 +1,7 @@
 //! llama-server's router-mode model endpoints, and ours beside them:
 //! - `GET /models`: every model in llama-server's shape (`{"data": [{"id",
-//!   "path", "status": {"value", "failed"}}]}`), plus our own fields;
+//!   "path", "status": {"value", "failed"}}]}`), plus our own fields
+//!   (`?reload=1` rescans the models directory first);
 //! - `POST /models/load` and `POST /models/unload` with `{"model": ...}`,
 //!   answering `{"success": true}` as llama-server does;
 //! - ours: `POST /models/pin` (`{"model", "pinned"}`), `GET
@@ -107,16 +108,26 @@ fn answer(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-/// `GET /models`.
-pub async fn list(State(state): State<HttpState>) -> Response {
-    answer(
-        state
-            .supervisor
-            .list()
-            .await
-            .map(|models| json!({"data": models.iter().map(model_json).collect::<Vec<_>>()}))
-            .map_err(ApiError::from),
-    )
+/// `?reload=1` of `GET /models`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    reload: Option<String>,
+}
+
+/// `GET /models`; with `?reload=1` (as llama-server) the models directory is rescanned first.
+pub async fn list(State(state): State<HttpState>, Query(query): Query<ListQuery>) -> Response {
+    let result = async {
+        if query
+            .reload
+            .as_deref()
+            .is_some_and(|r| r != "0" && r != "false")
+        {
+            state.supervisor.rescan().await?;
+        }
+        let models = state.supervisor.list().await?;
+        Ok(json!({"data": models.iter().map(model_json).collect::<Vec<_>>()}))
+    };
+    answer(result.await)
 }
 
 /// `POST /models/load`: answers once the model is loaded, or with why it failed.

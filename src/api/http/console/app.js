@@ -10,6 +10,7 @@ const rows = new Map(); // id -> {tr, cells, buttons}
 let detailId = null;
 let watching = null; // AbortController of the /events stream
 let retryMs = 1000;
+let vram = {}; // model id -> VRAM bytes reserved on all GPUs (from the last status)
 
 const $ = (id) => document.getElementById(id);
 
@@ -59,6 +60,7 @@ function authHeaders(extra) {
 
 function askKey(message) {
   if (watching) { watching.abort(); watching = null; }
+  sessionStorage.removeItem(KEY_ITEM); // a refused key is no use kept
   $('app').hidden = true;
   $('keyform').hidden = false;
   $('keymsg').textContent = message || 'This server requires an API key.';
@@ -240,7 +242,7 @@ function fillRow(row, m) {
   quant.textContent = m.quantization || '–';
   ctx.textContent = m.context_length ? String(m.context_length) : '–';
   worker.textContent = m.worker_pid ? 'pid ' + m.worker_pid : '–';
-  resident.textContent = bytes(m.resident_bytes);
+  resident.textContent = bytes(m.resident_bytes) + (vram[m.id] ? ' · VRAM ' + bytes(vram[m.id]) : '');
   used.textContent = when(m.last_used_unix_ms);
   pinned.textContent = m.pinned ? 'yes' : 'no';
   row.buttons.pin.textContent = m.pinned ? 'Unpin' : 'Pin';
@@ -272,6 +274,14 @@ function item(label, ...value) {
 }
 
 function renderStatus(s) {
+  const reserved = {};
+  for (const g of s.gpus || []) {
+    for (const [id, n] of Object.entries(g.reserved_by_model || {})) reserved[id] = (reserved[id] || 0) + n;
+  }
+  if (JSON.stringify(reserved) !== JSON.stringify(vram)) {
+    vram = reserved;
+    for (const [id, row] of rows) if (models.has(id)) fillRow(row, models.get(id));
+  }
   const parts = [
     item('version', s.version),
     item('uptime', duration(s.uptime_seconds)),
@@ -354,93 +364,5 @@ function drawChart(points) {
   g.fillText('max ' + maxTtft.toFixed(0) + ' ms · ' + maxTps.toFixed(1) + ' tok/s', 8, 14);
 }
 
-// ---- the playground ----
-let generation = null;
-
-function renderModelChoice(ids) {
-  const select = $('pg-model');
-  const chosen = select.value;
-  if (select.options.length === ids.length && [...select.options].every((o, i) => o.value === ids[i])) return;
-  select.replaceChildren(...ids.map((id) => el('option', { value: id, textContent: id })));
-  if (ids.includes(chosen)) select.value = chosen;
-}
-
-$('pg-form').addEventListener('submit', (ev) => {
-  ev.preventDefault();
-  generate();
-});
-$('pg-stop').addEventListener('click', () => { if (generation) generation.abort(); });
-
-async function generate() {
-  const model = $('pg-model').value;
-  const chat = $('pg-mode').value === 'chat';
-  const prompt = $('pg-prompt').value;
-  const maxTokens = Math.max(1, Math.min(4096, Number($('pg-max').value) || 48));
-  const out = $('pg-out');
-  out.textContent = '';
-  $('pg-stats').textContent = 'waiting for the first token…';
-  const body = { model, stream: true, max_tokens: maxTokens, stream_options: { include_usage: true } };
-  if (chat) body.messages = [{ role: 'user', content: prompt }]; else body.prompt = prompt;
-  const ctl = new AbortController();
-  generation = ctl;
-  $('pg-send').disabled = true;
-  $('pg-stop').disabled = false;
-  const started = performance.now();
-  let first = null;
-  let usage = null;
-  try {
-    const r = await fetch(chat ? '/v1/chat/completions' : '/v1/completions', {
-      method: 'POST',
-      headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
-      body: JSON.stringify(body),
-      signal: ctl.signal,
-    });
-    if (r.status === 401) { askKey('The server refused the key: ' + await failure(r)); throw new Unauthorized(''); }
-    if (!r.ok) throw new Error(await failure(r));
-    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = '';
-    let finished = false;
-    while (!finished) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value.replace(/\r\n?/g, '\n');
-      let end;
-      while (!finished && (end = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, end).trim();
-        buf = buf.slice(end + 1);
-        if (!line.startsWith('data:')) continue;
-        const data = line.slice(5).trim();
-        if (data === '[DONE]') { finished = true; break; }
-        const chunk = JSON.parse(data);
-        if (chunk.error) throw new Error(chunk.error.message);
-        if (chunk.usage) usage = chunk.usage;
-        const choice = (chunk.choices || [])[0];
-        const piece = choice ? (chat ? (choice.delta && choice.delta.content) : choice.text) : '';
-        if (piece) {
-          if (first === null) first = performance.now();
-          out.textContent += piece;
-        }
-      }
-    }
-    const total = performance.now() - started;
-    const parts = [];
-    if (usage) parts.push(usage.prompt_tokens + ' prompt tokens', usage.completion_tokens + ' completion tokens');
-    if (first !== null) parts.push('first token after ' + (first - started).toFixed(0) + ' ms');
-    if (usage && first !== null && usage.completion_tokens > 1) {
-      const rate = (usage.completion_tokens - 1) / Math.max(0.001, (performance.now() - first) / 1000);
-      parts.push(rate.toFixed(1) + ' tokens/s');
-    }
-    parts.push('total ' + (total / 1000).toFixed(2) + ' s');
-    $('pg-stats').textContent = parts.join(' · ');
-    if (detailId === model) refreshDetail();
-  } catch (e) {
-    if (ctl.signal.aborted) $('pg-stats').textContent = 'stopped';
-    else if (!(e instanceof Unauthorized)) { $('pg-stats').textContent = 'failed: ' + e.message; showError('Generation failed: ' + e.message); }
-  } finally {
-    generation = null;
-    $('pg-send').disabled = false;
-    $('pg-stop').disabled = true;
-  }
-}
-
+setupPlayground();
 watch();
