@@ -120,7 +120,9 @@ pub async fn serve(
             .map_err(DaemonError::WorkerSockets)?,
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
         gpus: discover_gpus().await,
+        logs: crate::worker::LogBook::default(),
     };
+    let logs = worker_env.logs.clone();
     let gpus = worker_env.gpus.clone();
     let supervisor = SupervisorHandle::spawn(catalog.clone(), limits, worker_env);
     supervisor
@@ -152,6 +154,8 @@ pub async fn serve(
             stopping: stop_rx.clone(),
             api_key: config.api_key.clone(),
             gpus: gpus.clone(),
+            logs,
+            started: std::time::Instant::now(),
         },
     };
     let servers = start_servers(

@@ -1,9 +1,11 @@
 //! Prometheus metrics: what the daemon counts, and the text a scrape of
 //! `/metrics` gets. Counters and histograms are fed by the supervisor's model
 //! events ([`recorder`]) and by the inference relay; gauges of state are read
-//! from the actors at scrape time, so they are never stale.
+//! from the actors at scrape time, so they are never stale. The console's
+//! figures (requests now, recent generations in [`timings`]) come from here too.
 
 pub mod recorder;
+pub mod timings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +82,9 @@ struct Inner {
     generated_tokens: Family<ModelLabel, Counter>,
     time_to_first_token: HistogramFamily,
     generation_speed: HistogramFamily,
+    /// Requests active on any model (not exported: the family sums to it).
+    requests_active_total: Gauge,
+    timings: timings::Timings,
 }
 
 /// The daemon's metrics; cheap to clone.
@@ -122,6 +127,8 @@ impl Metrics {
             generated_tokens: Family::default(),
             time_to_first_token: Family::new_with_constructor(ttft_seconds),
             generation_speed: Family::new_with_constructor(tokens_per_second),
+            requests_active_total: Gauge::default(),
+            timings: timings::Timings::default(),
         };
         let r = &mut inner.registry;
         r.register("models", "Models by state", inner.models.clone());
@@ -258,7 +265,20 @@ impl Metrics {
             .requests_active
             .get_or_create(&Self::label(model))
             .clone();
-        GaugeGuard::new(gauge)
+        GaugeGuard::with_total(gauge, self.inner.requests_active_total.clone())
+    }
+
+    /// Requests (active on any model, queued) right now.
+    pub fn requests(&self) -> (i64, i64) {
+        (
+            self.inner.requests_active_total.get(),
+            self.inner.requests_queued.get(),
+        )
+    }
+
+    /// Every model's recent generations.
+    pub fn timings(&self) -> &timings::Timings {
+        &self.inner.timings
     }
 
     /// `model` generated `tokens` more tokens (counted as they stream, so
@@ -296,6 +316,17 @@ impl Metrics {
             i.generation_speed
                 .get_or_create(&label)
                 .observe(tokens_per_second);
+        }
+        if completion_tokens > 0 {
+            let speed = if completion_tokens > 1 {
+                tokens_per_second
+            } else {
+                0.0
+            };
+            i.timings.record(
+                model,
+                timings::timing_now(time_to_first_token, speed, prompt_tokens, completion_tokens),
+            );
         }
     }
 
@@ -335,21 +366,34 @@ fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Holds a gauge one higher while it lives.
+/// Holds a gauge (and maybe a total over its family) one higher while it lives.
 #[derive(Debug)]
 pub struct GaugeGuard {
     gauge: Gauge,
+    total: Option<Gauge>,
 }
 
 impl GaugeGuard {
     fn new(gauge: Gauge) -> Self {
         gauge.inc();
-        GaugeGuard { gauge }
+        GaugeGuard { gauge, total: None }
+    }
+
+    fn with_total(gauge: Gauge, total: Gauge) -> Self {
+        gauge.inc();
+        total.inc();
+        GaugeGuard {
+            gauge,
+            total: Some(total),
+        }
     }
 }
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.gauge.dec();
+        if let Some(total) = &self.total {
+            total.dec();
+        }
     }
 }

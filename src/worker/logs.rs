@@ -220,13 +220,15 @@ async fn relay(
 }
 
 /// Re-emits the worker's log lines (JSON from its tracing) as our own events
-/// with the model's name, and keeps the last lines for crash reports.
+/// with the model's name, and keeps the last lines for crash reports and in
+/// the console's log book.
 pub(super) async fn forward_stderr(
     stderr: tokio::process::ChildStderr,
     model: String,
     pid: u32,
     tail: Arc<Mutex<StderrTail>>,
     meter: Arc<OutputMeter>,
+    book: super::logbook::LogBook,
 ) {
     relay(stderr, &meter, |line| {
         let (level, text) = parse_log_line(&line);
@@ -236,6 +238,7 @@ pub(super) async fn forward_stderr(
             "INFO" => tracing::debug!(model = %model, worker_pid = pid, "{text}"),
             _ => tracing::trace!(model = %model, worker_pid = pid, "{text}"),
         }
+        book.push(&model, level, text.clone());
         if let Ok(mut tail) = tail.lock() {
             tail.push(text);
         }

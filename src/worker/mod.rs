@@ -1,6 +1,7 @@
 //! The daemon's side of worker processes (the process itself is `child/`):
 //! `process` spawns, watches and stops one, `command` builds its command,
-//! `logs` relays and bounds its output, `liveness` pings it, `exit` says how
+//! `logs` relays and bounds its output, `logbook` keeps every model's recent
+//! lines for the console, `liveness` pings it, `exit` says how
 //! it ended, `sockets` owns the directory of their sockets, and `args` is the
 //! command line both sides share.
 
@@ -8,10 +9,12 @@ pub mod args;
 mod command;
 pub mod exit;
 mod liveness;
+pub mod logbook;
 mod logs;
 pub mod process;
 pub mod sockets;
 
 pub use args::WorkerArgs;
 pub use exit::{WorkerEnded, WorkerExit};
+pub use logbook::LogBook;
 pub use process::{WorkerLink, WorkerProcess};

@@ -19,6 +19,7 @@ use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::liveness::liveness;
+use super::logbook::LogBook;
 use super::logs::{OutputMeter, StderrTail};
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{WorkerExtras, WorkerSettings};
@@ -43,6 +44,8 @@ pub struct WorkerEnv {
     pub log_level: String,
     /// The GPUs workers offload to, with their VRAM ledgers.
     pub gpus: crate::gpu::devices::GpuSet,
+    /// Where every worker's recent log lines are kept for the console.
+    pub logs: LogBook,
 }
 
 /// What requests hold of a running worker: its channel and how it ended.
@@ -86,6 +89,8 @@ pub struct WorkerProcess {
     /// Fires once stdout carried the READY line.
     ready: Option<oneshot::Receiver<()>>,
     settings: WorkerSettings,
+    /// The console's log ring, told how the worker started and ended.
+    logs: LogBook,
 }
 
 impl WorkerProcess {
@@ -129,6 +134,8 @@ impl WorkerProcess {
                 error: e.to_string(),
             })?;
         let pid = child.id().unwrap_or(0);
+        env.logs
+            .push(model_id, "INFO", format!("worker started (pid {pid})"));
         let tail = Arc::new(Mutex::new(StderrTail::default()));
         let output = OutputMeter::new();
         let stderr_relay = child.stderr.take().map(|stderr| {
@@ -138,6 +145,7 @@ impl WorkerProcess {
                 pid,
                 tail.clone(),
                 output.clone(),
+                env.logs.clone(),
             ))
         });
         let (ready_tx, ready) = oneshot::channel();
@@ -168,6 +176,7 @@ impl WorkerProcess {
             output,
             ready: Some(ready),
             settings,
+            logs: env.logs.clone(),
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
@@ -303,6 +312,12 @@ impl WorkerProcess {
                 "worker for {} failed: {ended}", self.model_id
             );
         }
+        let level = if ended.crashed() { "ERROR" } else { "INFO" };
+        self.logs.push(
+            &self.model_id,
+            level,
+            format!("worker (pid {}) ended: {ended}", self.pid),
+        );
         self.exit.send_replace(Some(ended.clone()));
         ended
     }

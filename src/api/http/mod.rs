@@ -1,16 +1,22 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`.
+//! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`; and
+//! the web console (`/`, [`console`]) with what it reads: llama-server's
+//! `/models*` ([`router_models`]), `/events` ([`events`]) and `/status`.
 //! Inference calls the same layer as gRPC ([`crate::inference`]), so model
 //! resolution, autoload, leases and errors are one code path; its typed
 //! error becomes an HTTP status once, in [`error`].
 
 mod completions;
+mod console;
 pub mod error;
+mod events;
 mod models;
 pub mod openai;
+pub mod router_models;
+mod status;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -50,6 +56,10 @@ pub struct HttpState {
     pub api_key: Option<ApiKey>,
     /// The GPUs, for the VRAM gauges.
     pub gpus: crate::gpu::devices::GpuSet,
+    /// The workers' recent log lines, for the console.
+    pub logs: crate::worker::LogBook,
+    /// When the daemon started (uptime in `/status`).
+    pub started: Instant,
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
@@ -58,7 +68,8 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-/// Every route; all but `/health` need the API key when one is set.
+/// Every route; all but `/health` and the console's static shell need the
+/// API key when one is set.
 pub fn router(state: HttpState) -> Router {
     let guarded = Router::new()
         .route("/v1/models", get(models::list))
@@ -67,10 +78,22 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(models::embeddings))
         .route("/metrics", get(metrics))
+        .route("/events", get(events::events))
+        .route("/status", get(status::status))
+        .route("/models", get(router_models::list))
+        .route("/models/load", post(router_models::load))
+        .route("/models/unload", post(router_models::unload))
+        .route("/models/pin", post(router_models::pin))
+        .route("/models/{model}/logs", get(router_models::logs))
+        .route("/models/{model}/timings", get(router_models::timings))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/health", get(health))
+        .route("/", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/playground.js", get(console::playground))
+        .route("/console/app.css", get(console::style))
         .merge(guarded)
         .with_state(state)
 }

@@ -55,6 +55,7 @@ async fn supervisor(
             socket_dir: dir.to_path_buf(),
             log_level: "info".into(),
             gpus: Default::default(),
+            logs: Default::default(),
         },
     )
 }
