@@ -152,6 +152,7 @@ pub async fn serve(
             stopping: stop_rx.clone(),
             api_key: config.api_key.clone(),
             gpus: gpus.clone(),
+            models_autoload: config.models_autoload,
         },
     };
     let servers = start_servers(

@@ -1,12 +1,16 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`.
+//! `/v1/completions`, `/v1/embeddings`, llama-server's own endpoints
+//! (`/props`, `/tokenize`, `/detokenize`, `/completion`, `/embedding`), plus
+//! `/health` and `/metrics`.
 //! Inference calls the same layer as gRPC ([`crate::inference`]), so model
 //! resolution, autoload, leases and errors are one code path; its typed
 //! error becomes an HTTP status once, in [`error`].
 
 mod completions;
 pub mod error;
+mod llama_server;
 mod models;
+mod native_completion;
 pub mod openai;
 
 use std::future::Future;
@@ -50,6 +54,8 @@ pub struct HttpState {
     pub api_key: Option<ApiKey>,
     /// The GPUs, for the VRAM gauges.
     pub gpus: crate::gpu::devices::GpuSet,
+    /// Whether models load on their first request (`GET /props` says so).
+    pub models_autoload: bool,
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
@@ -66,6 +72,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(models::embeddings))
+        .route("/props", get(llama_server::props))
+        .route("/tokenize", post(llama_server::tokenize))
+        .route("/detokenize", post(llama_server::detokenize))
+        .route("/embedding", post(llama_server::embedding))
+        .route("/completion", post(native_completion::completion))
+        .route("/completions", post(native_completion::completion))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
