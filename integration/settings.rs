@@ -237,7 +237,8 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
     assert_eq!(first.tokens, second.tokens);
     assert_eq!(first.tokens, explicit.tokens);
 
-    // b chats with the configured template although its GGUF has none; a does not.
+    // b chats with the configured template although its GGUF has none; a in
+    // ChatML, the fallback for a model without a template (as llama-server).
     let chat = |model: &str| llama_router::proto::pb::ChatRequest {
         model: model.into(),
         messages: vec![llama_router::proto::pb::ChatMessage {
@@ -255,8 +256,16 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
         .prompt_tokens("b", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant")
         .await;
     assert_eq!(answer.usage.unwrap().prompt_tokens as usize, expected.len());
-    let err = c.chat(chat("a")).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let answer = collect(c.chat(chat("a")).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let expected = d
+        .prompt_tokens(
+            "a",
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        )
+        .await;
+    assert_eq!(answer.usage.unwrap().prompt_tokens as usize, expected.len());
 
     // Changing b's table and sending SIGHUP restarts b only; a keeps its worker.
     let a_pid = d.model("a").await.unwrap().worker_pid;

@@ -221,6 +221,7 @@ async fn a_worker_socket_is_private_and_answers_only_its_daemon() {
                 text: "no key, no lease".into(),
                 add_special: true,
                 parse_special: true,
+                ..Default::default()
             })
             .await;
         Ok::<_, Box<dyn std::error::Error>>(answer?)

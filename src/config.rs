@@ -149,6 +149,9 @@ pub enum ConfigError {
     /// The per-model tables contradict each other.
     #[error("invalid configuration: {0}")]
     Models(#[from] SettingsError),
+    /// A llama-server preset file (`--models-preset`) could not be used.
+    #[error("{0}")]
+    Preset(#[from] crate::settings::preset::PresetError),
 }
 
 impl Config {

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llama_router::cli::{Cli, Command, ConfigCommand, client, inspect, serve::ServeArgs};
+use llama_router::cli::{
+    Cli, Command, ConfigCommand, client, inspect, llama_server, serve::ServeArgs,
+};
 use llama_router::config::Config;
 use llama_router::telemetry;
 
@@ -12,6 +14,13 @@ use llama_router::telemetry;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    // Started as `llama-server` (a symlink): llama-server's command line.
+    let mut argv = std::env::args_os();
+    let started_as = argv.next().map(std::path::PathBuf::from);
+    if started_as.as_deref().and_then(|p| p.file_name()) == Some("llama-server".as_ref()) {
+        let args: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
+        return llama_server(args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => match inspect::render(&args) {
@@ -22,6 +31,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(&args),
+        Command::LlamaServer(args) => llama_server(args.args),
         Command::Config(ConfigCommand::Check { file }) => {
             match llama_router::cli::config_check(&file) {
                 Ok(text) => write_stdout(text.as_bytes()),
@@ -62,6 +72,46 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let log = telemetry::init(config.log_format, &level)?;
         let (file, flags) = (args.config.clone(), args.overrides());
         let reread = Box::new(move || Config::load(file.as_deref(), &flags));
+        runtime()?.block_on(llama_router::daemon::serve(config, reread, log))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "llama-router stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// llama-server's router mode: its flags resolve into the same `Config`
+/// as `serve`; the preset file is read again on every SIGHUP.
+fn llama_server(args: Vec<String>) -> ExitCode {
+    let router = match llama_server::parse(&args, std::env::vars()) {
+        Ok(llama_server::Parsed::Run(router)) => router,
+        Ok(llama_server::Parsed::Help(text)) => return write_stdout(text.as_bytes()),
+        Ok(llama_server::Parsed::Version) => {
+            return write_stdout(
+                format!("llama-router {}\n", llama_router::cli::VERSION).as_bytes(),
+            );
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let result = (|| -> anyhow::Result<()> {
+        let (config, ignored) = router.config()?;
+        let level = telemetry::effective_level(config.log_level.as_deref());
+        let log = telemetry::init(config.log_format, &level)?;
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "llama-server options that have no effect in llama-router: {}",
+                ignored.join(", ")
+            );
+        }
+        let reread = Box::new(move || router.config().map(|(config, _)| config));
         runtime()?.block_on(llama_router::daemon::serve(config, reread, log))?;
         Ok(())
     })();
@@ -117,6 +167,7 @@ fn run_client(command: Command) -> ExitCode {
             Command::Generate(args) => llama_router::cli::generate::generate(&args).await,
             Command::Chat(args) => llama_router::cli::generate::chat(&args).await,
             Command::Serve(_)
+            | Command::LlamaServer(_)
             | Command::Inspect(_)
             | Command::Worker(_)
             | Command::GpuProbe

@@ -21,14 +21,17 @@ GEMMA3_TEMPLATE = (
 )
 
 
-def copy_model(source, dest, split_max_tensors=0, extra=None):
-    """Rewrites `source` (every key and tensor) to `dest`, optionally split
-    gguf-split style into shards of at most `split_max_tensors` tensors."""
+def copy_model(source, dest, split_max_tensors=0, extra=None, drop=()):
+    """Rewrites `source` (every key but those in `drop`, and every tensor) to
+    `dest`, optionally split gguf-split style into shards of at most
+    `split_max_tensors` tensors."""
     reader = GGUFReader(source)
     arch = reader.fields["general.architecture"].contents()
     writer = GGUFWriter(dest, arch, split_max_tensors=split_max_tensors)
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture" or field.name.startswith("split."):
+            continue
+        if field.name in drop:
             continue
         vtype = field.types[0]
         sub_type = field.types[-1] if vtype == GGUFValueType.ARRAY else None

@@ -114,6 +114,7 @@ impl Daemon {
                 text: text.into(),
                 add_special: true,
                 parse_special: true,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use super::accept;
 use super::service::{WorkerControl, WorkerInference};
 use crate::engine::chat::{ChatError, ChatTemplate};
+use crate::engine::templates;
 use crate::engine::{EngineHandle, Sampling};
 use crate::gguf::SplitName;
 use crate::proto::pb::inference_service_server::InferenceServiceServer;
@@ -113,21 +114,56 @@ fn check_shards(shards: &[PathBuf]) -> Result<&Path, WorkerError> {
     Ok(first)
 }
 
-/// The chat template: the configured file, else the model's (GGUF metadata), compiled.
-fn chat_template(model: &LlamaModel, file: Option<&Path>) -> Result<ChatTemplate, ChatError> {
-    let source = match file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            ChatError::Template(format!("cannot read chat template {}: {e}", path.display()))
-        })?,
-        None => model
+/// The chat template: the configured one (a built-in's name such as
+/// `chatml`, else a Jinja file), else the model's (GGUF metadata), else
+/// ChatML as llama-server falls back to, compiled.
+fn chat_template(
+    model: &LlamaModel,
+    configured: Option<&Path>,
+    model_id: &str,
+) -> Result<ChatTemplate, ChatError> {
+    let source: std::borrow::Cow<'static, str> = match configured {
+        Some(path) => match builtin_named(path) {
+            Some(source) => source.into(),
+            None => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ChatError::Template(format!(
+                        "cannot read chat template {}: {e} (or name a built-in: {})",
+                        path.display(),
+                        templates::names()
+                    ))
+                })?
+                .into(),
+        },
+        None => match model
             .chat_template(None)
             .ok()
             .and_then(|t| t.to_string().ok())
-            .ok_or(ChatError::NoTemplate)?,
+        {
+            Some(own) => own.into(),
+            None => {
+                // Warn: the daemon forwards a worker's info lines at debug.
+                tracing::warn!(
+                    model = %model_id,
+                    "the model has no chat template (no tokenizer.chat_template): chat uses ChatML, as llama-server does"
+                );
+                templates::CHATML.into()
+            }
+        },
     };
     let vocab = model.vocab();
     let text = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
     ChatTemplate::new(&source, text(vocab.bos()), text(vocab.eos()))
+}
+
+/// The built-in template a configured `chat_template` names: a bare name
+/// (no directory part) that is not a file here.
+fn builtin_named(path: &Path) -> Option<&'static str> {
+    let bare = path.parent().is_none_or(|p| p.as_os_str().is_empty());
+    if !bare || path.is_file() {
+        return None;
+    }
+    path.to_str().and_then(templates::builtin)
 }
 
 /// Loads the model, serves it, and returns after SIGTERM/SIGINT once in-flight requests end.
@@ -139,7 +175,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     })
     .await
     .map_err(|e| WorkerError::Llama(format!("loading panicked: {e}")))??;
-    let template = chat_template(&model, args.chat_template.as_deref());
+    let template = chat_template(&model, args.chat_template.as_deref(), &args.model_id);
     match (&template, &args.chat_template) {
         // A configured template that does not work is a configuration error.
         (Err(e), Some(_)) => return Err(WorkerError::Settings(e.to_string())),

@@ -213,11 +213,20 @@ impl InferenceService for WorkerInference {
         let r = request.into_inner();
         let tokens = self
             .engine
-            .tokenize(&r.text, r.add_special, r.parse_special)
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
-        Ok(Response::new(pb::TokenizeResponse { tokens }))
+            .tokenize(&r.text, r.add_special, r.parse_special);
+        let pieces = if r.with_pieces {
+            let vocab = self.engine.model().vocab();
+            tokens
+                .iter()
+                .map(|t| vocab.token_to_piece(*t, true, None))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::TokenizeResponse {
+            tokens: tokens.into_iter().map(|t| t.0).collect(),
+            pieces,
+        }))
     }
 
     async fn detokenize(

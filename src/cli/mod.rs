@@ -3,6 +3,7 @@
 pub mod client;
 pub mod generate;
 pub mod inspect;
+pub mod llama_server;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ impl EndpointArg {
 pub enum Command {
     /// Run the daemon.
     Serve(serve::ServeArgs),
+    /// Run the daemon with llama-server's router-mode flags (also: start the binary as `llama-server`).
+    LlamaServer(llama_server::LlamaServerArgs),
     /// Show a GGUF model's summary and tensors (any shard of a split set opens the set).
     Inspect(inspect::InspectArgs),
     /// List the daemon's models.

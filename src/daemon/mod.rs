@@ -156,6 +156,7 @@ pub async fn serve(
             gpus: gpus.clone(),
             logs,
             started: std::time::Instant::now(),
+            models_autoload: config.models_autoload,
         },
     };
     let servers = start_servers(

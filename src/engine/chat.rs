@@ -1,5 +1,6 @@
-//! Chat prompts: the model's own Jinja chat template (GGUF
-//! `tokenizer.chat_template`) rendered with minijinja, as Hugging Face does.
+//! Chat prompts: a Jinja chat template (the model's own GGUF
+//! `tokenizer.chat_template`, a configured file or a built-in from
+//! [`super::templates`]) rendered with minijinja, as Hugging Face does.
 
 use minijinja::{Environment, ErrorKind, context};
 
@@ -18,11 +19,6 @@ pub struct Message {
 /// Why a chat prompt could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
-    /// The model carries no template.
-    #[error(
-        "model has no chat template (no tokenizer.chat_template in its GGUF metadata); use Generate with a raw prompt"
-    )]
-    NoTemplate,
     /// The request has no messages.
     #[error("a chat request needs at least one message")]
     NoMessages,

@@ -8,6 +8,7 @@ mod embed;
 pub mod limits;
 mod progress;
 pub mod sampling;
+pub mod templates;
 pub mod text;
 
 use std::num::NonZeroU32;

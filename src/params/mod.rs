@@ -8,10 +8,11 @@
 //! - `llama-router serve`'s flags (the patch, flattened with clap);
 //! - the worker's argv (`ModelParams`, flattened with clap; [`to_argv`]
 //!   writes it back from the serde names, which are the flag names);
-//! - what the engine and GPU admission read (`ModelParams` itself).
+//! - what the engine and GPU admission read (`ModelParams` itself);
+//! - llama-server's flags, preset keys and `LLAMA_ARG_*` variables
+//!   ([`LLAMA_SERVER_NAMES`], read by `settings::llama_args`).
 //!
-//! Later flag sets (llama-server's `-c`/`-ngl`, preset keys) should map onto
-//! these fields too, never copy them. Nothing here is secret: these structs
+//! Nothing here is secret: these structs
 //! travel in the worker's argv, which `ps` shows; secrets and a model's `env`
 //! travel in the environment.
 //!
@@ -31,13 +32,35 @@ pub use values::{CacheType, FlashAttn, GpuLayers, SamplingSettings, value_name};
 /// Smallest context per sequence the engine runs with, in tokens.
 pub const MIN_CTX_SIZE: u32 = 16;
 
-/// Defines [`ModelParams`], [`ModelParamsPatch`] and the patch's merges from
-/// one list of fields: `doc, name: type = default, "VALUE NAME"`.
+/// llama-server's spellings of one engine setting: its flags (without the
+/// dashes, short ones first, as llama-server lists them) and its
+/// environment variable. Generated from the field list, so that every
+/// spelling of a setting comes from its one definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamaServerName {
+    /// The setting: its config key (the serde name of the field).
+    pub key: &'static str,
+    /// llama-server's flag names without dashes (`c`, `ctx-size`); also its preset keys.
+    pub flags: &'static [&'static str],
+    /// llama-server's environment variable (`LLAMA_ARG_CTX_SIZE`); also a preset key.
+    pub env: &'static str,
+}
+
+/// Defines [`ModelParams`], [`ModelParamsPatch`], the patch's merges and
+/// llama-server's names of each setting ([`LLAMA_SERVER_NAMES`]) from one
+/// list of fields: `doc, name: type = default, "VALUE NAME", [llama-server
+/// flags] "LLAMA_ARG_..."`.
 macro_rules! model_params {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident: $ty:ty = $default:expr, $value_name:literal;
+        $name:ident: $ty:ty = $default:expr, $value_name:literal,
+            [$($flag:literal),+] $env:literal;
     )*) => {
+        /// llama-server's flag and environment names of every engine setting.
+        pub const LLAMA_SERVER_NAMES: &[LlamaServerName] = &[
+            $(LlamaServerName { key: stringify!($name), flags: &[$($flag),+], env: $env },)*
+        ];
+
         /// How a model's engine runs: every setting, resolved (the worker's
         /// argv, the engine's configuration, what GPU admission estimates).
         #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -85,23 +108,24 @@ macro_rules! model_params {
 
 model_params! {
     /// Context of each request, in tokens (prompt + answer) [default: 4096].
-    ctx_size: u32 = 4096, "TOKENS";
+    ctx_size: u32 = 4096, "TOKENS", ["c", "ctx-size"] "LLAMA_ARG_CTX_SIZE";
     /// Requests each model decodes together (continuous batching) [default: 4].
-    parallel: u32 = 4, "N";
+    parallel: u32 = 4, "N", ["np", "parallel"] "LLAMA_ARG_N_PARALLEL";
     /// Most tokens per decode step; long prompts go in chunks of this [default: 512].
-    batch_size: u32 = 512, "TOKENS";
+    batch_size: u32 = 512, "TOKENS", ["b", "batch-size"] "LLAMA_ARG_BATCH";
     /// llama.cpp CPU threads per worker; 0 = one per core [default: 0].
-    threads: u32 = 0, "N";
+    threads: u32 = 0, "N", ["t", "threads"] "LLAMA_ARG_THREADS";
     /// Layers offloaded to the GPU: auto (as many as fit in free VRAM), all, or a number [default: auto].
-    gpu_layers: GpuLayers = GpuLayers::Auto, "N|auto|all";
+    gpu_layers: GpuLayers = GpuLayers::Auto, "N|auto|all",
+        ["ngl", "gpu-layers", "n-gpu-layers"] "LLAMA_ARG_N_GPU_LAYERS";
     /// Which GPU models offload to (index among the usable ones) [default: 0].
-    main_gpu: u32 = 0, "N";
+    main_gpu: u32 = 0, "N", ["mg", "main-gpu"] "LLAMA_ARG_MAIN_GPU";
     /// Flash attention: auto (llama.cpp decides), on or off [default: auto].
-    flash_attn: FlashAttn = FlashAttn::Auto, "MODE";
+    flash_attn: FlashAttn = FlashAttn::Auto, "MODE", ["fa", "flash-attn"] "LLAMA_ARG_FLASH_ATTN";
     /// KV cache type of keys [default: f16].
-    cache_type_k: CacheType = CacheType::F16, "TYPE";
+    cache_type_k: CacheType = CacheType::F16, "TYPE", ["ctk", "cache-type-k"] "LLAMA_ARG_CACHE_TYPE_K";
     /// KV cache type of values (quantized needs flash attention) [default: f16].
-    cache_type_v: CacheType = CacheType::F16, "TYPE";
+    cache_type_v: CacheType = CacheType::F16, "TYPE", ["ctv", "cache-type-v"] "LLAMA_ARG_CACHE_TYPE_V";
 }
 
 impl ModelParams {

@@ -2,8 +2,11 @@
 //! tables, resolved as model table > defaults > the daemon-wide keys (which
 //! figment already resolved as flags > environment > file > built-ins).
 //! [`ModelProfiles::params`] is the one place a model's engine settings are
-//! resolved.
+//! resolved. llama-server's names for these settings ([`llama_args`]) and
+//! its preset files ([`preset`]) map onto the same tables.
 
+pub mod llama_args;
+pub mod preset;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -42,6 +45,10 @@ pub struct ModelSettings {
     /// Load into RAM when the daemon starts (in the background, after READY).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_on_startup: Option<bool>,
+    /// Seconds this model's stopping worker may finish in-flight requests
+    /// before SIGKILL (over the daemon-wide `stop_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
     /// Environment of this model's worker (and of nothing else).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -200,10 +207,14 @@ impl ModelProfiles {
         own.or(self.defaults.params).over(base).normalized()
     }
 
-    /// `id`'s worker settings: `base` with [`ModelProfiles::params`] for its engine.
+    /// `id`'s worker settings: `base` with [`ModelProfiles::params`] for its
+    /// engine and its table's (else the defaults') `stop_timeout`.
     pub fn worker(&self, id: &str, base: WorkerSettings) -> WorkerSettings {
         WorkerSettings {
             params: self.params(id, base.params),
+            stop_timeout: self
+                .pick(id, |s| s.stop_timeout)
+                .map_or(base.stop_timeout, Duration::from_secs),
             ..base
         }
     }

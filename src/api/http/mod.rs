@@ -1,7 +1,9 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, plus `/health` and `/metrics`; and
-//! the web console (`/`, [`console`]) with what it reads: llama-server's
-//! `/models*` ([`router_models`]), `/events` ([`events`]) and `/status`.
+//! `/v1/completions`, `/v1/embeddings`, llama-server's own endpoints
+//! (`/props`, `/tokenize`, `/detokenize`, `/completion`, `/embedding`), plus
+//! `/health` and `/metrics`; and the web console (`/`, [`console`]) with
+//! what it reads: llama-server's `/models*` ([`router_models`]), `/events`
+//! ([`events`]) and `/status`.
 //! Inference calls the same layer as gRPC ([`crate::inference`]), so model
 //! resolution, autoload, leases and errors are one code path; its typed
 //! error becomes an HTTP status once, in [`error`].
@@ -10,7 +12,9 @@ mod completions;
 mod console;
 pub mod error;
 mod events;
+mod llama_server;
 mod models;
+mod native_completion;
 pub mod openai;
 pub mod router_models;
 mod status;
@@ -60,6 +64,8 @@ pub struct HttpState {
     pub logs: crate::worker::LogBook,
     /// When the daemon started (uptime in `/status`).
     pub started: Instant,
+    /// Whether models load on their first request (`GET /props` says so).
+    pub models_autoload: bool,
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
@@ -77,6 +83,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(models::embeddings))
+        .route("/props", get(llama_server::props))
+        .route("/tokenize", post(llama_server::tokenize))
+        .route("/detokenize", post(llama_server::detokenize))
+        .route("/embedding", post(llama_server::embedding))
+        .route("/completion", post(native_completion::completion))
+        .route("/completions", post(native_completion::completion))
         .route("/metrics", get(metrics))
         .route("/events", get(events::events))
         .route("/status", get(status::status))

@@ -1,0 +1,210 @@
+"""llama-server's router mode: the binary started as `llama-server` (a
+symlink) with llama-server's flags and a preset INI, and llama-server's own
+endpoints driven with plain HTTP, shape by shape; a model without a chat
+template chats through the `openai` package (ChatML fallback)."""
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from test_inference import PROMPT, copy_model
+from test_openai_http import free_port
+
+PRESET = """version = 1
+; every model
+[*]
+c = 1024
+temp = 0.3
+
+[base]
+np = 2
+n-gpu-layers = 0
+load-on-startup = true
+LLAMA_ARG_CACHE_TYPE_K = q8_0
+stop-timeout = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def llama_server(router_bin, tmp_path_factory):
+    link = tmp_path_factory.mktemp("bin") / "llama-server"
+    link.symlink_to(router_bin)
+    return link
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, demo_model):
+    d = tmp_path_factory.mktemp("models")
+    (d / "base.gguf").hardlink_to(demo_model)
+    copy_model(demo_model, d / "plain.gguf", drop={"tokenizer.chat_template"})
+    return d
+
+
+def call(url, body=None):
+    """(status, parsed JSON or text) of a GET, or of a POST of `body`."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@contextlib.contextmanager
+def started(llama_server, tmp, *args):
+    """`llama-server ARGS` with its socket in `tmp`; yields (base URL, process)."""
+    port = free_port()
+    log_path = tmp / "daemon.log"
+    env = {**os.environ, "LLAMA_ROUTER_SOCKET": str(tmp / "router.sock")}
+    proc = subprocess.Popen(
+        [str(llama_server), *args, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            with contextlib.suppress(OSError):
+                if call(base + "/health")[0] == 200:
+                    break
+            assert time.time() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        yield base, log_path
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(llama_server, models, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("daemon")
+    preset = tmp / "models.ini"
+    preset.write_text(PRESET)
+    args = ["--models-dir", str(models), "--models-max", "1", "--models-preset", str(preset), "--metrics", "--no-webui"]
+    with started(llama_server, tmp, *args) as (base, log):
+        yield base, log
+
+
+def test_the_router_answers_props_as_llama_server_does(server):
+    status, props = call(server[0] + "/props")
+    assert status == 200
+    assert props["role"] == "router"
+    assert props["max_instances"] == 1
+    assert props["models_autoload"] is True
+
+
+def test_preset_values_show_in_props_of_the_model(server):
+    status, props = call(server[0] + "/props?model=base")
+    assert status == 200, props
+    assert props["default_generation_settings"]["n_ctx"] == 1024  # [*] c
+    assert props["total_slots"] == 2  # [base] np
+    settings = props["llama_router"]["settings"]
+    assert settings["cache_type_k"] == "q8_0"  # an LLAMA_ARG_* key
+    assert settings["gpu_layers"] == "0"
+    assert settings["sampling"]["temperature"] == pytest.approx(0.3)
+    status, plain = call(server[0] + "/props?model=plain")
+    assert plain["total_slots"] == 4 and plain["default_generation_settings"]["n_ctx"] == 1024
+    assert call(server[0] + "/props?model=nope")[0] == 404
+
+
+def test_harmless_flags_are_one_warning(server):
+    warnings = [line for line in server[1].read_text().splitlines() if "no effect" in line]
+    assert len(warnings) == 1 and "--metrics" in warnings[0] and "--no-webui" in warnings[0], warnings
+
+
+def test_tokenize_with_pieces_and_detokenize(server):
+    base = server[0]
+    status, plain = call(base + "/tokenize", {"model": "base", "content": "Hello world"})
+    assert status == 200 and all(isinstance(t, int) for t in plain["tokens"])
+    _, pieces = call(base + "/tokenize", {"model": "base", "content": "Hello world", "with_pieces": True})
+    assert [p["id"] for p in pieces["tokens"]] == plain["tokens"]
+    assert "".join(p["piece"] for p in pieces["tokens"]) == "Hello world"
+    _, bos = call(base + "/tokenize", {"model": "base", "content": "Hello world", "add_special": True})
+    assert len(bos["tokens"]) == len(plain["tokens"]) + 1
+    status, text = call(base + "/detokenize", {"model": "base", "tokens": plain["tokens"]})
+    assert status == 200 and text == {"content": "Hello world"}
+
+
+def test_completion_whole_and_streamed(server):
+    body = {"model": "base", "prompt": PROMPT, "n_predict": 8, "temperature": 0, "seed": 1}
+    status, whole = call(server[0] + "/completion", body)
+    assert status == 200, whole
+    assert whole["stop"] is True and whole["stop_type"] in ("eos", "limit")
+    assert whole["tokens_predicted"] == 8 and whole["stop_type"] == "limit"
+    assert whole["tokens_evaluated"] > 3 and whole["content"]
+    request = urllib.request.Request(
+        server[0] + "/completion",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    events = []
+    with urllib.request.urlopen(request, timeout=120) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        for line in r:
+            line = line.decode().strip()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
+    assert "".join(e["content"] for e in events) == whole["content"]
+    status, err = call(server[0] + "/completion", {**body, "grammar": 'root ::= "a"'})
+    assert status == 400 and "grammar" in err["error"]["message"]
+
+
+def test_embedding_in_llama_servers_shape(server):
+    status, rows = call(server[0] + "/embedding", {"model": "base", "content": "a cat"})
+    assert status == 200 and isinstance(rows, list) and rows[0]["index"] == 0
+    (vector,) = rows[0]["embedding"]
+    assert len(vector) == 640
+    assert sum(v * v for v in vector) == pytest.approx(1.0, rel=1e-3)
+    _, two = call(server[0] + "/embedding", {"model": "base", "content": ["a", "b"]})
+    assert [r["index"] for r in two] == [0, 1]
+
+
+def test_a_model_without_a_chat_template_chats_in_chatml(server, inspect, models):
+    assert inspect(models / "plain.gguf")["summary"]["has_chat_template"] is False
+    client = openai.OpenAI(base_url=server[0] + "/v1", api_key="none", max_retries=0, timeout=120)
+    answer = client.chat.completions.create(
+        model="plain", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 3
+    assert "uses ChatML" in server[1].read_text()
+
+
+def test_unsupported_and_unknown_flags_are_named_in_one_error(llama_server, tmp_path):
+    proc = subprocess.run([str(llama_server), "--lora", "a.gguf", "--bogus", "-c", "512"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--lora" in proc.stderr and "--bogus" in proc.stderr and "512" not in proc.stderr, proc.stderr
+    proc = subprocess.run([str(llama_server), "-ctk", "bf16"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "bf16" in proc.stderr
+
+
+def test_an_unknown_preset_key_names_section_and_key(llama_server, models, tmp_path):
+    preset = tmp_path / "bad.ini"
+    preset.write_text("[base]\nctx-sise = 5\n")
+    env = {**os.environ, "LLAMA_ROUTER_SOCKET": str(tmp_path / "s.sock")}
+    proc = subprocess.run(
+        [str(llama_server), "--models-dir", str(models), "--models-preset", str(preset), "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode != 0 and "[base] ctx-sise" in proc.stderr, proc.stderr
+
+
+def test_the_subcommand_is_the_same_mode(router_bin):
+    proc = subprocess.run([str(router_bin), "llama-server", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--models-preset" in proc.stdout and "-ngl" in proc.stdout

@@ -1,0 +1,296 @@
+//! llama-server's native `POST /completion`: `prompt`, `n_predict`, `stop`,
+//! `stream` and the sampling fields by llama-server's names, answered in its
+//! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
+//! streamed as server-sent events of the same objects (no `[DONE]`, as
+//! llama-server). Fields we know but cannot honour (`n_probs`, `grammar`,
+//! `json_schema`) are a 400 naming them.
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::ApiError;
+use super::openai::Stop;
+use super::{HttpState, parse_json};
+use crate::inference::Pieces;
+use crate::proto::pb::{self, FinishReason};
+
+/// `POST /completion`'s body.
+#[derive(Debug, Deserialize)]
+struct CompletionBody {
+    #[serde(default)]
+    model: String,
+    prompt: String,
+    /// -1 (default): until the model stops or the context is full.
+    n_predict: Option<i64>,
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: bool,
+    temperature: Option<f32>,
+    top_k: Option<i32>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<i32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    /// -1: random.
+    seed: Option<i64>,
+    #[serde(default)]
+    n_probs: u32,
+    grammar: Option<String>,
+    json_schema: Option<Value>,
+    #[serde(default)]
+    return_tokens: bool,
+}
+
+impl CompletionBody {
+    fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
+        let refused = [
+            (self.n_probs > 0, "n_probs"),
+            (
+                self.grammar.as_deref().is_some_and(|g| !g.is_empty()),
+                "grammar",
+            ),
+            (
+                self.json_schema.as_ref().is_some_and(|s| !s.is_null()),
+                "json_schema",
+            ),
+        ];
+        if let Some((_, name)) = refused.iter().find(|(given, _)| *given) {
+            return Err(ApiError::bad_request(format!(
+                "{name} is not supported yet by llama-router's /completion"
+            )));
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        Ok(pb::GenerateRequest {
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
+            // 0 = until the model stops or the context is full.
+            max_tokens: self
+                .n_predict
+                .filter(|n| *n >= 0)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            sampling: Some(pb::SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                penalty_last_n: self.repeat_last_n,
+                // Negative: llama-server's "random".
+                seed: self.seed.filter(|s| *s >= 0).map(|s| s as u32),
+            }),
+            stop,
+        })
+    }
+}
+
+/// What one answer repeats: its model and prompt.
+struct Header {
+    model: String,
+    return_tokens: bool,
+    n_predict: i64,
+}
+
+/// llama-server's `stop_type` for our finish reason.
+fn stop_type(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Length => "limit",
+        _ => "eos",
+    }
+}
+
+/// The last object: the whole `content` (or the last piece when streaming), with timings.
+fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResponse) -> Value {
+    let usage = piece.usage.unwrap_or_default();
+    let finish = piece.finish_reason();
+    json!({
+        "index": 0,
+        "content": content,
+        "tokens": if header.return_tokens { tokens } else { &[] },
+        "id_slot": -1,
+        "stop": true,
+        "model": header.model,
+        "tokens_predicted": usage.completion_tokens,
+        "tokens_evaluated": usage.prompt_tokens,
+        "generation_settings": {"n_predict": header.n_predict},
+        "has_new_line": content.contains('\n'),
+        "truncated": false,
+        "stop_type": stop_type(finish),
+        "stopping_word": "",
+        "tokens_cached": 0,
+        "timings": {
+            "prompt_n": usage.prompt_tokens,
+            "predicted_n": usage.completion_tokens,
+            "predicted_per_second": usage.tokens_per_second,
+            "prompt_ms": usage.time_to_first_token_ms,
+        },
+    })
+}
+
+fn failed(piece: &pb::GenerateResponse) -> ApiError {
+    match piece.finish_reason() {
+        FinishReason::Cancelled => {
+            ApiError::unavailable("the generation was cancelled (the model is stopping)")
+        }
+        _ => ApiError::unavailable(format!("generation failed: {}", piece.error)),
+    }
+}
+
+fn finished(piece: &pb::GenerateResponse) -> Option<Result<(), ApiError>> {
+    match piece.finish_reason() {
+        FinishReason::Unspecified => None,
+        FinishReason::Stop | FinishReason::Length => Some(Ok(())),
+        FinishReason::Cancelled | FinishReason::Error => Some(Err(failed(piece))),
+    }
+}
+
+async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
+    let (mut text, mut tokens) = (String::new(), Vec::new());
+    while let Some(piece) = pieces.next().await {
+        let piece = piece?;
+        text.push_str(&piece.text);
+        tokens.extend_from_slice(&piece.token_ids);
+        if let Some(done) = finished(&piece) {
+            done?;
+            return Ok(last(header, &text, &tokens, &piece));
+        }
+    }
+    Err(ApiError::unavailable(
+        "the generation ended without finishing (worker gone)",
+    ))
+}
+
+fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(32);
+    tokio::spawn(async move {
+        let send = |value: Value| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Ok(Event::default().data(value.to_string())))
+                    .await
+                    .is_ok()
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = pieces.next() => next,
+            };
+            let piece = match next {
+                Some(Ok(piece)) => piece,
+                Some(Err(e)) => {
+                    let _ = send(ApiError::from(e).body()).await;
+                    return;
+                }
+                None => {
+                    let _ = send(
+                        ApiError::unavailable(
+                            "the generation ended without finishing (worker gone)",
+                        )
+                        .body(),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            match finished(&piece) {
+                None => {
+                    let chunk = json!({
+                        "index": 0, "content": piece.text, "tokens": piece.token_ids,
+                        "stop": false, "id_slot": -1, "tokens_predicted": 0, "tokens_evaluated": 0,
+                    });
+                    if !send(chunk).await {
+                        return;
+                    }
+                }
+                Some(Ok(())) => {
+                    let _ = send(last(&header, &piece.text, &piece.token_ids, &piece)).await;
+                    return;
+                }
+                Some(Err(e)) => {
+                    let _ = send(e.body()).await;
+                    return;
+                }
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+}
+
+/// `POST /completion`.
+pub async fn completion(State(state): State<HttpState>, body: Bytes) -> Response {
+    let request: CompletionBody = match parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let generate = match request.to_pb() {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let header = Header {
+        model: request.model.clone(),
+        return_tokens: request.return_tokens,
+        n_predict: request.n_predict.unwrap_or(-1),
+    };
+    let pieces = match state.inference.generate(generate).await {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if request.stream {
+        stream(header, pieces).into_response()
+    } else {
+        match whole(&header, pieces).await {
+            Ok(body) => axum::Json(body).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> CompletionBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn native_fields_become_the_generate_request() {
+        let r = body(json!({"model": "m", "prompt": "p", "n_predict": 5, "stop": ["\n"], "seed": -1, "top_k": 3, "repeat_last_n": 8}))
+            .to_pb()
+            .unwrap();
+        assert_eq!((r.max_tokens, r.stop.len()), (5, 1));
+        let s = r.sampling.unwrap();
+        assert_eq!(
+            (s.seed, s.top_k, s.penalty_last_n),
+            (None, Some(3), Some(8))
+        );
+        assert_eq!(
+            body(json!({"prompt": "p", "n_predict": -1}))
+                .to_pb()
+                .unwrap()
+                .max_tokens,
+            0
+        );
+        let err = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
+            .to_pb()
+            .unwrap_err();
+        assert!(err.message.contains("grammar"), "{err:?}");
+    }
+}
