@@ -67,7 +67,10 @@ fn requests_name_models_by_id_or_alias() {
         aliases: vec!["fast".into()],
         ..ModelSettings::default()
     };
-    let h = Harness::new(with_table(1, ModelSettings::default(), table), &[("a", 100)]);
+    let h = Harness::new(
+        with_table(1, ModelSettings::default(), table),
+        &[("a", 100)],
+    );
     assert_eq!(h.state.resolve("fast"), "a");
     assert_eq!(h.state.resolve("a"), "a");
     assert_eq!(h.state.view("a").unwrap().aliases, ["fast"]);
