@@ -225,4 +225,65 @@ async fn a_worker_crash_is_one_error_event_with_the_signal_and_its_stderr() {
         event["STDERR"].as_str().unwrap().contains("worker ready"),
         "the worker's last stderr lines: {event:#}"
     );
+    assert_eq!(event["SIGNAL"], "SIGSEGV", "{event:#}");
+    let crash_id = event["CRASH_ID"].as_str().unwrap_or_default();
+    assert!(
+        !crash_id.is_empty() && event["ERROR"].as_str().unwrap().contains(crash_id),
+        "the event names its crash report: {event:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_model_file_is_one_warning_per_change() {
+    let _journald = Journald::ensure();
+    let dir = tempfile::tempdir().unwrap();
+    let model = format!("corrupt-test-{}", std::process::id());
+    let path = dir.path().join(format!("{model}.gguf"));
+    std::fs::write(&path, b"this is not a GGUF file at all").unwrap();
+    let (stream, journal_stream_id) = journal_stream("llama-router");
+    let env_value = std::path::PathBuf::from(&journal_stream_id);
+    let d = Daemon::start_full(
+        dir.path(),
+        &[],
+        &[("JOURNAL_STREAM", env_value.as_path())],
+        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
+    )
+    .await;
+    let warnings = |model: &str| -> Vec<Json> {
+        journal_entries(model)
+            .into_iter()
+            .filter(|e| e["PRIORITY"] == "4")
+            .collect()
+    };
+    let wait_for = |count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = warnings(&model);
+            if found.len() >= count || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let found = wait_for(1);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]["ERROR"]
+            .as_str()
+            .unwrap()
+            .contains("not a GGUF file"),
+        "{:#}",
+        found[0]
+    );
+    // Rescans of the same file say nothing more.
+    let mut client = d.client().await;
+    let rescan = llama_router::proto::pb::RescanRequest {};
+    client.rescan(rescan).await.unwrap();
+    client.rescan(rescan).await.unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(warnings(&model).len(), 1, "once per change");
+    // A changed file that still fails: once more.
+    std::fs::write(&path, b"still not a GGUF file, but longer than before").unwrap();
+    client.rescan(rescan).await.unwrap();
+    assert_eq!(wait_for(2).len(), 2);
 }

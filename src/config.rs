@@ -91,6 +91,13 @@ pub struct Config {
     pub embed_max_inputs: usize,
     /// Command prefixed to every worker's argv (numactl, taskset); empty: none.
     pub worker_wrapper: Vec<String>,
+    /// Where crash reports are kept; none: `$STATE_DIRECTORY/crashes`, else
+    /// `$XDG_STATE_HOME/llama-router/crashes`, else `~/.local/state/llama-router/crashes`.
+    pub crash_dir: Option<PathBuf>,
+    /// Most crash reports kept (the oldest go first).
+    pub crash_reports_max: usize,
+    /// Most bytes of crash reports kept.
+    pub crash_reports_max_bytes: u64,
     /// Settings every model gets unless its own table says otherwise.
     pub defaults: ModelSettings,
     /// Per-model tables, by model id.
@@ -131,6 +138,9 @@ impl Default for Config {
             worker_start_timeout: 300,
             embed_max_inputs: 2048,
             worker_wrapper: Vec::new(),
+            crash_dir: None,
+            crash_reports_max: 50,
+            crash_reports_max_bytes: 16 << 20,
             defaults: ModelSettings::default(),
             models: BTreeMap::new(),
         }
@@ -194,6 +204,22 @@ impl Config {
             0 => self.worker_ping_timeout,
             n => n,
         }
+    }
+
+    /// Where crash reports are kept (see `crash_dir`).
+    pub fn crash_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.crash_dir {
+            return Some(dir.clone());
+        }
+        let first = |var: &str| {
+            std::env::var_os(var)
+                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default()))
+                .filter(|p| p.is_absolute())
+        };
+        first("STATE_DIRECTORY")
+            .or_else(|| first("XDG_STATE_HOME").map(|d| d.join("llama-router")))
+            .or_else(|| first("HOME").map(|h| h.join(".local/state/llama-router")))
+            .map(|d| d.join("crashes"))
     }
 
     /// The Unix socket to listen on (or to connect to).

@@ -26,7 +26,7 @@
 //!  5 supervisor child                                lifecycle rules | the worker process
 //!  4 config worker                                   configuration | the daemon's side of a worker
 //!  3 settings                                        per-model tables resolved over the defaults
-//!  2 catalog loader gpu engine                       the leaves
+//!  2 catalog loader gpu engine crashes               the leaves
 //!  1 gguf                                            the file format
 //!  0 util api_key proto runtime_dir telemetry params  helpers, wire types, trust, logs, engine settings
 //! ```
@@ -40,6 +40,7 @@ pub mod catalog;
 pub mod child;
 pub mod cli;
 pub mod config;
+pub mod crashes;
 pub mod daemon;
 pub mod engine;
 pub mod gguf;

@@ -164,6 +164,11 @@ fn run_client(command: Command) -> ExitCode {
             } => client::pin(&endpoint.resolve(), &name, !off).await,
             Command::Watch { json, endpoint } => client::watch(&endpoint.resolve(), json).await,
             Command::Status { json, endpoint } => client::status(&endpoint.resolve(), json).await,
+            Command::Crashes {
+                command,
+                json,
+                endpoint,
+            } => llama_router::cli::crashes::run(&endpoint.resolve(), command, json).await,
             Command::Generate(args) => llama_router::cli::generate::generate(&args).await,
             Command::Chat(args) => llama_router::cli::generate::chat(&args).await,
             Command::Serve(_)

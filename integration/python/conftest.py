@@ -56,7 +56,8 @@ def running_daemon(router_bin, models_dir, tmp_path, *flags, env=None):
         [router_bin, "serve", "--models-dir", str(models_dir), "--socket", str(socket), *flags],
         stdout=subprocess.DEVNULL,
         stderr=log,
-        env={**os.environ, **(env or {})},
+        # Crash reports go to the test's directory, not the user's.
+        env={**os.environ, "STATE_DIRECTORY": str(tmp_path), **(env or {})},
     )
     # gRPC C-core sends the socket path as :authority over a Unix socket, which
     # the daemon's HTTP/2 stack (h2) refuses as malformed; "localhost" is the

@@ -69,6 +69,8 @@ impl Daemon {
             })
             .args(args)
             .env("RUST_LOG", "llama_router=debug")
+            // Crash reports go to the test's directory, not the user's.
+            .env("STATE_DIRECTORY", state.path())
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -7,7 +7,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, crashes};
+use crate::crashes::CrashStore;
 use crate::gpu::devices::GpuSet;
 use crate::proto::pb::{self, model_service_server::ModelService};
 use crate::supervisor::{LoadStatus, SupervisorHandle};
@@ -23,6 +24,8 @@ pub struct ModelServiceImpl {
     /// Turns true when the daemon starts draining: long-lived streams end then.
     stopping: watch::Receiver<bool>,
     gpus: GpuSet,
+    /// Where crash reports are (none: not kept).
+    crashes: Option<CrashStore>,
 }
 
 impl ModelServiceImpl {
@@ -32,6 +35,7 @@ impl ModelServiceImpl {
         models_dir: String,
         stopping: watch::Receiver<bool>,
         gpus: GpuSet,
+        crashes: Option<CrashStore>,
     ) -> Self {
         ModelServiceImpl {
             supervisor,
@@ -39,6 +43,7 @@ impl ModelServiceImpl {
             models_dir,
             stopping,
             gpus,
+            crashes,
         }
     }
 }
@@ -207,6 +212,35 @@ impl ModelService for ModelServiceImpl {
             gpus: convert::gpus(&self.gpus),
             gpu_notes: self.gpus.notes().to_vec(),
         }))
+    }
+
+    async fn list_crashes(
+        &self,
+        _: Request<pb::ListCrashesRequest>,
+    ) -> Result<Response<pb::ListCrashesResponse>, Status> {
+        let store = crashes::store(self.crashes.as_ref())?.clone();
+        let dir = store.dir().display().to_string();
+        let reports = tokio::task::spawn_blocking(move || store.list())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(crashes::status)?;
+        Ok(Response::new(pb::ListCrashesResponse {
+            crashes: reports.iter().map(crashes::summary).collect(),
+            dir,
+        }))
+    }
+
+    async fn get_crash(
+        &self,
+        request: Request<pb::GetCrashRequest>,
+    ) -> Result<Response<pb::CrashReport>, Status> {
+        let store = crashes::store(self.crashes.as_ref())?.clone();
+        let id = request.into_inner().id;
+        let report = tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(crashes::status)?;
+        Ok(Response::new(crashes::report(&report)?))
     }
 }
 

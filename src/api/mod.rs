@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod crashes;
 pub mod grpc;
 pub mod http;
 pub mod inference;

@@ -229,6 +229,7 @@ impl CatalogActor {
                 (current.entries.clone(), Some(problem))
             }
         };
+        warn_invalid(&current.entries, &entries);
         if current.entries == entries
             && current.dir_exists == dir_exists
             && current.problem == problem
@@ -249,6 +250,22 @@ impl CatalogActor {
         );
         self.snapshots.send_replace(snapshot.clone());
         snapshot
+    }
+}
+
+/// Logs each model whose files fail validation once per change (a new file,
+/// or a changed one that still fails): at WARNING, with the model and why.
+fn warn_invalid(previous: &[CatalogEntry], now: &[CatalogEntry]) {
+    for entry in now {
+        let Err(reason) = &entry.info else {
+            continue;
+        };
+        let seen = previous
+            .iter()
+            .any(|p| p.id == entry.id && p.fingerprint == entry.fingerprint && p.info.is_err());
+        if !seen {
+            tracing::warn!(model = %entry.id, error = %reason, "model {} cannot be used: {reason}", entry.id);
+        }
     }
 }
 

@@ -179,7 +179,8 @@ pub fn model_json(m: &pb::Model) -> Json {
     })
 }
 
-fn print(out: &mut impl Write, text: &str) -> Result<(), ClientError> {
+/// Writes `text` to `out`; a closed pipe (`| head`) is no error.
+pub fn print(out: &mut impl Write, text: &str) -> Result<(), ClientError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),

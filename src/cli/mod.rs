@@ -1,6 +1,7 @@
 //! The command line: `llama-router <command>`.
 
 pub mod client;
+pub mod crashes;
 pub mod generate;
 pub mod inspect;
 pub mod llama_server;
@@ -123,6 +124,18 @@ pub enum Command {
     /// Prints the GPUs this machine has as JSON (what the daemon runs at start-up).
     #[command(hide = true)]
     GpuProbe,
+    /// List the crash reports of workers that died of a fault or panicked (newest first).
+    Crashes {
+        /// `show ID`: one report whole.
+        #[command(subcommand)]
+        command: Option<CrashesCommand>,
+        /// JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
     /// Show the daemon's status.
     Status {
         /// JSON instead of text.
@@ -131,6 +144,16 @@ pub enum Command {
         /// Where the daemon is.
         #[command(flatten)]
         endpoint: EndpointArg,
+    },
+}
+
+/// `llama-router crashes ...`.
+#[derive(Debug, Subcommand)]
+pub enum CrashesCommand {
+    /// Show one crash report.
+    Show {
+        /// The report's id (from `llama-router crashes`, or the model's failure reason).
+        id: String,
     },
 }
 

@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Seconds a worker may take to load its model [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub worker_start_timeout: Option<u64>,
+    /// Directory of crash reports [default: $STATE_DIRECTORY/crashes, else ~/.local/state/llama-router/crashes].
+    #[arg(long, value_name = "DIR")]
+    pub crash_dir: Option<PathBuf>,
 }
 
 /// The flags that were given, as config keys (absent ones are left out).
@@ -141,6 +144,8 @@ pub struct FlagOverrides {
     embed_max_inputs: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_start_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crash_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -176,6 +181,7 @@ impl ServeArgs {
             worker_step_timeout: self.worker_step_timeout,
             embed_max_inputs: self.embed_max_inputs,
             worker_start_timeout: self.worker_start_timeout,
+            crash_dir: self.crash_dir.clone(),
         }
     }
 }

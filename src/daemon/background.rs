@@ -1,5 +1,5 @@
 //! The tasks the daemon runs beside its servers: start-up loads and GPU
-//! discovery (systemd's are in `notify`).
+//! discovery (systemd's are in `notify`); and the crash store they report to.
 
 use crate::config::Config;
 use crate::supervisor::SupervisorHandle;
@@ -55,4 +55,38 @@ pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
         tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
     }
     crate::gpu::devices::GpuSet::new(found)
+}
+
+/// Opens the crash reports' directory; without one the daemon still runs
+/// (crashes are then only in the journal), and says why.
+pub(super) fn open_crash_store(
+    config: &Config,
+    metrics: &crate::metrics::Metrics,
+) -> Option<crate::crashes::CrashStore> {
+    let Some(dir) = config.crash_dir() else {
+        tracing::warn!("no directory for crash reports (set crash_dir): crashes are only logged");
+        return None;
+    };
+    let limits = crate::crashes::CrashLimits {
+        max_reports: config.crash_reports_max.max(1),
+        max_bytes: config.crash_reports_max_bytes,
+    };
+    match crate::crashes::CrashStore::open(dir.clone(), limits) {
+        Ok(store) => {
+            tracing::info!(dir = %dir.display(), "crash reports go to {}", dir.display());
+            let metrics = metrics.clone();
+            Some(store.observed(std::sync::Arc::new(move |report| {
+                let signal = report
+                    .exit
+                    .signal_name
+                    .clone()
+                    .unwrap_or_else(|| "panic".to_owned());
+                metrics.crash_reported(&report.model, &signal);
+            })))
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot keep crash reports: {e}; crashes are only logged");
+            None
+        }
+    }
 }

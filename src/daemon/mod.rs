@@ -31,7 +31,7 @@ use crate::systemd;
 use crate::telemetry::LogLevelHandle;
 use crate::worker::process::WorkerEnv;
 
-use self::background::{discover_gpus, spawn_startup_loads};
+use self::background::{discover_gpus, open_crash_store, spawn_startup_loads};
 use self::listeners::{Services, listen_error, prepare_socket, start_servers};
 use self::notify::{spawn_status_updates, spawn_watchdog, status_line};
 use self::reload::reload;
@@ -113,6 +113,7 @@ pub async fn serve(
     let runtime_dir = socket
         .parent()
         .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let metrics = Metrics::new();
     let worker_env = WorkerEnv {
         exe: std::env::current_exe().map_err(listen_error("finding our own binary"))?,
         wrapper: config.worker_wrapper.clone(),
@@ -121,7 +122,9 @@ pub async fn serve(
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
         gpus: discover_gpus().await,
         logs: crate::worker::LogBook::default(),
+        crashes: open_crash_store(&config, &metrics),
     };
+    let crashes = worker_env.crashes.clone();
     let logs = worker_env.logs.clone();
     let gpus = worker_env.gpus.clone();
     let supervisor = SupervisorHandle::spawn(catalog.clone(), limits, worker_env);
@@ -135,9 +138,9 @@ pub async fn serve(
         models_dir.display().to_string(),
         stop_rx.clone(),
         gpus.clone(),
+        crashes,
     );
 
-    let metrics = Metrics::new();
     crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
     let request_limits = crate::engine::limits::RequestLimits {
         embed_max_inputs: config.embed_max_inputs,

@@ -35,6 +35,15 @@ struct StateLabel {
     state: &'static str,
 }
 
+/// Labels of the crash reports counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrashLabel {
+    /// Model id.
+    pub model: String,
+    /// `SIGSEGV`, ..., or `panic`.
+    pub signal: String,
+}
+
 /// Labels of per-device gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
@@ -75,6 +84,7 @@ struct Inner {
     unloads: Family<ModelLabel, Counter>,
     evictions: Family<ModelLabel, Counter>,
     crashes: Family<ModelLabel, Counter>,
+    crash_reports: Family<CrashLabel, Counter>,
     load_duration: HistogramFamily,
     requests_queued: Gauge,
     requests_active: Family<ModelLabel, Gauge>,
@@ -120,6 +130,7 @@ impl Metrics {
             unloads: Family::default(),
             evictions: Family::default(),
             crashes: Family::default(),
+            crash_reports: Family::default(),
             load_duration: Family::new_with_constructor(load_seconds),
             requests_queued: Gauge::default(),
             requests_active: Family::default(),
@@ -172,6 +183,11 @@ impl Metrics {
             "worker_crashes",
             "Workers that crashed, hung, failed to start or did not fit in VRAM",
             inner.crashes.clone(),
+        );
+        r.register(
+            "worker_crash_reports",
+            "Crash reports written: workers that died of a fault signal or panicked",
+            inner.crash_reports.clone(),
         );
         r.register(
             "model_load_duration_seconds",
@@ -251,6 +267,15 @@ impl Metrics {
     /// A model's worker crashed, hung or failed to start.
     pub fn crashed(&self, model: &str) {
         self.inner.crashes.get_or_create(&Self::label(model)).inc();
+    }
+
+    /// A crash report was written for `model`'s worker, which `signal` ended.
+    pub fn crash_reported(&self, model: &str, signal: &str) {
+        let label = CrashLabel {
+            model: model.to_owned(),
+            signal: signal.to_owned(),
+        };
+        self.inner.crash_reports.get_or_create(&label).inc();
     }
 
     /// A request waits for its model until the guard is dropped.

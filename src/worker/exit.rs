@@ -64,6 +64,16 @@ impl WorkerExit {
     pub fn is_crash(&self) -> bool {
         *self != WorkerExit::Stopped
     }
+
+    /// The name of the signal that ended it (`SIGSEGV`), when one did.
+    pub fn signal_name(&self) -> Option<&'static str> {
+        match *self {
+            WorkerExit::Signaled { signal, .. } => nix::sys::signal::Signal::try_from(signal)
+                .ok()
+                .map(|s| s.as_str()),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for WorkerExit {
@@ -186,6 +196,8 @@ pub struct WorkerEnded {
     pub exit: WorkerExit,
     /// Its last stderr lines, each cut for quoting; empty after a clean stop.
     pub last_stderr: Vec<String>,
+    /// The crash report written for it (`llama-router crashes show ID`).
+    pub crash_id: Option<String>,
 }
 
 impl WorkerEnded {
@@ -200,6 +212,7 @@ impl From<WorkerExit> for WorkerEnded {
         WorkerEnded {
             exit,
             last_stderr: Vec::new(),
+            crash_id: None,
         }
     }
 }
@@ -209,6 +222,9 @@ impl fmt::Display for WorkerEnded {
         self.exit.fmt(f)?;
         if !self.last_stderr.is_empty() {
             write!(f, "; last stderr: {}", self.last_stderr.join(" | "))?;
+        }
+        if let Some(id) = &self.crash_id {
+            write!(f, "; crash report {id}")?;
         }
         Ok(())
     }
@@ -261,15 +277,22 @@ mod tests {
 
     #[test]
     fn a_crash_quotes_the_last_stderr_lines() {
-        let ended = WorkerEnded {
+        let mut ended = WorkerEnded {
             exit: WorkerExit::Exited { code: 1 },
             last_stderr: vec!["a".into(), "b".into()],
+            crash_id: None,
         };
         assert_eq!(
             ended.to_string(),
             "worker exited with code 1; last stderr: a | b"
         );
         assert!(ended.crashed());
+        ended.crash_id = Some("20261201T000000Z-7".into());
+        assert!(
+            ended
+                .to_string()
+                .ends_with("; crash report 20261201T000000Z-7")
+        );
         assert_eq!(
             WorkerEnded::from(WorkerExit::Stopped).to_string(),
             "worker stopped: its model was unloaded"

@@ -7,6 +7,7 @@
 
 pub mod args;
 mod command;
+mod crash;
 pub mod exit;
 mod liveness;
 pub mod logbook;

@@ -17,10 +17,12 @@ use tonic::transport::Channel;
 
 use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
+use super::crash::{Crashed, record};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::liveness::liveness;
 use super::logbook::LogBook;
 use super::logs::{OutputMeter, StderrTail};
+use crate::crashes::CrashStore;
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{WorkerExtras, WorkerSettings};
 
@@ -46,6 +48,8 @@ pub struct WorkerEnv {
     pub gpus: crate::gpu::devices::GpuSet,
     /// Where every worker's recent log lines are kept for the console.
     pub logs: LogBook,
+    /// Where crash reports go (none: not kept).
+    pub crashes: Option<CrashStore>,
 }
 
 /// What requests hold of a running worker: its channel and how it ended.
@@ -91,6 +95,10 @@ pub struct WorkerProcess {
     settings: WorkerSettings,
     /// The console's log ring, told how the worker started and ended.
     logs: LogBook,
+    /// The model's files (a crash report names them).
+    shards: Vec<PathBuf>,
+    /// Where its crash report goes.
+    crashes: Option<CrashStore>,
 }
 
 impl WorkerProcess {
@@ -124,7 +132,7 @@ impl WorkerProcess {
             chat_template: extras.chat_template.clone(),
             params,
             sampling: extras.sampling,
-            shards,
+            shards: shards.clone(),
         };
         let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
         let mut child = worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
@@ -177,6 +185,8 @@ impl WorkerProcess {
             ready: Some(ready),
             settings,
             logs: env.logs.clone(),
+            shards,
+            crashes: env.crashes.clone(),
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
@@ -303,12 +313,27 @@ impl WorkerProcess {
                 .rev()
                 .map(|l| quote(l))
                 .collect();
+            if let Some(store) = &self.crashes {
+                let crashed = Crashed {
+                    model: &self.model_id,
+                    files: &self.shards,
+                    pid: self.pid,
+                    settings: self.settings.params,
+                    exit: &ended.exit,
+                    reason: ended.to_string(),
+                    stderr: tail.clone(),
+                };
+                ended.crash_id = record(store, crashed).await;
+            }
             let stderr = tail.join("\n");
+            let signal = ended.exit.signal_name().unwrap_or_default();
             tracing::error!(
                 model = %self.model_id,
                 worker_pid = self.pid,
                 error = %ended,
                 stderr = %stderr,
+                crash_id = ended.crash_id.as_deref().unwrap_or_default(),
+                signal,
                 "worker for {} failed: {ended}", self.model_id
             );
         }

@@ -50,6 +50,7 @@ async fn supervisor(
             profiles: Default::default(),
         },
         WorkerEnv {
+            crashes: None,
             exe: worker.to_path_buf(),
             wrapper: Vec::new(),
             socket_dir: dir.to_path_buf(),

@@ -1,0 +1,169 @@
+//! Crash reports against the real daemon and the demo model: a worker killed
+//! by SIGSEGV leaves a report that `llama-router crashes` lists and shows,
+//! that the model's failure reason names, that gRPC serves, that `/metrics`
+//! counts, and that survives a restart.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use llama_router::proto::pb;
+use support::{Daemon, add_demo_model, collect, free_port, greedy, http};
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let crashes = dir.path().join("state").join("crashes");
+    let port = free_port().to_string();
+    let args = [
+        "--crash-dir",
+        crashes.to_str().unwrap(),
+        "--http-port",
+        &port,
+    ];
+    let d = Daemon::start(dir.path(), &args).await;
+    let stream = d
+        .inference()
+        .await
+        .generate(greedy("gemma", "The capital of France is", 4))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = collect(stream).await.unwrap();
+    assert!(!out.text.is_empty());
+    let pid = d.model("gemma").await.unwrap().worker_pid;
+    assert!(pid > 0);
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+
+    // The model fails with a reason that names its report.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let m = d.model("gemma").await.unwrap();
+        if m.state == pb::ModelState::Failed as i32 && m.failure_reason.contains("crash report") {
+            break m.failure_reason;
+        }
+        assert!(Instant::now() < deadline, "no crash report in {m:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("worker killed by SIGSEGV"), "{reason}");
+    eprintln!("crash to report named in the model: {:?}", killed.elapsed());
+
+    // `crashes --json` lists it; its id is the one the reason names.
+    let list = json(&d.cli(&["crashes", "--json"]));
+    let all = list.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{list}");
+    let c = &all[0];
+    assert_eq!(c["model"], "gemma");
+    assert_eq!(c["signal"], "SIGSEGV");
+    assert_eq!(c["worker_pid"], pid);
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert!(reason.contains(&format!("crash report {id}")), "{reason}");
+
+    // `crashes show ID --json`: the whole report.
+    let report = json(&d.cli(&["crashes", "show", &id, "--json"]));
+    assert_eq!(report["exit"]["signal_name"], "SIGSEGV");
+    assert_eq!(report["worker_pid"], pid);
+    assert!(
+        report["files"][0].as_str().unwrap().ends_with("gemma.gguf"),
+        "{report}"
+    );
+    assert!(report["settings"]["ctx_size"].as_u64().unwrap() > 0);
+    assert!(
+        !report["stderr"].as_array().unwrap().is_empty(),
+        "the worker's last stderr lines are kept"
+    );
+    assert!(
+        report["build"]
+            .as_str()
+            .unwrap()
+            .starts_with("llama-router ")
+    );
+    // In words, for people.
+    let text = d.cli(&["crashes", "show", &id]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("worker killed by SIGSEGV") && text.contains("stderr"),
+        "{text}"
+    );
+    // The report is private: 0600 in a 0700 directory.
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::metadata(crashes.join(format!("{id}.json"))).unwrap();
+    eprintln!("report size: {} bytes", file.len());
+    assert_eq!(file.mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&crashes).unwrap().mode() & 0o777, 0o700);
+
+    // gRPC: a bad id and an unknown one are typed errors.
+    let mut client = d.client().await;
+    let bad = client
+        .get_crash(pb::GetCrashRequest {
+            id: "../../etc/passwd".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let unknown = client
+        .get_crash(pb::GetCrashRequest {
+            id: "20000101T000000Z-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // /metrics counts it by model and signal.
+    let port: u16 = port.parse().unwrap();
+    let (code, metrics) = http(port, "GET", "/metrics", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "llama_router_worker_crash_reports_total{model=\"gemma\",signal=\"SIGSEGV\"} 1"
+        ),
+        "{metrics}"
+    );
+    // The one ERROR event names the report.
+    assert!(d.log_text().contains(&id), "the log does not name {id}");
+    drop(d);
+
+    // A restart keeps the reports.
+    let d = Daemon::start(dir.path(), &args).await;
+    let list = json(&d.cli(&["crashes", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn without_a_crash_directory_the_daemon_still_serves_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    support::tiny_model(&dir.path().join("tiny.gguf"), "tiny");
+    // The crash directory is a file: it cannot be used.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let crash_dir = blocker.join("crashes");
+    let d = Daemon::start(dir.path(), &["--crash-dir", crash_dir.to_str().unwrap()]).await;
+    assert_eq!(d.models().await.len(), 1);
+    let out = d.cli(&["crashes"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("crash reports are off"), "{err}");
+    assert!(d.log_text().contains("cannot keep crash reports"));
+}

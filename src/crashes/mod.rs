@@ -1,0 +1,182 @@
+//! Crash reports: what is known about each worker that died of a fault
+//! signal or a panic, kept as one JSON file per crash in a private directory
+//! (`$STATE_DIRECTORY/crashes` under systemd). Storage is bounded in count
+//! and bytes, the oldest report goes first, and reports survive restarts.
+//!
+//! This module owns the format and the storage. The daemon's side of a
+//! worker writes a report when one ends (`worker::process`); gRPC
+//! (`ListCrashes`, `GetCrash`) and `llama-router crashes` read them.
+
+mod store;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use store::{CrashLimits, CrashStore};
+
+use crate::params::ModelParams;
+
+/// The format version written in every report.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Most stderr lines a report keeps.
+pub const STDERR_LINES: usize = 64;
+
+/// Signals that mean the worker itself faulted (not a kill from outside).
+pub const FAULT_SIGNALS: [i32; 7] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGABRT,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// The exit code of a Rust program that panicked.
+pub const PANIC_EXIT_CODE: i32 = 101;
+
+/// One crash, as written to disk and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// Format version ([`REPORT_VERSION`]).
+    pub version: u32,
+    /// Unique, sortable by time: `20261201T174100Z-12345`.
+    pub id: String,
+    /// When the daemon saw the worker end (RFC 3339, UTC).
+    pub time: String,
+    /// The model the worker served.
+    pub model: String,
+    /// The model's files, in shard order.
+    pub files: Vec<PathBuf>,
+    /// The worker's process id.
+    pub worker_pid: u32,
+    /// This build: version and backends.
+    pub build: String,
+    /// The engine settings the worker ran with.
+    pub settings: ModelParams,
+    /// How it ended.
+    pub exit: CrashExit,
+    /// The last stderr lines (at most [`STDERR_LINES`]).
+    pub stderr: Vec<String>,
+    /// How the report was made: without in-process capture it holds what the
+    /// daemon saw (exit status and stderr), and says so.
+    pub capture: String,
+}
+
+/// How the crashed worker ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashExit {
+    /// The signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// Its name (`SIGSEGV`).
+    pub signal_name: Option<String>,
+    /// Whether it left a core dump.
+    pub core_dumped: bool,
+    /// The exit code, when it exited.
+    pub code: Option<i32>,
+    /// In words, as the model's failure reason says it.
+    pub reason: String,
+}
+
+impl CrashExit {
+    /// Whether this ending deserves a report: a fault signal or a panic.
+    pub fn is_crash(&self) -> bool {
+        self.signal.is_some_and(|s| FAULT_SIGNALS.contains(&s))
+            || self.code == Some(PANIC_EXIT_CODE)
+    }
+}
+
+/// What the daemon knows of a worker that ended, to make a report from.
+#[derive(Debug, Clone)]
+pub struct CrashFacts {
+    /// The model.
+    pub model: String,
+    /// Its files.
+    pub files: Vec<PathBuf>,
+    /// The worker's pid.
+    pub worker_pid: u32,
+    /// Its engine settings.
+    pub settings: ModelParams,
+    /// How it ended.
+    pub exit: CrashExit,
+    /// Its stderr tail (the last [`STDERR_LINES`] are kept).
+    pub stderr: Vec<String>,
+    /// When it ended.
+    pub at: SystemTime,
+}
+
+impl CrashReport {
+    /// A report of `facts`, made by the daemon without in-process capture.
+    pub fn from_facts(facts: CrashFacts) -> Self {
+        let secs = facts
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let time = humantime::format_rfc3339_seconds(at).to_string();
+        let compact: String = time.chars().filter(|c| *c != '-' && *c != ':').collect();
+        let skip = facts.stderr.len().saturating_sub(STDERR_LINES);
+        CrashReport {
+            version: REPORT_VERSION,
+            id: format!("{compact}-{}", facts.worker_pid),
+            time,
+            model: facts.model,
+            files: facts.files,
+            worker_pid: facts.worker_pid,
+            build: build(),
+            settings: facts.settings,
+            exit: facts.exit,
+            stderr: facts.stderr.into_iter().skip(skip).collect(),
+            capture: "not captured in the worker: this report holds what the daemon saw \
+                      (how the worker ended and its stderr)"
+                .to_owned(),
+        }
+    }
+}
+
+/// This build, as reports name it.
+pub fn build() -> String {
+    format!(
+        "llama-router {} (backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("ROUTER_BUILD_BACKENDS")
+    )
+}
+
+/// Why a crash report could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CrashError {
+    /// The reports' directory cannot be trusted or made.
+    #[error(transparent)]
+    Dir(#[from] crate::runtime_dir::RuntimeDirError),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A report is not valid JSON of the known format.
+    #[error("{}: not a crash report: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No report has this id.
+    #[error("no crash report {0:?}")]
+    NotFound(String),
+    /// An id that cannot be one (ids are letters, digits and `-`).
+    #[error("{0:?} is not a crash report id")]
+    BadId(String),
+}
+
+#[cfg(test)]
+mod tests;
