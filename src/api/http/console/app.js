@@ -62,6 +62,10 @@ function askKey(message) {
   if (watching) { watching.abort(); watching = null; }
   sessionStorage.removeItem(KEY_ITEM); // a refused key is no use kept
   $('app').hidden = true;
+  $('strip').replaceChildren(); // what a refused key showed is not kept
+  models.clear();
+  for (const row of rows.values()) row.tr.remove();
+  rows.clear();
   $('keyform').hidden = false;
   $('keymsg').textContent = message || 'This server requires an API key.';
   setConn('API key required', 'bad');
@@ -183,7 +187,8 @@ function dispatch(block) {
     for (const m of msg.models) models.set(m.id, m);
     renderModels();
   } else if (name === 'model') {
-    if (msg.model) models.set(msg.id, msg.model); else models.delete(msg.id);
+    // null: the model is gone; no "model" at all: the server could not say, keep the row.
+    if (msg.model) models.set(msg.id, msg.model); else if (msg.model === null) models.delete(msg.id);
     renderModels();
   } else if (name === 'status') {
     renderStatus(msg);
@@ -300,7 +305,12 @@ function renderStatus(s) {
 // ---- the per-model view ----
 function renderSettings(m) {
   $('detail-h').textContent = m.id + ' (' + m.state + ')';
-  const shown = Object.assign({ path: m.path, architecture: m.architecture, parameters: m.parameter_count }, m.settings);
+  const shown = Object.assign({
+    path: m.path,
+    architecture: m.gguf_architecture,
+    modalities: m.architecture,
+    parameters: m.parameter_count,
+  }, m.settings);
   $('detail-settings').textContent = JSON.stringify(shown, null, 2);
 }
 
