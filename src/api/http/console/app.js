@@ -351,6 +351,9 @@ function drawChart(points) {
   g.strokeStyle = '#888';
   g.strokeRect(0.5, 0.5, width - 1, height - 1);
   $('chart-note').textContent = points.length ? points.length + ' generations in the last 30 min' : 'no generations yet';
+  // What was drawn, for a test to read back.
+  canvas.dataset.points = String(points.length);
+  canvas.dataset.maxTtftMs = '0';
   if (!points.length) return;
   const t0 = points[0].at_unix_ms;
   const span = Math.max(1, points[points.length - 1].at_unix_ms - t0);
@@ -370,6 +373,7 @@ function drawChart(points) {
   };
   const maxTtft = line('ttft_ms', '#d9480f');
   const maxTps = line('tokens_per_second', '#1c7ed6');
+  canvas.dataset.maxTtftMs = String(Math.max(...points.map((p) => p.ttft_ms)));
   g.fillStyle = '#555';
   g.fillText('max ' + maxTtft.toFixed(0) + ' ms · ' + maxTps.toFixed(1) + ' tok/s', 8, 14);
 }
