@@ -36,6 +36,10 @@ pub struct Config {
     pub http_host: String,
     /// TCP port of the OpenAI-compatible HTTP API; none means no HTTP.
     pub http_port: Option<u16>,
+    /// Host names (besides IP literals, `localhost`, `http_host` and this
+    /// machine's name) HTTP requests may carry in `Host` when there is no
+    /// API key; others are refused, against DNS rebinding.
+    pub http_allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once (0 = derived from the descriptor limit).
     pub http_max_connections: usize,
     /// Most gRPC TCP connections open at once (0 = derived from the descriptor limit).
@@ -114,6 +118,7 @@ impl Default for Config {
             port: None,
             http_host: "127.0.0.1".to_owned(),
             http_port: None,
+            http_allowed_hosts: Vec::new(),
             http_max_connections: 0,
             grpc_max_connections: 0,
             http_header_timeout: 20,

@@ -6,6 +6,12 @@ use std::process::ExitStatus;
 
 use nix::sys::signal::Signal;
 
+/// Milliseconds since the Unix epoch (0 before it, `u64::MAX` past 584 million years).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Bytes in the largest fitting binary unit (`253.1 MiB`).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

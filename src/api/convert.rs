@@ -1,6 +1,6 @@
 //! Conversions between supervisor types and their gRPC messages and statuses.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tonic::Status;
 
@@ -10,8 +10,9 @@ use crate::supervisor::{ModelEvent, ModelState, ModelView, SupervisorError};
 
 /// Milliseconds since the Unix epoch (0 for None or times before it).
 pub fn unix_ms(t: Option<SystemTime>) -> i64 {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    t.map_or(0, |t| {
+        i64::try_from(crate::util::unix_ms(t)).unwrap_or(i64::MAX)
+    })
 }
 
 /// The proto enum for a state.

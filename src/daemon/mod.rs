@@ -160,6 +160,8 @@ pub async fn serve(
             logs,
             started: std::time::Instant::now(),
             models_autoload: config.models_autoload,
+            events: crate::api::http::EventHub::default(),
+            hosts: std::sync::Arc::new(host_policy(&config)),
         },
     };
     let servers = start_servers(
@@ -217,4 +219,14 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The host names the HTTP API answers to without a key: `http_host`, this
+/// machine's name, `http_allowed_hosts` (and always IP literals, localhost).
+fn host_policy(config: &Config) -> crate::api::http::HostPolicy {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let names = [config.http_host.as_str(), hostname.trim()]
+        .into_iter()
+        .chain(config.http_allowed_hosts.iter().map(String::as_str));
+    crate::api::http::HostPolicy::new(names)
 }

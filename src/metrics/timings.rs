@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Generations kept per model.
 pub const PER_MODEL: usize = 240;
@@ -41,11 +41,6 @@ pub struct Timings {
     inner: Arc<Mutex<Rings>>,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Timings {
     /// Keeps `timing` as `model`'s newest.
     pub fn record(&self, model: &str, timing: Timing) {
@@ -74,7 +69,8 @@ impl Timings {
 
     /// `model`'s generations of the last `MAX_AGE`, oldest first.
     pub fn recent(&self, model: &str, now: SystemTime) -> Vec<Timing> {
-        let since = unix_ms(now).saturating_sub(u64::try_from(MAX_AGE.as_millis()).unwrap_or(0));
+        let since = crate::util::unix_ms(now)
+            .saturating_sub(u64::try_from(MAX_AGE.as_millis()).unwrap_or(0));
         let Ok(rings) = self.inner.lock() else {
             return Vec::new();
         };
@@ -95,7 +91,7 @@ pub fn timing_now(
     completion_tokens: u32,
 ) -> Timing {
     Timing {
-        at_unix_ms: unix_ms(SystemTime::now()),
+        at_unix_ms: crate::util::unix_ms(SystemTime::now()),
         ttft_ms: ttft.as_secs_f64() * 1000.0,
         tokens_per_second: if tokens_per_second.is_finite() {
             tokens_per_second
@@ -124,8 +120,8 @@ mod tests {
     #[test]
     fn rings_are_bounded_in_count_and_age() {
         let t = Timings::default();
-        let now = UNIX_EPOCH + Duration::from_secs(100_000);
-        let now_ms = unix_ms(now);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(100_000);
+        let now_ms = crate::util::unix_ms(now);
         for i in 0..1000 {
             t.record("m", at(now_ms - 1000 + i));
         }

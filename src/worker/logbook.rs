@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Lines kept per model.
 pub const LINES: usize = 200;
@@ -68,18 +68,12 @@ fn cut(mut text: String, max: usize) -> String {
     text
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl LogBook {
     /// Keeps `text` as `model`'s newest line, dropping its oldest ones past
     /// the bounds (and the least recently written model past `MODELS`).
     pub fn push(&self, model: &str, level: &'static str, text: String) {
         let line = LogLine {
-            at_unix_ms: now_ms(),
+            at_unix_ms: crate::util::unix_ms(SystemTime::now()),
             level,
             text: cut(text, LINE_BYTES),
         };

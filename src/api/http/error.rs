@@ -100,6 +100,47 @@ impl ApiError {
         )
     }
 
+    /// 403: a browser request from another site, or for a host name this
+    /// server does not answer to (DNS rebinding).
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            code,
+            message,
+        )
+    }
+
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            message,
+        )
+    }
+
+    /// 415: the body must be JSON (`Content-Type: application/json`).
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 503 with `Retry-After`: too many of something at once; retry shortly.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "overloaded",
+            message,
+        )
+    }
+
     /// The error of a status the worker sent, by its code.
     fn from_worker(status: &tonic::Status) -> Self {
         let message = status.message();
@@ -172,9 +213,20 @@ impl From<InferenceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let overloaded = self.code == "overloaded";
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if overloaded {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
+
+/// What an `overloaded` answer's `Retry-After` says.
+const RETRY_AFTER_SECONDS: &str = "2";
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,8 @@
 //! `native_completion.rs`. (`/models`, `/models/load`, `/models/unload`
 //! belong to the web console's module.)
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,7 +29,7 @@ fn answer(result: Result<Value, ApiError>) -> Response {
 /// without loading it.
 pub async fn props(
     State(state): State<HttpState>,
-    Query(query): Query<HashMap<String, String>>,
+    super::extract::Params(query): super::extract::Params,
 ) -> Response {
     let result = async {
         match query.get("model").filter(|m| !m.is_empty()) {

@@ -3,7 +3,9 @@
 //! (`/props`, `/tokenize`, `/detokenize`, `/completion`, `/embedding`), plus
 //! `/health` and `/metrics`; and the web console (`/`, [`console`]) with
 //! what it reads: llama-server's `/models*` ([`router_models`]), `/events`
-//! ([`events`]) and `/status`.
+//! ([`events`]) and `/status`. [`origin`] keeps other sites' pages off
+//! it; [`extract`] answers malformed query strings and paths in OpenAI's
+//! error shape, as the fallbacks do unknown paths (404) and methods (405).
 //! Inference calls the same layer as gRPC ([`crate::inference`]), so model
 //! resolution, autoload, leases and errors are one code path; its typed
 //! error becomes an HTTP status once, in [`error`].
@@ -12,10 +14,12 @@ mod completions;
 mod console;
 pub mod error;
 mod events;
+mod extract;
 mod llama_server;
 mod models;
 mod native_completion;
 pub mod openai;
+pub mod origin;
 pub mod router_models;
 mod status;
 
@@ -39,6 +43,8 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use self::error::ApiError;
+pub use self::events::{EventHub, MAX_WATCHERS};
+pub use self::origin::HostPolicy;
 use super::listen::{AcceptBackoff, ConnectionBudget, accept_budgeted};
 use crate::api_key::ApiKey;
 use crate::inference::Inference;
@@ -66,6 +72,10 @@ pub struct HttpState {
     pub started: Instant,
     /// Whether models load on their first request (`GET /props` says so).
     pub models_autoload: bool,
+    /// The one task behind every `/events` stream, and their bound.
+    pub events: EventHub,
+    /// Host names requests may carry when there is no API key ([`origin`]).
+    pub hosts: std::sync::Arc<HostPolicy>,
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
@@ -93,13 +103,16 @@ pub fn router(state: HttpState) -> Router {
         .route("/events", get(events::events))
         .route("/status", get(status::status))
         .route("/models", get(router_models::list))
+        .route("/models/reload", post(router_models::reload))
         .route("/models/load", post(router_models::load))
         .route("/models/unload", post(router_models::unload))
         .route("/models/pin", post(router_models::pin))
         .route("/models/{model}/logs", get(router_models::logs))
         .route("/models/{model}/timings", get(router_models::timings))
         .fallback(not_found)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), origin::guard));
     Router::new()
         .route("/health", get(health))
         .route("/", get(console::index))
@@ -134,6 +147,15 @@ async fn not_found(request: Request) -> Response {
             request.uri().path()
         ),
     }
+    .into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ApiError::method_not_allowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
     .into_response()
 }
 

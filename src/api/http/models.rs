@@ -3,7 +3,7 @@
 use std::time::UNIX_EPOCH;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -51,7 +51,10 @@ pub async fn list(State(state): State<HttpState>) -> Response {
 }
 
 /// `GET /v1/models/{model}` (an alias finds its model).
-pub async fn one(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
+pub async fn one(
+    State(state): State<HttpState>,
+    super::extract::ModelPath(model): super::extract::ModelPath,
+) -> Response {
     match state.supervisor.get(&model).await {
         Ok(m) => axum::Json(model_json(&m)).into_response(),
         Err(e) => ApiError::from(e).into_response(),

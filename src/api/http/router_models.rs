@@ -1,7 +1,12 @@
 //! llama-server's router-mode model endpoints, and ours beside them:
-//! - `GET /models`: every model in llama-server's shape (`{"data": [{"id",
-//!   "path", "status": {"value", "failed"}}]}`), plus our own fields
-//!   (`?reload=1` rescans the models directory first);
+//! - `GET /models`: every model in llama-server's shape (`{"object":
+//!   "list", "data": [{"id", "object": "model", "path", "status": {"value",
+//!   "failed", "exit_code"}, "architecture": {"input_modalities",
+//!   "output_modalities"}}]}`), plus our own fields (the GGUF architecture
+//!   is `gguf_architecture`); `?reload=1` rescans the models directory
+//!   first, as llama-server's does (kept for its clients, and refused to
+//!   other sites' pages, see [`super::origin`]); `POST /models/reload` is
+//!   the same without a side effect on a GET;
 //! - `POST /models/load` and `POST /models/unload` with `{"model": ...}`,
 //!   answering `{"success": true}` as llama-server does;
 //! - ours: `POST /models/pin` (`{"model", "pinned"}`), `GET
@@ -13,22 +18,20 @@
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::extract::{ModelPath, Params};
+use super::origin::require_json;
 use super::{HttpState, parse_json};
 use crate::supervisor::{ModelState, ModelView};
 
 /// Log lines `GET /models/{id}/logs` returns unless asked for fewer.
 const DEFAULT_LOG_LINES: usize = 200;
-
-fn unix_ms(t: Option<SystemTime>) -> u64 {
-    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// llama-server's `status` object for a model: `value` is `loaded`,
 /// `loading` or `unloaded` (a model still unloading counts as loaded), and a
@@ -40,10 +43,37 @@ pub fn status_json(state: ModelState, reason: Option<&str>) -> Value {
         ModelState::Discovered | ModelState::Unloaded | ModelState::Failed => "unloaded",
     };
     if state == ModelState::Failed {
-        json!({"value": value, "failed": true, "reason": reason.unwrap_or_default()})
+        let reason = reason.unwrap_or_default();
+        let mut s = json!({"value": value, "failed": true, "reason": reason});
+        if let (Some(code), Some(map)) = (exit_code(reason), s.as_object_mut()) {
+            map.insert("exit_code".to_owned(), json!(code));
+        }
+        s
     } else {
         json!({"value": value})
     }
+}
+
+/// The exit code of a worker that exited by itself, as its failure reason
+/// words it (`worker exited with code 1`); none for a signal, a hang, a
+/// refused file, ...
+fn exit_code(reason: &str) -> Option<i32> {
+    let (_, rest) = reason.split_once("worker exited with code ")?;
+    let digits: &str = rest
+        .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .next()?;
+    digits.parse().ok()
+}
+
+/// llama-server's `architecture` object: what the model takes and gives.
+/// Text in and out; images in too with a projector.
+fn modalities(m: &ModelView) -> Value {
+    let input: &[&str] = if m.projector.is_some() {
+        &["text", "image"]
+    } else {
+        &["text"]
+    };
+    json!({"input_modalities": input, "output_modalities": ["text"]})
 }
 
 /// A model's effective settings (environment names only: values may be secrets).
@@ -59,16 +89,18 @@ fn settings_json(e: &crate::settings::Effective) -> Value {
 }
 
 /// A model as `GET /models` and `/events` show it: llama-server's fields
-/// (`id`, `path`, `status`), then ours.
+/// (`id`, `object`, `path`, `status`, `architecture`), then ours.
 pub fn model_json(m: &ModelView) -> Value {
     json!({
         "id": m.id,
+        "object": "model",
         "path": m.files.first().map(|f| f.display().to_string()),
         "status": status_json(m.state, m.failure_reason.as_deref()),
+        "architecture": modalities(m),
         "state": m.state.name(),
         "aliases": m.aliases,
         "name": m.name,
-        "architecture": m.architecture,
+        "gguf_architecture": m.architecture,
         "quantization": m.quantization,
         "parameter_count": m.parameter_count,
         "size_bytes": m.size_bytes,
@@ -76,7 +108,7 @@ pub fn model_json(m: &ModelView) -> Value {
         "files": m.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "worker_pid": m.worker_pid,
         "resident_bytes": m.resident_bytes,
-        "last_used_unix_ms": m.last_used.map(|t| unix_ms(Some(t))),
+        "last_used_unix_ms": m.last_used.map(crate::util::unix_ms),
         "pinned": m.pinned,
         "failure_reason": m.failure_reason,
         "settings": settings_json(&m.settings),
@@ -108,31 +140,31 @@ fn answer(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-/// `?reload=1` of `GET /models`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    reload: Option<String>,
+async fn listing(state: &HttpState, reload: bool) -> Result<Value, ApiError> {
+    if reload {
+        state.supervisor.rescan().await?;
+    }
+    let models = state.supervisor.list().await?;
+    Ok(json!({
+        "object": "list",
+        "data": models.iter().map(model_json).collect::<Vec<_>>(),
+    }))
 }
 
 /// `GET /models`; with `?reload=1` (as llama-server) the models directory is rescanned first.
-pub async fn list(State(state): State<HttpState>, Query(query): Query<ListQuery>) -> Response {
-    let result = async {
-        if query
-            .reload
-            .as_deref()
-            .is_some_and(|r| r != "0" && r != "false")
-        {
-            state.supervisor.rescan().await?;
-        }
-        let models = state.supervisor.list().await?;
-        Ok(json!({"data": models.iter().map(model_json).collect::<Vec<_>>()}))
-    };
-    answer(result.await)
+pub async fn list(State(state): State<HttpState>, query: Params) -> Response {
+    answer(listing(&state, query.flag("reload")).await)
+}
+
+/// `POST /models/reload` (ours): rescans the models directory, then lists.
+pub async fn reload(State(state): State<HttpState>) -> Response {
+    answer(listing(&state, true).await)
 }
 
 /// `POST /models/load`: answers once the model is loaded, or with why it failed.
-pub async fn load(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn load(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
+        require_json(&headers)?;
         let request = ModelRequest::parse(&body)?;
         let view = state.supervisor.load_and_wait(&request.model).await?;
         Ok(json!({"success": true, "model": model_json(&view)}))
@@ -141,8 +173,9 @@ pub async fn load(State(state): State<HttpState>, body: Bytes) -> Response {
 }
 
 /// `POST /models/unload`.
-pub async fn unload(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn unload(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
+        require_json(&headers)?;
         let request = ModelRequest::parse(&body)?;
         let view = state.supervisor.unload(&request.model).await?;
         Ok(json!({"success": true, "model": model_json(&view)}))
@@ -151,8 +184,9 @@ pub async fn unload(State(state): State<HttpState>, body: Bytes) -> Response {
 }
 
 /// `POST /models/pin` (ours): `{"model", "pinned": true|false}`.
-pub async fn pin(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn pin(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
+        require_json(&headers)?;
         let request = ModelRequest::parse(&body)?;
         let pinned = request.pinned.unwrap_or(true);
         let view = state.supervisor.pin(&request.model, pinned).await?;
@@ -161,22 +195,16 @@ pub async fn pin(State(state): State<HttpState>, body: Bytes) -> Response {
     answer(result.await)
 }
 
-/// `?lines=N` of `GET /models/{id}/logs`.
-#[derive(Debug, Deserialize)]
-pub struct LogQuery {
-    lines: Option<usize>,
-}
-
 /// `GET /models/{id}/logs` (ours): the model's recent worker log lines, oldest first.
 pub async fn logs(
     State(state): State<HttpState>,
-    Path(model): Path<String>,
-    Query(query): Query<LogQuery>,
+    ModelPath(model): ModelPath,
+    query: Params,
 ) -> Response {
     let result = async {
+        let n = query.number("lines")?;
         let id = state.supervisor.get(&model).await?.id;
-        let n = query
-            .lines
+        let n = n
             .unwrap_or(DEFAULT_LOG_LINES)
             .min(crate::worker::logbook::LINES);
         let lines: Vec<Value> = state
@@ -191,7 +219,7 @@ pub async fn logs(
 }
 
 /// `GET /models/{id}/timings` (ours): the model's recent generations.
-pub async fn timings(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
+pub async fn timings(State(state): State<HttpState>, ModelPath(model): ModelPath) -> Response {
     let result = async {
         let id = state.supervisor.get(&model).await?.id;
         let timings: Vec<Value> = state
@@ -278,5 +306,32 @@ mod tests {
         assert_eq!(j["worker_pid"], 42);
         assert_eq!(j["pinned"], true);
         assert_eq!(j["settings"]["engine"], Value::Null);
+        assert_eq!(j["object"], "model");
+        assert_eq!(
+            j["architecture"],
+            json!({"input_modalities": ["text"], "output_modalities": ["text"]})
+        );
+        assert_eq!(j["gguf_architecture"], "gemma3");
+        let with_projector = ModelView {
+            projector: Some("/models/mmproj.gguf".into()),
+            ..view
+        };
+        assert_eq!(
+            model_json(&with_projector)["architecture"]["input_modalities"],
+            json!(["text", "image"])
+        );
+    }
+
+    #[test]
+    fn a_failed_status_has_the_exit_code_when_the_worker_exited_by_itself() {
+        let exited = status_json(
+            ModelState::Failed,
+            Some("worker exited with code 3; last stderr: boom"),
+        );
+        assert_eq!(exited["exit_code"], 3);
+        let killed = status_json(ModelState::Failed, Some("worker killed by SIGSEGV"));
+        assert!(killed.get("exit_code").is_none());
+        assert_eq!(exit_code("worker exited with code -1"), Some(-1));
+        assert_eq!(exit_code("worker exited with code x"), None);
     }
 }

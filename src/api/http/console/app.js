@@ -62,6 +62,10 @@ function askKey(message) {
   if (watching) { watching.abort(); watching = null; }
   sessionStorage.removeItem(KEY_ITEM); // a refused key is no use kept
   $('app').hidden = true;
+  $('strip').replaceChildren(); // what a refused key showed is not kept
+  models.clear();
+  for (const row of rows.values()) row.tr.remove();
+  rows.clear();
   $('keyform').hidden = false;
   $('keymsg').textContent = message || 'This server requires an API key.';
   setConn('API key required', 'bad');
@@ -183,7 +187,8 @@ function dispatch(block) {
     for (const m of msg.models) models.set(m.id, m);
     renderModels();
   } else if (name === 'model') {
-    if (msg.model) models.set(msg.id, msg.model); else models.delete(msg.id);
+    // null: the model is gone; no "model" at all: the server could not say, keep the row.
+    if (msg.model) models.set(msg.id, msg.model); else if (msg.model === null) models.delete(msg.id);
     renderModels();
   } else if (name === 'status') {
     renderStatus(msg);
@@ -300,7 +305,12 @@ function renderStatus(s) {
 // ---- the per-model view ----
 function renderSettings(m) {
   $('detail-h').textContent = m.id + ' (' + m.state + ')';
-  const shown = Object.assign({ path: m.path, architecture: m.architecture, parameters: m.parameter_count }, m.settings);
+  const shown = Object.assign({
+    path: m.path,
+    architecture: m.gguf_architecture,
+    modalities: m.architecture,
+    parameters: m.parameter_count,
+  }, m.settings);
   $('detail-settings').textContent = JSON.stringify(shown, null, 2);
 }
 
@@ -341,6 +351,9 @@ function drawChart(points) {
   g.strokeStyle = '#888';
   g.strokeRect(0.5, 0.5, width - 1, height - 1);
   $('chart-note').textContent = points.length ? points.length + ' generations in the last 30 min' : 'no generations yet';
+  // What was drawn, for a test to read back.
+  canvas.dataset.points = String(points.length);
+  canvas.dataset.maxTtftMs = '0';
   if (!points.length) return;
   const t0 = points[0].at_unix_ms;
   const span = Math.max(1, points[points.length - 1].at_unix_ms - t0);
@@ -360,6 +373,7 @@ function drawChart(points) {
   };
   const maxTtft = line('ttft_ms', '#d9480f');
   const maxTps = line('tokens_per_second', '#1c7ed6');
+  canvas.dataset.maxTtftMs = String(Math.max(...points.map((p) => p.ttft_ms)));
   g.fillStyle = '#555';
   g.fillText('max ' + maxTtft.toFixed(0) + ' ms · ' + maxTps.toFixed(1) + ' tok/s', 8, 14);
 }
