@@ -280,6 +280,15 @@ def test_a_worker_killed_by_sigsegv_shows_failed_with_its_reason(daemon, browser
     assert "SIGSEGV" in reason, reason
     assert browser.execute_script("return window.__same_page === true;"), "the page was reloaded"
     screenshot(browser, "console-failed-1280x800.png")
+    # The reason links to the crash report, which opens in the page.
+    browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button.crash-link").click()
+    wait(browser, lambda b: b.find_element(By.ID, "crash").is_displayed(), message="the crash report never opened")
+    report = browser.find_element(By.ID, "crash-body").text
+    assert '"signal_name": "SIGSEGV"' in report and f'"model": "{MODEL}"' in report, report
+    status, crashes = call(daemon, "GET", "/crashes")
+    assert status == 200 and crashes["data"][0]["signal"] == "SIGSEGV", crashes
+    screenshot(browser, "console-crash-report.png")
+    browser.find_element(By.ID, "crash-close").click()
     assert_no_horizontal_overflow(browser, 1280)
     browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button[data-action='details']").click()
     wait(browser, lambda b: b.find_element(By.ID, "detail-logs").text.strip() != "", message="no log lines")

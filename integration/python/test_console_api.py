@@ -86,6 +86,8 @@ GUARDED = [
     ("POST", "/models/reload", {}),
     ("GET", f"/models/{MODEL}/logs", None),
     ("GET", f"/models/{MODEL}/timings", None),
+    ("GET", "/crashes", None),
+    ("GET", "/crashes/20260101T000000Z-1", None),
 ]
 
 

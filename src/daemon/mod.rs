@@ -138,7 +138,7 @@ pub async fn serve(
         models_dir.display().to_string(),
         stop_rx.clone(),
         gpus.clone(),
-        crashes,
+        crashes.clone(),
     );
 
     crate::metrics::recorder::spawn(metrics.clone(), supervisor.events());
@@ -158,6 +158,7 @@ pub async fn serve(
             api_key: config.api_key.clone(),
             gpus: gpus.clone(),
             logs,
+            crashes,
             started: std::time::Instant::now(),
             models_autoload: config.models_autoload,
             events: crate::api::http::EventHub::default(),

@@ -90,6 +90,26 @@ impl ApiError {
         )
     }
 
+    /// 404: nothing by that name.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            message,
+        )
+    }
+
+    /// 500: the daemon itself failed to answer.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            message,
+        )
+    }
+
     /// 503: the worker (or the daemon) cannot answer now; a retry may.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(

@@ -12,6 +12,7 @@
 
 mod completions;
 mod console;
+mod crash_reports;
 pub mod error;
 mod events;
 mod extract;
@@ -68,6 +69,8 @@ pub struct HttpState {
     pub gpus: crate::gpu::devices::GpuSet,
     /// The workers' recent log lines, for the console.
     pub logs: crate::worker::LogBook,
+    /// Crash reports (none: not kept).
+    pub crashes: Option<crate::crashes::CrashStore>,
     /// When the daemon started (uptime in `/status`).
     pub started: Instant,
     /// Whether models load on their first request (`GET /props` says so).
@@ -102,6 +105,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/events", get(events::events))
         .route("/status", get(status::status))
+        .route("/crashes", get(crash_reports::list))
+        .route("/crashes/{id}", get(crash_reports::one))
         .route("/models", get(router_models::list))
         .route("/models/reload", post(router_models::reload))
         .route("/models/load", post(router_models::load))

@@ -113,6 +113,16 @@ async function act(what, call) {
   }
 }
 
+// ---- crash reports ----
+async function showCrash(id) {
+  const report = await api('GET', '/crashes/' + encodeURIComponent(id));
+  $('crash-h').textContent = 'Crash report ' + report.id;
+  $('crash-body').textContent = JSON.stringify(report, null, 2);
+  $('crash').hidden = false;
+  $('crash-close').focus();
+}
+$('crash-close').addEventListener('click', () => { $('crash').hidden = true; });
+
 // ---- the event stream ----
 function setConn(text, kind) {
   const c = $('conn');
@@ -241,7 +251,15 @@ function fillRow(row, m) {
   name.replaceChildren(el('span', { class: 'id', textContent: m.id }));
   if (m.aliases && m.aliases.length) name.append(el('div', { class: 'aliases', textContent: 'aka ' + m.aliases.join(', ') }));
   state.replaceChildren(el('span', { class: 'state state-' + m.state, textContent: m.state }));
-  if (m.failure_reason) state.append(el('div', { class: 'reason', textContent: m.failure_reason }));
+  if (m.failure_reason) {
+    state.append(el('div', { class: 'reason', textContent: m.failure_reason }));
+    const crash = m.failure_reason.match(/crash report ([A-Za-z0-9_-]+)/);
+    if (crash) {
+      const open = el('button', { type: 'button', class: 'crash-link', textContent: 'Crash report' });
+      open.addEventListener('click', () => act('Reading the crash report', () => showCrash(crash[1])));
+      state.append(open);
+    }
+  }
   row.tr.dataset.state = m.state;
   size.textContent = bytes(m.size_bytes);
   quant.textContent = m.quantization || '–';
