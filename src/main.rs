@@ -59,6 +59,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// How the daemon's run ended, as its exit status (an error is logged and printed).
+fn daemon_exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "llama-router stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,14 +87,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         runtime()?.block_on(llama_router::daemon::serve(config, reread, log))?;
         Ok(())
     })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "llama-router stopped");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon_exit(result)
 }
 
 /// llama-server's router mode: its flags resolve into the same `Config`
@@ -115,14 +120,7 @@ fn llama_server(args: Vec<String>) -> ExitCode {
         runtime()?.block_on(llama_router::daemon::serve(config, reread, log))?;
         Ok(())
     })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "llama-router stopped");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon_exit(result)
 }
 
 /// The hidden `worker` subcommand: logs JSON lines on stderr for the daemon to forward.
