@@ -162,6 +162,15 @@ def test_completion_whole_and_streamed(server):
     assert status == 400 and "grammar" in err["error"]["message"]
 
 
+def test_a_stop_word_is_named_in_the_completion(server):
+    body = {"model": "base", "prompt": PROMPT, "n_predict": 8, "temperature": 0}
+    _, whole = call(server[0] + "/completion", body)
+    word = whole["content"].split()[1]
+    _, stopped = call(server[0] + "/completion", {**body, "stop": [word]})
+    assert (stopped["stop_type"], stopped["stopping_word"]) == ("word", word), stopped
+    assert stopped["content"] == whole["content"][: whole["content"].index(word)]
+
+
 def test_embedding_in_llama_servers_shape(server):
     status, rows = call(server[0] + "/embedding", {"model": "base", "content": "a cat"})
     assert status == 200 and isinstance(rows, list) and rows[0]["index"] == 0

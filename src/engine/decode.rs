@@ -327,7 +327,11 @@ fn sample(
         let bytes = vocab.token_to_piece(token, false, None);
         match active.text.push(&bytes) {
             Released::Stopped(text) => {
-                end_with(ctx, slot, Finish::Stop, text);
+                let finish = active
+                    .text
+                    .hit()
+                    .map_or(Finish::Stop, |s| Finish::StopString(s.to_owned()));
+                end_with(ctx, slot, finish, text);
                 continue;
             }
             Released::Text(text) => {

@@ -8,6 +8,11 @@ pub const MAX_STOP_STRINGS: usize = 16;
 /// each stop's prefixes, so this bounds that work per token.
 pub const MAX_STOP_BYTES: usize = 256;
 
+/// Most messages per chat request (a long agent conversation has a few hundred).
+pub const MAX_CHAT_MESSAGES: usize = 4096;
+/// Most content blocks per message (text parts joined into one).
+pub const MAX_CONTENT_BLOCKS: usize = 256;
+
 /// A request past one of the bounds; the message names the bound and how to change it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
@@ -22,6 +27,18 @@ pub enum LimitError {
     StopTooLong {
         /// Its length in bytes.
         len: usize,
+    },
+    /// Too many messages in one conversation.
+    #[error("{count} messages given; a request takes at most {MAX_CHAT_MESSAGES}")]
+    TooManyMessages {
+        /// How many were given.
+        count: usize,
+    },
+    /// Too many content blocks in one message.
+    #[error("{count} content blocks in one message; a message takes at most {MAX_CONTENT_BLOCKS}")]
+    TooManyBlocks {
+        /// How many were given.
+        count: usize,
     },
     /// Too many embedding inputs.
     #[error(
@@ -53,6 +70,22 @@ impl RequestLimits {
         }
         Ok(())
     }
+}
+
+/// A conversation's message count.
+pub fn check_messages(count: usize) -> Result<(), LimitError> {
+    if count > MAX_CHAT_MESSAGES {
+        return Err(LimitError::TooManyMessages { count });
+    }
+    Ok(())
+}
+
+/// One message's content block count.
+pub fn check_blocks(count: usize) -> Result<(), LimitError> {
+    if count > MAX_CONTENT_BLOCKS {
+        return Err(LimitError::TooManyBlocks { count });
+    }
+    Ok(())
 }
 
 /// A request's stop strings: how many and how long.
@@ -87,6 +120,10 @@ mod tests {
             check_stops(&many),
             Err(LimitError::TooManyStops { count: 17 })
         ));
+        assert!(check_messages(MAX_CHAT_MESSAGES).is_ok());
+        assert!(check_messages(MAX_CHAT_MESSAGES + 1).is_err());
+        assert!(check_blocks(MAX_CONTENT_BLOCKS).is_ok());
+        assert!(check_blocks(MAX_CONTENT_BLOCKS + 1).is_err());
         let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];
         assert!(matches!(
             check_stops(&long),

@@ -67,8 +67,10 @@ pub enum EngineError {
 /// Why a generation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
-    /// End of generation token or a stop string.
+    /// End of generation token.
     Stop,
+    /// This stop string was reached.
+    StopString(String),
     /// `max_tokens` or the end of the slot's context.
     Length,
     /// The engine failed mid-stream.

@@ -26,7 +26,7 @@ use tonic::{Code, Status};
 pub use self::error::InferenceError;
 pub use self::relay::Pieces;
 use self::relay::{ActiveLease, relay};
-use crate::engine::limits::{RequestLimits, check_stops};
+use crate::engine::limits::{RequestLimits, check_messages, check_stops};
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
@@ -74,6 +74,23 @@ impl Inference {
             .on_worker(&model, |mut c| async move { c.chat(request).await })
             .await?;
         Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
+    }
+
+    /// The prompt `chat` would generate from for these messages, and its
+    /// length in tokens; nothing is generated.
+    pub async fn apply_template(
+        &self,
+        request: pb::ApplyTemplateRequest,
+    ) -> Result<pb::ApplyTemplateResponse, InferenceError> {
+        check_messages(request.messages.len())?;
+        let model = request.model.clone();
+        let (_, reply) = self
+            .on_worker(
+                &model,
+                |mut c| async move { c.apply_template(request).await },
+            )
+            .await?;
+        Ok(reply.into_inner())
     }
 
     /// Text to the model's token ids.

@@ -107,10 +107,11 @@ struct Header {
     n_predict: i64,
 }
 
-/// llama-server's `stop_type` for our finish reason.
-fn stop_type(finish: FinishReason) -> &'static str {
-    match finish {
+/// llama-server's `stop_type` for how the generation ended.
+fn stop_type(piece: &pb::GenerateResponse) -> &'static str {
+    match piece.finish_reason() {
         FinishReason::Length => "limit",
+        _ if !piece.stop_sequence.is_empty() => "word",
         _ => "eos",
     }
 }
@@ -118,7 +119,6 @@ fn stop_type(finish: FinishReason) -> &'static str {
 /// The last object: the whole `content` (or the last piece when streaming), with timings.
 fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResponse) -> Value {
     let usage = piece.usage.unwrap_or_default();
-    let finish = piece.finish_reason();
     json!({
         "index": 0,
         "content": content,
@@ -131,8 +131,8 @@ fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResp
         "generation_settings": {"n_predict": header.n_predict},
         "has_new_line": content.contains('\n'),
         "truncated": false,
-        "stop_type": stop_type(finish),
-        "stopping_word": "",
+        "stop_type": stop_type(piece),
+        "stopping_word": piece.stop_sequence,
         "tokens_cached": 0,
         "timings": {
             "prompt_n": usage.prompt_tokens,
