@@ -1,5 +1,5 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`;
+//! `/v1/completions`, `/v1/embeddings`, `/v1/responses` ([`responses`]);
 //! Anthropic's `/v1/messages` ([`anthropic`]); llama-server's own endpoints
 //! (`/props`, `/tokenize`, `/detokenize`, `/completion`,
 //! `/embedding`), plus
@@ -20,6 +20,7 @@ mod llama_server;
 mod models;
 mod native_completion;
 pub mod openai;
+mod responses;
 pub mod router_models;
 mod status;
 
@@ -89,6 +90,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/embeddings", post(models::embeddings))
         .route("/v1/messages", post(anthropic::create))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::create))
         .route("/props", get(llama_server::props))
         .route("/tokenize", post(llama_server::tokenize))
         .route("/detokenize", post(llama_server::detokenize))

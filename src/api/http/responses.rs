@@ -1,0 +1,511 @@
+//! OpenAI's Responses API for text: `POST /v1/responses` with `input` (a
+//! string or a list of messages), `instructions`, `max_output_tokens`,
+//! `temperature`, `top_p` and `stream`, answered as a `response` object
+//! (one assistant message of `output_text`) or as its event stream
+//! (`response.created` ... `response.output_text.delta` ...
+//! `response.completed`, or `response.incomplete` when `max_output_tokens`
+//! was reached, as OpenAI does). `stop` is taken as an extension, as on
+//! chat completions. Nothing is stored: `previous_response_id`,
+//! tools and non-text formats are a 400 naming the field.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::generation::{self, EventSender, Next, collect, counts, response_id};
+use super::openai::Stop;
+use super::{HttpState, parse_json};
+use crate::engine::limits::{check_blocks, check_messages};
+use crate::inference::Pieces;
+use crate::proto::pb::{self, FinishReason};
+
+/// `input`: one user message, or messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Input {
+    Text(String),
+    Items(Vec<Item>),
+}
+
+/// An input item; only messages (`type` absent or `message`) are supported.
+#[derive(Debug, Clone, Deserialize)]
+struct Item {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    role: Option<String>,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+/// `POST /v1/responses`.
+#[derive(Debug, Clone, Deserialize)]
+struct ResponsesRequest {
+    model: String,
+    input: Input,
+    instructions: Option<String>,
+    max_output_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    tools: Vec<Value>,
+    previous_response_id: Option<String>,
+    conversation: Option<Value>,
+    #[serde(default)]
+    background: bool,
+    text: Option<Value>,
+    prompt: Option<Value>,
+    /// An extension, as on chat completions: stop strings.
+    stop: Option<Stop>,
+}
+
+/// The text of a message's content; `at` names it in errors.
+fn text_of(content: &Content, at: &str) -> Result<String, ApiError> {
+    match content {
+        Content::Text(t) => Ok(t.clone()),
+        Content::Parts(parts) => {
+            check_blocks(parts.len()).map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?;
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                match (part.kind.as_str(), &part.text) {
+                    ("input_text" | "output_text" | "text", Some(t)) => text.push_str(t),
+                    (kind, _) => {
+                        return Err(ApiError::bad_request(format!(
+                            "{at}[{j}].type: content of type {kind:?} is not supported yet by llama-router: send input_text"
+                        )));
+                    }
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+impl ResponsesRequest {
+    fn check(&self) -> Result<(), ApiError> {
+        let format = self
+            .text
+            .as_ref()
+            .and_then(|t| t.pointer("/format/type"))
+            .and_then(Value::as_str);
+        let unsupported = [
+            (!self.tools.is_empty(), "tools"),
+            (
+                self.previous_response_id.is_some(),
+                "previous_response_id: responses are not stored",
+            ),
+            (
+                self.conversation.is_some(),
+                "conversation: responses are not stored",
+            ),
+            (self.background, "background"),
+            (self.prompt.is_some(), "prompt: stored prompts are not kept"),
+            (
+                format.is_some_and(|f| f != "text"),
+                "text.format: only text",
+            ),
+        ];
+        match unsupported.iter().find(|(given, _)| *given) {
+            Some((_, name)) => Err(ApiError::bad_request(format!(
+                "{name} is not supported yet by llama-router's /v1/responses"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn messages(&self) -> Result<Vec<pb::ChatMessage>, ApiError> {
+        let mut out = Vec::new();
+        if let Some(instructions) = self.instructions.as_ref().filter(|i| !i.is_empty()) {
+            out.push(pb::ChatMessage {
+                role: "system".into(),
+                content: instructions.clone(),
+            });
+        }
+        match &self.input {
+            Input::Text(t) => out.push(pb::ChatMessage {
+                role: "user".into(),
+                content: t.clone(),
+            }),
+            Input::Items(items) => {
+                check_messages(items.len()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                for (i, item) in items.iter().enumerate() {
+                    out.push(message(item, i)?);
+                }
+            }
+        }
+        if out.iter().all(|m| m.role == "system") {
+            return Err(ApiError::bad_request(
+                "input: at least one message is required",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn to_chat(&self) -> Result<pb::ChatRequest, ApiError> {
+        self.check()?;
+        Ok(pb::ChatRequest {
+            model: self.model.clone(),
+            messages: self.messages()?,
+            max_tokens: self.max_output_tokens.unwrap_or(0),
+            sampling: Some(pb::SamplingParams {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                ..Default::default()
+            }),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+        })
+    }
+}
+
+/// One input item as a chat message; `developer` is the system role.
+fn message(item: &Item, i: usize) -> Result<pb::ChatMessage, ApiError> {
+    match item.kind.as_deref() {
+        None | Some("message") => {}
+        Some(kind) => {
+            return Err(ApiError::bad_request(format!(
+                "input[{i}].type: items of type {kind:?} are not supported yet by llama-router: send messages"
+            )));
+        }
+    }
+    let role = match item.role.as_deref() {
+        Some("developer" | "system") => "system",
+        Some(r @ ("user" | "assistant")) => r,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "input[{i}].role: {other:?} is not one of user, assistant, system, developer"
+            )));
+        }
+    };
+    let content = match &item.content {
+        Some(c) => text_of(c, &format!("input[{i}].content"))?,
+        None => String::new(),
+    };
+    Ok(pb::ChatMessage {
+        role: role.into(),
+        content,
+    })
+}
+
+/// What every event of one response repeats.
+struct Head {
+    id: String,
+    item_id: String,
+    created_at: u64,
+    request: ResponsesRequest,
+}
+
+impl Head {
+    /// The output message; `text` none while it is in progress.
+    fn item(&self, text: Option<&str>) -> Value {
+        let (status, content) = match text {
+            None => ("in_progress", json!([])),
+            Some(t) => ("completed", json!([part(t)])),
+        };
+        json!({"type": "message", "id": self.item_id, "status": status, "role": "assistant", "content": content})
+    }
+
+    /// The response object: in progress without `done`, else finished with its text and last piece.
+    fn response(&self, done: Option<(&str, &pb::GenerateResponse)>) -> Value {
+        let (status, incomplete, output, usage) = match done {
+            None => ("in_progress", Value::Null, json!([]), Value::Null),
+            Some((text, last)) => {
+                let (input, output) = counts(last);
+                let usage = json!({
+                    "input_tokens": input,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": output,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": input.saturating_add(output),
+                });
+                let (status, incomplete) = if last.finish_reason() == FinishReason::Length {
+                    ("incomplete", json!({"reason": "max_output_tokens"}))
+                } else {
+                    ("completed", Value::Null)
+                };
+                (status, incomplete, json!([self.item(Some(text))]), usage)
+            }
+        };
+        let r = &self.request;
+        json!({
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": null,
+            "incomplete_details": incomplete,
+            "instructions": r.instructions,
+            "max_output_tokens": r.max_output_tokens,
+            "model": r.model,
+            "output": output,
+            "parallel_tool_calls": true,
+            "previous_response_id": null,
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+            "tool_choice": "auto",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "usage": usage,
+            "metadata": {},
+            "store": false,
+        })
+    }
+}
+
+fn part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+/// `POST /v1/responses`.
+pub async fn create(State(state): State<HttpState>, body: Bytes) -> Response {
+    let started = async {
+        let request: ResponsesRequest = parse_json(&body)?;
+        let pieces = state.inference.chat(request.to_chat()?).await?;
+        Ok::<_, ApiError>((request, pieces))
+    };
+    let (request, pieces) = match started.await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let head = Head {
+        id: response_id("resp_"),
+        item_id: response_id("msg_"),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        request,
+    };
+    if head.request.stream {
+        return stream(head, pieces).into_response();
+    }
+    match collect(pieces).await {
+        Ok((text, last)) => axum::Json(head.response(Some((&text, &last)))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Numbers the events of one stream, as OpenAI's `sequence_number`.
+struct Events<'a> {
+    tx: &'a EventSender,
+    sequence: u64,
+}
+
+impl Events<'_> {
+    /// Sends `data` with its `type` and `sequence_number`; false once the client has left.
+    async fn send(&mut self, kind: &str, mut data: Value) -> bool {
+        if let Some(o) = data.as_object_mut() {
+            o.insert("type".into(), json!(kind));
+            o.insert("sequence_number".into(), json!(self.sequence));
+        }
+        self.sequence = self.sequence.saturating_add(1);
+        generation::send(self.tx, kind, &data).await
+    }
+}
+
+/// The event stream of one response. A failure mid-stream is an `error` event and ends it.
+fn stream(head: Head, mut pieces: Pieces) -> impl IntoResponse {
+    let (tx, sse) = generation::sse_channel();
+    tokio::spawn(async move {
+        let mut events = Events {
+            tx: &tx,
+            sequence: 0,
+        };
+        let at = json!({"item_id": head.item_id, "output_index": 0, "content_index": 0});
+        let with = |extra: Value| {
+            let mut v = at.clone();
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            v
+        };
+        let opening = [
+            ("response.created", json!({"response": head.response(None)})),
+            (
+                "response.in_progress",
+                json!({"response": head.response(None)}),
+            ),
+            (
+                "response.output_item.added",
+                json!({"output_index": 0, "item": head.item(None)}),
+            ),
+            (
+                "response.content_part.added",
+                with(json!({"part": part("")})),
+            ),
+        ];
+        for (kind, data) in opening {
+            if !events.send(kind, data).await {
+                return;
+            }
+        }
+        let mut text = String::new();
+        loop {
+            let next = tokio::select! {
+                // The client left: dropping `pieces` cancels the generation.
+                () = tx.closed() => return,
+                next = generation::next(&mut pieces) => next,
+            };
+            let (delta, last) = match next {
+                Ok(Next::Text(t)) => (t, None),
+                Ok(Next::Last(last)) => (last.text.clone(), Some(last)),
+                Err(e) => {
+                    let error = json!({"code": e.code, "message": e.message, "param": null});
+                    let _ = events.send("error", error).await;
+                    return;
+                }
+            };
+            if !delta.is_empty() {
+                text.push_str(&delta);
+                let data = with(json!({"delta": delta, "logprobs": []}));
+                if !events.send("response.output_text.delta", data).await {
+                    return;
+                }
+            }
+            let Some(last) = last else { continue };
+            let response = head.response(Some((&text, &last)));
+            let end = if last.finish_reason() == FinishReason::Length {
+                "response.incomplete"
+            } else {
+                "response.completed"
+            };
+            let closing = [
+                (
+                    "response.output_text.done",
+                    with(json!({"text": text, "logprobs": []})),
+                ),
+                (
+                    "response.content_part.done",
+                    with(json!({"part": part(&text)})),
+                ),
+                (
+                    "response.output_item.done",
+                    json!({"output_index": 0, "item": head.item(Some(&text))}),
+                ),
+                (end, json!({"response": response})),
+            ];
+            for (kind, data) in closing {
+                if !events.send(kind, data).await {
+                    return;
+                }
+            }
+            return;
+        }
+    });
+    sse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<pb::ChatRequest, ApiError> {
+        serde_json::from_value::<ResponsesRequest>(v)
+            .unwrap()
+            .to_chat()
+    }
+
+    #[test]
+    fn input_and_instructions_become_chat_messages() {
+        let r = parse(json!({"model": "m", "input": "hi", "instructions": "be brief", "max_output_tokens": 9}))
+            .unwrap();
+        let got: Vec<_> = r
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(got, [("system", "be brief"), ("user", "hi")]);
+        assert_eq!(r.max_tokens, 9);
+        let r = parse(json!({"model": "m", "input": "hi", "stop": "\n"})).unwrap();
+        assert_eq!(r.stop, ["\n"]);
+        let r = parse(json!({"model": "m", "input": [
+            {"role": "developer", "content": "d"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "c"}]}
+        ]}))
+        .unwrap();
+        let got: Vec<_> = r
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(got, [("system", "d"), ("user", "ab"), ("assistant", "c")]);
+    }
+
+    #[test]
+    fn what_we_cannot_honour_is_named() {
+        let e = |v: Value| parse(v).unwrap_err().message;
+        assert!(
+            e(json!({"model": "m", "input": "x", "tools": [{"type": "function"}]}))
+                .starts_with("tools")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "x", "previous_response_id": "r"}))
+                .starts_with("previous_response_id")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}))
+                .starts_with("text.format")
+        );
+        assert!(
+            parse(json!({"model": "m", "input": "x", "text": {"format": {"type": "text"}}}))
+                .is_ok()
+        );
+        let image = json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]});
+        assert!(e(image).starts_with("input[0].content[0].type"));
+        let call = json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]});
+        assert!(e(call).starts_with("input[0].type"));
+        assert!(e(json!({"model": "m", "input": [], "instructions": "x"})).starts_with("input"));
+    }
+
+    #[test]
+    fn responses_have_openais_shape() {
+        let head = Head {
+            id: "resp_1".into(),
+            item_id: "msg_1".into(),
+            created_at: 1,
+            request: serde_json::from_value(json!({"model": "m", "input": "x"})).unwrap(),
+        };
+        let last = |finish: FinishReason| pb::GenerateResponse {
+            finish_reason: finish.into(),
+            usage: Some(pb::Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = head.response(Some(("hi", &last(FinishReason::Stop))));
+        assert_eq!(
+            (r["object"].as_str(), r["status"].as_str()),
+            (Some("response"), Some("completed"))
+        );
+        assert_eq!(r["output"][0]["content"][0]["text"], "hi");
+        assert_eq!(r["output"][0]["content"][0]["type"], "output_text");
+        assert_eq!(r["usage"]["total_tokens"], 6);
+        let r = head.response(Some(("hi", &last(FinishReason::Length))));
+        assert_eq!(r["status"], "incomplete");
+        assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(head.response(None)["output"], json!([]));
+    }
+}
