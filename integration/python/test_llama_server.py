@@ -162,6 +162,19 @@ def test_completion_whole_and_streamed(server):
     assert status == 400 and "grammar" in err["error"]["message"]
 
 
+def test_apply_template_renders_the_prompt_a_chat_generates_from(server):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    status, plain = call(server[0] + "/apply-template", {"model": "plain", "messages": messages})
+    assert status == 200, plain
+    assert plain == {"prompt": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}
+    _, one = call(server[0] + "/apply-template", {"model": "base", "messages": messages[1:]})
+    assert one == {"prompt": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}
+    status, err = call(server[0] + "/apply-template", {"model": "nope", "messages": messages})
+    assert status == 404, err
+    status, err = call(server[0] + "/apply-template", {"model": "plain", "messages": []})
+    assert status == 400, err
+
+
 def test_a_stop_word_is_named_in_the_completion(server):
     body = {"model": "base", "prompt": PROMPT, "n_predict": 8, "temperature": 0}
     _, whole = call(server[0] + "/completion", body)

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
 //! `/v1/completions`, `/v1/embeddings`, `/v1/responses` ([`responses`]);
 //! Anthropic's `/v1/messages` ([`anthropic`]); llama-server's own endpoints
-//! (`/props`, `/tokenize`, `/detokenize`, `/completion`,
+//! (`/props`, `/tokenize`, `/detokenize`, `/apply-template`, `/completion`,
 //! `/embedding`), plus
 //! `/health` and `/metrics`; and the web console (`/`, [`console`]) with
 //! what it reads: llama-server's `/models*` ([`router_models`]), `/events`
@@ -94,6 +94,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/props", get(llama_server::props))
         .route("/tokenize", post(llama_server::tokenize))
         .route("/detokenize", post(llama_server::detokenize))
+        .route("/apply-template", post(llama_server::apply_template))
         .route("/embedding", post(llama_server::embedding))
         .route("/completion", post(native_completion::completion))
         .route("/completions", post(native_completion::completion))

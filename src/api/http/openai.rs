@@ -133,7 +133,8 @@ pub struct Message {
 }
 
 impl Message {
-    fn text(&self) -> Result<String, ApiError> {
+    /// Its text: plain, or the text parts joined; any other part is a 400.
+    pub fn text(&self) -> Result<String, ApiError> {
         match &self.content {
             None => Ok(String::new()),
             Some(Content::Text(t)) => Ok(t.clone()),
