@@ -184,6 +184,21 @@ def test_a_stop_word_is_named_in_the_completion(server):
     assert stopped["content"] == whole["content"][: whole["content"].index(word)]
 
 
+def test_autoload_false_refuses_a_model_that_is_not_loaded(server):
+    base = server[0]
+    call(base + "/models/unload", {"model": "plain"})
+    status, err = call(base + "/tokenize?autoload=false", {"model": "plain", "content": "x"})
+    assert status == 400 and "autoload=false" in err["error"]["message"], err
+    status, err = call(base + "/v1/chat/completions?autoload=false", {"model": "plain", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 400, err
+    [plain] = [m for m in call(base + "/models")[1]["data"] if m["id"] == "plain"]
+    assert plain["status"]["value"] != "loaded", plain
+    assert call(base + "/completion?autoload=maybe", {"model": "plain", "prompt": "x"})[0] == 400
+    status, tokens = call(base + "/tokenize?autoload=true", {"model": "plain", "content": "x"})
+    assert status == 200 and tokens["tokens"], tokens
+    assert call(base + "/tokenize?autoload=false", {"model": "plain", "content": "x"})[0] == 200
+
+
 def test_embedding_in_llama_servers_shape(server):
     status, rows = call(server[0] + "/embedding", {"model": "base", "content": "a cat"})
     assert status == 200 and isinstance(rows, list) and rows[0]["index"] == 0

@@ -30,7 +30,7 @@ use crate::engine::limits::{RequestLimits, check_messages, check_stops};
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
-use crate::supervisor::{Lease, SupervisorHandle};
+use crate::supervisor::{AcquireOptions, Lease, SupervisorHandle};
 
 /// How long a broken call waits to learn why the worker ended.
 const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
@@ -42,6 +42,8 @@ pub struct Inference {
     supervisor: SupervisorHandle,
     metrics: Metrics,
     limits: RequestLimits,
+    /// What this handle's requests ask of the supervisor (autoload or not).
+    options: AcquireOptions,
 }
 
 impl Inference {
@@ -52,6 +54,16 @@ impl Inference {
             supervisor,
             metrics,
             limits,
+            options: AcquireOptions::default(),
+        }
+    }
+
+    /// This layer for one request whose model is loaded for it or not as
+    /// `autoload` says (`None`: as `--models-autoload` says).
+    pub fn autoload(&self, autoload: Option<bool>) -> Self {
+        Inference {
+            options: AcquireOptions { autoload },
+            ..self.clone()
         }
     }
 
@@ -146,7 +158,7 @@ impl Inference {
             return Err(InferenceError::NoModel);
         }
         let queued = self.metrics.queued();
-        let lease = self.supervisor.acquire(model).await?;
+        let lease = self.supervisor.acquire_with(model, self.options).await?;
         drop(queued);
         let active = ActiveLease::new(lease, &self.metrics);
         let client = InferenceServiceClient::new(active.lease.worker().channel.clone());

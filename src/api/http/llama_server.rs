@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::{HttpState, parse_json};
 use crate::params::value_name;
@@ -136,7 +137,8 @@ fn piece_json(bytes: &[u8]) -> Value {
 }
 
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
-pub async fn tokenize(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn tokenize(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: TokenizeBody = parse_json(&body)?;
         let reply = state
@@ -176,7 +178,12 @@ struct ApplyTemplateBody {
 
 /// `POST /apply-template`: `{"prompt": ...}`, what the model's chat template
 /// makes of the messages, ending where the answer starts; nothing is generated.
-pub async fn apply_template(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn apply_template(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: ApplyTemplateBody = parse_json(&body)?;
         let messages = r
@@ -210,7 +217,12 @@ struct DetokenizeBody {
 }
 
 /// `POST /detokenize`: `{"content": text}`.
-pub async fn detokenize(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn detokenize(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: DetokenizeBody = parse_json(&body)?;
         let reply = state
@@ -246,7 +258,12 @@ struct EmbeddingBody {
 }
 
 /// `POST /embedding`: `[{"index": i, "embedding": [[pooled vector]]}]`.
-pub async fn embedding(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn embedding(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: EmbeddingBody = parse_json(&body)?;
         let normalize = match r.embd_normalize {

@@ -11,6 +11,7 @@
 //! error becomes an HTTP status once, in [`error`].
 
 mod anthropic;
+mod autoload;
 mod completions;
 mod console;
 pub mod error;
@@ -71,6 +72,15 @@ pub struct HttpState {
     pub started: Instant,
     /// Whether models load on their first request (`GET /props` says so).
     pub models_autoload: bool,
+}
+
+impl HttpState {
+    /// The state for one request, its inference loading models or not as
+    /// its `?autoload=` says.
+    fn autoload(mut self, autoload: autoload::Autoload) -> Self {
+        self.inference = self.inference.autoload(autoload.0);
+        self
+    }
 }
 
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.

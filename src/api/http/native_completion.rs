@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::openai::Stop;
 use super::{HttpState, parse_json};
@@ -234,7 +235,12 @@ fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
 }
 
 /// `POST /completion`.
-pub async fn completion(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn completion(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let request: CompletionBody = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::generation::{self, EventSender, Next, collect, counts, response_id};
 use super::openai::Stop;
@@ -278,7 +279,8 @@ fn part(text: &str) -> Value {
 }
 
 /// `POST /v1/responses`.
-pub async fn create(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn create(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    let state = state.autoload(autoload);
     let started = async {
         let request: ResponsesRequest = parse_json(&body)?;
         let pieces = state.inference.chat(request.to_chat()?).await?;

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use self::request::MessagesRequest;
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::generation::{self, EventSender, Next, collect, counts, response_id, send};
 use super::{HttpState, parse_json};
@@ -110,7 +111,8 @@ fn message(
 }
 
 /// `POST /v1/messages`.
-pub async fn create(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn create(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    let state = state.autoload(autoload);
     match start(&state, &body).await {
         Ok((request, pieces)) => {
             let id = response_id("msg_");
@@ -141,7 +143,12 @@ async fn start(
 }
 
 /// `POST /v1/messages/count_tokens`: the rendered prompt's length.
-pub async fn count_tokens(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn count_tokens(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let counted = async {
         let request: MessagesRequest = parse_json(&body)?;
         let reply = state
