@@ -9,6 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::engine::chat::{ChatError, ChatTemplate, Message};
+use crate::engine::grammar;
 use crate::engine::limits::check_stops;
 use crate::engine::{
     EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling, SamplingRequest,
@@ -97,6 +98,10 @@ impl WorkerInference {
         // max_tokens needs no bound of its own: the engine ends every
         // generation when its context is full (finish_reason length).
         check_stops(&stops)?;
+        let grammar = match sampling.and_then(|s| s.grammar.as_deref()) {
+            None | Some("") => None,
+            Some(g) => Some(grammar::compile(self.engine.model(), g).map_err(engine_status)?),
+        };
         let sampling = sampling.map(sampling_request);
         let sampling = Sampling::from_request(sampling.as_ref(), random_seed(), &self.sampling)
             .map_err(engine_status)?;
@@ -107,6 +112,7 @@ impl WorkerInference {
                 max_tokens,
                 sampling,
                 stops,
+                grammar,
                 received,
             })
             .await

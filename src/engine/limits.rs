@@ -13,6 +13,10 @@ pub const MAX_CHAT_MESSAGES: usize = 4096;
 /// Most content blocks per message (text parts joined into one).
 pub const MAX_CONTENT_BLOCKS: usize = 256;
 
+/// Most bytes of a request's grammar: llama.cpp parses it for the request
+/// and walks its rules at every token.
+pub const MAX_GRAMMAR_BYTES: usize = 64 * 1024;
+
 /// A request past one of the bounds; the message names the bound and how to change it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
@@ -39,6 +43,12 @@ pub enum LimitError {
     TooManyBlocks {
         /// How many were given.
         count: usize,
+    },
+    /// The grammar is too long.
+    #[error("a grammar of {len} bytes given; grammars are at most {MAX_GRAMMAR_BYTES} bytes")]
+    GrammarTooLong {
+        /// Its length in bytes.
+        len: usize,
     },
     /// Too many embedding inputs.
     #[error(
@@ -88,6 +98,14 @@ pub fn check_blocks(count: usize) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// A request's grammar, if any: how long.
+pub fn check_grammar(grammar: Option<&str>) -> Result<(), LimitError> {
+    match grammar {
+        Some(g) if g.len() > MAX_GRAMMAR_BYTES => Err(LimitError::GrammarTooLong { len: g.len() }),
+        _ => Ok(()),
+    }
+}
+
 /// A request's stop strings: how many and how long.
 pub fn check_stops(stops: &[String]) -> Result<(), LimitError> {
     if stops.len() > MAX_STOP_STRINGS {
@@ -124,6 +142,8 @@ mod tests {
         assert!(check_messages(MAX_CHAT_MESSAGES + 1).is_err());
         assert!(check_blocks(MAX_CONTENT_BLOCKS).is_ok());
         assert!(check_blocks(MAX_CONTENT_BLOCKS + 1).is_err());
+        assert!(check_grammar(Some("root ::= \"a\"")).is_ok());
+        assert!(check_grammar(Some(&"a".repeat(MAX_GRAMMAR_BYTES + 1))).is_err());
         let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];
         assert!(matches!(
             check_stops(&long),

@@ -26,7 +26,7 @@ use tonic::{Code, Status};
 pub use self::error::InferenceError;
 pub use self::relay::Pieces;
 use self::relay::{ActiveLease, relay};
-use crate::engine::limits::{RequestLimits, check_messages, check_stops};
+use crate::engine::limits::{RequestLimits, check_grammar, check_messages, check_stops};
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
@@ -71,6 +71,7 @@ impl Inference {
     /// finish reason and usage.
     pub async fn generate(&self, request: pb::GenerateRequest) -> Result<Pieces, InferenceError> {
         check_stops(&request.stop)?;
+        check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
             .on_worker(&model, |mut c| async move { c.generate(request).await })
@@ -81,6 +82,7 @@ impl Inference {
     /// Chats: the messages through the model's template, then as `generate`.
     pub async fn chat(&self, request: pb::ChatRequest) -> Result<Pieces, InferenceError> {
         check_stops(&request.stop)?;
+        check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
             .on_worker(&model, |mut c| async move { c.chat(request).await })
@@ -167,6 +169,11 @@ impl Inference {
             Err(status) => Err(worker_error(&active.lease, status).await),
         }
     }
+}
+
+/// A request's grammar, if it has one.
+fn grammar(sampling: Option<&pb::SamplingParams>) -> Option<&str> {
+    sampling.and_then(|s| s.grammar.as_deref())
 }
 
 /// What a worker's error status means: its own refusals pass through; a

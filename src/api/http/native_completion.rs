@@ -2,8 +2,8 @@
 //! `stream` and the sampling fields by llama-server's names, answered in its
 //! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
 //! streamed as server-sent events of the same objects (no `[DONE]`, as
-//! llama-server). Fields we know but cannot honour (`n_probs`, `grammar`,
-//! `json_schema`) are a 400 naming them.
+//! llama-server). `grammar` (GBNF) constrains the answer; fields we know
+//! but cannot honour (`n_probs`, `json_schema`) are a 400 naming them.
 
 use std::convert::Infallible;
 
@@ -58,10 +58,6 @@ impl CompletionBody {
         let refused = [
             (self.n_probs > 0, "n_probs"),
             (
-                self.grammar.as_deref().is_some_and(|g| !g.is_empty()),
-                "grammar",
-            ),
-            (
                 self.json_schema.as_ref().is_some_and(|s| !s.is_null()),
                 "json_schema",
             ),
@@ -95,6 +91,7 @@ impl CompletionBody {
                 penalty_last_n: self.repeat_last_n,
                 // Negative: llama-server's "random".
                 seed: self.seed.filter(|s| *s >= 0).map(|s| s as u32),
+                grammar: self.grammar.clone().filter(|g| !g.is_empty()),
             }),
             stop,
         })
@@ -294,9 +291,16 @@ mod tests {
                 .max_tokens,
             0
         );
-        let err = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
+        let g = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
+            .to_pb()
+            .unwrap();
+        assert_eq!(
+            g.sampling.unwrap().grammar.as_deref(),
+            Some("root ::= \"a\"")
+        );
+        let err = body(json!({"prompt": "p", "json_schema": {"type": "object"}}))
             .to_pb()
             .unwrap_err();
-        assert!(err.message.contains("grammar"), "{err:?}");
+        assert!(err.message.contains("json_schema"), "{err:?}");
     }
 }
