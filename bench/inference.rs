@@ -68,6 +68,7 @@ async fn in_process(engine: &EngineHandle) -> Run {
                 ..Sampling::default()
             },
             stops: vec![],
+            grammar: None,
             received: start,
         })
         .await

@@ -393,6 +393,43 @@ async fn clients_get_clear_errors() {
         chat.usage.unwrap().prompt_tokens > 3,
         "ChatML wraps the message"
     );
+    // ApplyTemplate: the prompt Chat generated from, and the same token count.
+    let rendered = c
+        .apply_template(pb::ApplyTemplateRequest {
+            model: "gemma".into(),
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rendered.prompt,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(rendered.prompt_tokens, chat.usage.unwrap().prompt_tokens);
+
+    // A grammar constrains the answer; one that does not parse is refused.
+    let constrained = |grammar: &str| pb::GenerateRequest {
+        sampling: Some(pb::SamplingParams {
+            temperature: Some(0.0),
+            grammar: Some(grammar.into()),
+            ..Default::default()
+        }),
+        ..greedy("gemma", PROMPT, 8)
+    };
+    let answer = generate(&d, constrained("root ::= \" Paris\" | \" Lyon\""))
+        .await
+        .unwrap();
+    assert!(
+        answer.text == " Paris" || answer.text == " Lyon",
+        "{answer:?}"
+    );
+    assert_eq!(answer.finish, pb::FinishReason::Stop as i32);
+    let err = c.generate(constrained("root ::= (")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Embeddings: one unit vector per input, the model's width, similar texts closer.
     let reply = c

@@ -28,7 +28,12 @@ impl ApiKey {
         let Some(token) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
             return false;
         };
-        bool::from(token.ct_eq(self.0.as_bytes()))
+        self.is(Some(token))
+    }
+
+    /// Whether a header that carries the key alone (Anthropic's `x-api-key`) holds this key.
+    pub fn is(&self, token: Option<&[u8]>) -> bool {
+        token.is_some_and(|t| bool::from(t.ct_eq(self.0.as_bytes())))
     }
 }
 
@@ -77,6 +82,11 @@ mod tests {
             assert!(!key.accepts(Some(bad)), "{bad:?}");
         }
         assert!(!key.accepts(None));
+        assert!(key.is(Some(b"s3cret")));
+        for bad in [&b"s3cre"[..], b"s3cret2", b"Bearer s3cret", b""] {
+            assert!(!key.is(Some(bad)), "{bad:?}");
+        }
+        assert!(!key.is(None));
         assert!(ApiKey::new("").is_none());
     }
 }

@@ -158,8 +158,86 @@ def test_completion_whole_and_streamed(server):
                 events.append(json.loads(line[6:]))
     assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
     assert "".join(e["content"] for e in events) == whole["content"]
-    status, err = call(server[0] + "/completion", {**body, "grammar": 'root ::= "a"'})
-    assert status == 400 and "grammar" in err["error"]["message"]
+    status, err = call(server[0] + "/completion", {**body, "json_schema": {"type": "object"}})
+    assert status == 400 and "json_schema" in err["error"]["message"]
+
+
+def test_apply_template_renders_the_prompt_a_chat_generates_from(server):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    status, plain = call(server[0] + "/apply-template", {"model": "plain", "messages": messages})
+    assert status == 200, plain
+    assert plain == {"prompt": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}
+    _, one = call(server[0] + "/apply-template", {"model": "base", "messages": messages[1:]})
+    assert one == {"prompt": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}
+    status, err = call(server[0] + "/apply-template", {"model": "nope", "messages": messages})
+    assert status == 404, err
+    status, err = call(server[0] + "/apply-template", {"model": "plain", "messages": []})
+    assert status == 400, err
+
+
+def test_a_stop_word_is_named_in_the_completion(server):
+    body = {"model": "base", "prompt": PROMPT, "n_predict": 8, "temperature": 0}
+    _, whole = call(server[0] + "/completion", body)
+    word = whole["content"].split()[1]
+    _, stopped = call(server[0] + "/completion", {**body, "stop": [word]})
+    assert (stopped["stop_type"], stopped["stopping_word"]) == ("word", word), stopped
+    assert stopped["content"] == whole["content"][: whole["content"].index(word)]
+
+
+def test_autoload_false_refuses_a_model_that_is_not_loaded(server):
+    base = server[0]
+    call(base + "/models/unload", {"model": "plain"})
+    status, err = call(base + "/tokenize?autoload=false", {"model": "plain", "content": "x"})
+    assert status == 400 and "autoload=false" in err["error"]["message"], err
+    status, err = call(base + "/v1/chat/completions?autoload=false", {"model": "plain", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 400, err
+    [plain] = [m for m in call(base + "/models")[1]["data"] if m["id"] == "plain"]
+    assert plain["status"]["value"] != "loaded", plain
+    assert call(base + "/completion?autoload=maybe", {"model": "plain", "prompt": "x"})[0] == 400
+    status, tokens = call(base + "/tokenize?autoload=true", {"model": "plain", "content": "x"})
+    assert status == 200 and tokens["tokens"], tokens
+    assert call(base + "/tokenize?autoload=false", {"model": "plain", "content": "x"})[0] == 200
+
+
+def test_a_grammar_constrains_the_completion(server):
+    body = {"model": "base", "prompt": "Is Paris in France? Answer:", "n_predict": 16, "temperature": 0}
+    grammar = 'root ::= " " ("yes" | "no") "."'
+    status, answer = call(server[0] + "/completion", {**body, "grammar": grammar})
+    assert status == 200, answer
+    assert answer["content"] in (" yes.", " no.") and answer["stop_type"] == "eos", answer
+    status, err = call(server[0] + "/completion", {**body, "grammar": "root ::= ("})
+    assert status == 400 and "grammar" in err["error"]["message"], err
+    status, err = call(server[0] + "/completion", {**body, "grammar": 'start ::= "a"'})
+    assert status == 400, err
+
+
+def test_json_object_answers_are_json(server):
+    client = openai.OpenAI(base_url=server[0] + "/v1", api_key="none", max_retries=0, timeout=120)
+    subjects = ["a cat", "Paris", "a car", "the moon", "a book", "an apple", "a river", "a song", "a chair", "a storm"]
+    # One example turn keeps the tiny demo model's objects short; the grammar
+    # makes them JSON, and ends the answer when the object closes.
+    example = [
+        {"role": "user", "content": "Describe a dog as a JSON object with a name and a colour."},
+        {"role": "assistant", "content": '{"name": "dog", "colour": "brown"}'},
+    ]
+    for subject in subjects:
+        answer = client.chat.completions.create(
+            model="base",
+            messages=[*example, {"role": "user", "content": f"Describe {subject} as a JSON object with a name and a colour."}],
+            response_format={"type": "json_object"},
+            max_tokens=96,
+            temperature=0.7,
+            seed=len(subject),
+        )
+        choice = answer.choices[0]
+        assert choice.finish_reason == "stop", choice.message.content
+        assert isinstance(json.loads(choice.message.content), dict), choice.message.content
+    with pytest.raises(openai.BadRequestError, match="json_schema"):
+        client.chat.completions.create(
+            model="base",
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        )
 
 
 def test_embedding_in_llama_servers_shape(server):

@@ -108,6 +108,15 @@ impl InferenceService for InferenceServiceImpl {
             self.inference.embed(request.into_inner()).await?,
         ))
     }
+
+    async fn apply_template(
+        &self,
+        request: Request<pb::ApplyTemplateRequest>,
+    ) -> Result<Response<pb::ApplyTemplateResponse>, Status> {
+        Ok(Response::new(
+            self.inference.apply_template(request.into_inner()).await?,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::engine::chat::{ChatError, ChatTemplate, Message};
+use crate::engine::grammar;
 use crate::engine::limits::check_stops;
 use crate::engine::{
     EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling, SamplingRequest,
@@ -57,6 +58,25 @@ impl WorkerInference {
         self.engine.tokenize(text, !has_bos, true)
     }
 
+    /// The messages through the model's chat template.
+    fn render(&self, messages: Vec<pb::ChatMessage>) -> Result<String, Status> {
+        let template = match self.template.as_ref() {
+            Ok(t) => t,
+            Err(e) => return Err(Status::failed_precondition(e.to_string())),
+        };
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .map(|m| Message {
+                role: m.role,
+                content: m.content,
+            })
+            .collect();
+        template.render(&messages).map_err(|e| match e {
+            ChatError::NoMessages => Status::invalid_argument(e.to_string()),
+            _ => Status::failed_precondition(e.to_string()),
+        })
+    }
+
     async fn stream(
         &self,
         prompt: Vec<llama_cpp_2::token::LlamaToken>,
@@ -78,6 +98,10 @@ impl WorkerInference {
         // max_tokens needs no bound of its own: the engine ends every
         // generation when its context is full (finish_reason length).
         check_stops(&stops)?;
+        let grammar = match sampling.and_then(|s| s.grammar.as_deref()) {
+            None | Some("") => None,
+            Some(g) => Some(grammar::compile(self.engine.model(), g).map_err(engine_status)?),
+        };
         let sampling = sampling.map(sampling_request);
         let sampling = Sampling::from_request(sampling.as_ref(), random_seed(), &self.sampling)
             .map_err(engine_status)?;
@@ -88,6 +112,7 @@ impl WorkerInference {
                 max_tokens,
                 sampling,
                 stops,
+                grammar,
                 received,
             })
             .await
@@ -123,13 +148,19 @@ fn random_seed() -> u32 {
 
 /// An engine piece as the wire message.
 pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
-    let (finish_reason, usage, error) = match piece.finish {
-        None => (pb::FinishReason::Unspecified, None, String::new()),
+    let (finish_reason, usage, error, stop_sequence) = match piece.finish {
+        None => (
+            pb::FinishReason::Unspecified,
+            None,
+            String::new(),
+            String::new(),
+        ),
         Some((finish, usage)) => {
-            let (reason, error) = match finish {
-                Finish::Stop => (pb::FinishReason::Stop, String::new()),
-                Finish::Length => (pb::FinishReason::Length, String::new()),
-                Finish::Error(e) => (pb::FinishReason::Error, e),
+            let (reason, error, stop) = match finish {
+                Finish::Stop => (pb::FinishReason::Stop, String::new(), String::new()),
+                Finish::StopString(s) => (pb::FinishReason::Stop, String::new(), s),
+                Finish::Length => (pb::FinishReason::Length, String::new(), String::new()),
+                Finish::Error(e) => (pb::FinishReason::Error, e, String::new()),
             };
             let usage = pb::Usage {
                 prompt_tokens: usage.prompt_tokens,
@@ -137,7 +168,7 @@ pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
                 time_to_first_token_ms: usage.time_to_first_token.as_secs_f64() * 1e3,
                 tokens_per_second: usage.tokens_per_second,
             };
-            (reason, Some(usage), error)
+            (reason, Some(usage), error, stop)
         }
     };
     pb::GenerateResponse {
@@ -146,6 +177,7 @@ pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
         finish_reason: finish_reason.into(),
         usage,
         error,
+        stop_sequence,
     }
 }
 
@@ -182,22 +214,7 @@ impl InferenceService for WorkerInference {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let r = request.into_inner();
-        let template = match self.template.as_ref() {
-            Ok(t) => t,
-            Err(e) => return Err(Status::failed_precondition(e.to_string())),
-        };
-        let messages: Vec<Message> = r
-            .messages
-            .into_iter()
-            .map(|m| Message {
-                role: m.role,
-                content: m.content,
-            })
-            .collect();
-        let prompt = template.render(&messages).map_err(|e| match e {
-            ChatError::NoMessages => Status::invalid_argument(e.to_string()),
-            _ => Status::failed_precondition(e.to_string()),
-        })?;
+        let prompt = self.render(r.messages)?;
         // Templates usually write the BOS token themselves: no second one.
         let tokens = self.prompt_tokens(&prompt);
         let stream = self
@@ -236,6 +253,18 @@ impl InferenceService for WorkerInference {
         let r = request.into_inner();
         let text = self.engine.detokenize(&r.tokens).map_err(engine_status)?;
         Ok(Response::new(pb::DetokenizeResponse { text }))
+    }
+
+    async fn apply_template(
+        &self,
+        request: Request<pb::ApplyTemplateRequest>,
+    ) -> Result<Response<pb::ApplyTemplateResponse>, Status> {
+        let prompt = self.render(request.into_inner().messages)?;
+        let tokens = self.prompt_tokens(&prompt).len();
+        Ok(Response::new(pb::ApplyTemplateResponse {
+            prompt,
+            prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn embed(

@@ -209,7 +209,7 @@ fn admit(
         if slot.is_some() {
             continue;
         }
-        let Some(job) = waiting.pop_front() else {
+        let Some(mut job) = waiting.pop_front() else {
             return;
         };
         let seq = i32::try_from(seq).unwrap_or(i32::MAX);
@@ -219,6 +219,12 @@ fn admit(
             // Penalties look at the prompt too, as llama-server's do.
             sampler.accept_many(job.request.prompt.iter());
         }
+        // The grammar goes first, outside the chain that saw the prompt: it
+        // only ever accepts generated tokens.
+        let sampler = match job.request.grammar.take() {
+            Some(grammar) => LlamaSampler::chain_simple([grammar, sampler]),
+            None => sampler,
+        };
         let text = TextStream::new(job.request.stops.clone());
         *slot = Some(Active {
             seq,
@@ -327,7 +333,11 @@ fn sample(
         let bytes = vocab.token_to_piece(token, false, None);
         match active.text.push(&bytes) {
             Released::Stopped(text) => {
-                end_with(ctx, slot, Finish::Stop, text);
+                let finish = active
+                    .text
+                    .hit()
+                    .map_or(Finish::Stop, |s| Finish::StopString(s.to_owned()));
+                end_with(ctx, slot, finish, text);
                 continue;
             }
             Released::Text(text) => {

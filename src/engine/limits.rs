@@ -8,6 +8,15 @@ pub const MAX_STOP_STRINGS: usize = 16;
 /// each stop's prefixes, so this bounds that work per token.
 pub const MAX_STOP_BYTES: usize = 256;
 
+/// Most messages per chat request (a long agent conversation has a few hundred).
+pub const MAX_CHAT_MESSAGES: usize = 4096;
+/// Most content blocks per message (text parts joined into one).
+pub const MAX_CONTENT_BLOCKS: usize = 256;
+
+/// Most bytes of a request's grammar: llama.cpp parses it for the request
+/// and walks its rules at every token.
+pub const MAX_GRAMMAR_BYTES: usize = 64 * 1024;
+
 /// A request past one of the bounds; the message names the bound and how to change it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
@@ -20,6 +29,24 @@ pub enum LimitError {
     /// A stop string is too long.
     #[error("a stop string of {len} bytes given; stop strings are at most {MAX_STOP_BYTES} bytes")]
     StopTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Too many messages in one conversation.
+    #[error("{count} messages given; a request takes at most {MAX_CHAT_MESSAGES}")]
+    TooManyMessages {
+        /// How many were given.
+        count: usize,
+    },
+    /// Too many content blocks in one message.
+    #[error("{count} content blocks in one message; a message takes at most {MAX_CONTENT_BLOCKS}")]
+    TooManyBlocks {
+        /// How many were given.
+        count: usize,
+    },
+    /// The grammar is too long.
+    #[error("a grammar of {len} bytes given; grammars are at most {MAX_GRAMMAR_BYTES} bytes")]
+    GrammarTooLong {
         /// Its length in bytes.
         len: usize,
     },
@@ -55,6 +82,30 @@ impl RequestLimits {
     }
 }
 
+/// A conversation's message count.
+pub fn check_messages(count: usize) -> Result<(), LimitError> {
+    if count > MAX_CHAT_MESSAGES {
+        return Err(LimitError::TooManyMessages { count });
+    }
+    Ok(())
+}
+
+/// One message's content block count.
+pub fn check_blocks(count: usize) -> Result<(), LimitError> {
+    if count > MAX_CONTENT_BLOCKS {
+        return Err(LimitError::TooManyBlocks { count });
+    }
+    Ok(())
+}
+
+/// A request's grammar, if any: how long.
+pub fn check_grammar(grammar: Option<&str>) -> Result<(), LimitError> {
+    match grammar {
+        Some(g) if g.len() > MAX_GRAMMAR_BYTES => Err(LimitError::GrammarTooLong { len: g.len() }),
+        _ => Ok(()),
+    }
+}
+
 /// A request's stop strings: how many and how long.
 pub fn check_stops(stops: &[String]) -> Result<(), LimitError> {
     if stops.len() > MAX_STOP_STRINGS {
@@ -87,6 +138,12 @@ mod tests {
             check_stops(&many),
             Err(LimitError::TooManyStops { count: 17 })
         ));
+        assert!(check_messages(MAX_CHAT_MESSAGES).is_ok());
+        assert!(check_messages(MAX_CHAT_MESSAGES + 1).is_err());
+        assert!(check_blocks(MAX_CONTENT_BLOCKS).is_ok());
+        assert!(check_blocks(MAX_CONTENT_BLOCKS + 1).is_err());
+        assert!(check_grammar(Some("root ::= \"a\"")).is_ok());
+        assert!(check_grammar(Some(&"a".repeat(MAX_GRAMMAR_BYTES + 1))).is_err());
         let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];
         assert!(matches!(
             check_stops(&long),

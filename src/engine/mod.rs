@@ -5,6 +5,7 @@
 pub mod chat;
 mod decode;
 mod embed;
+pub mod grammar;
 pub mod limits;
 mod progress;
 pub mod sampling;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::context::params::KvCacheType;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -67,8 +69,10 @@ pub enum EngineError {
 /// Why a generation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
-    /// End of generation token or a stop string.
+    /// End of generation token.
     Stop,
+    /// This stop string was reached.
+    StopString(String),
     /// `max_tokens` or the end of the slot's context.
     Length,
     /// The engine failed mid-stream.
@@ -110,6 +114,10 @@ pub struct GenerateRequest {
     pub sampling: Sampling,
     /// Stop strings.
     pub stops: Vec<String>,
+    /// The request's grammar sampler, compiled (so a bad grammar was refused
+    /// before the request reached the engine); it masks tokens first, and
+    /// never sees the prompt.
+    pub grammar: Option<LlamaSampler>,
     /// When the request arrived.
     pub received: Instant,
 }

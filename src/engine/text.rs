@@ -18,6 +18,8 @@ pub struct TextStream {
     /// Decoded text held back because it could be the start of a stop string.
     held: String,
     stops: Vec<String>,
+    /// The stop string that ended the stream, once one did.
+    hit: Option<String>,
 }
 
 impl TextStream {
@@ -27,6 +29,7 @@ impl TextStream {
             partial: Vec::new(),
             held: String::new(),
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            hit: None,
         }
     }
 
@@ -35,7 +38,8 @@ impl TextStream {
         self.partial.extend_from_slice(bytes);
         let decoded = take_utf8(&mut self.partial);
         self.held.push_str(&decoded);
-        if let Some(at) = self.first_stop() {
+        if let Some((at, stop)) = self.first_stop() {
+            self.hit = Some(stop);
             let before = self.held.get(..at).unwrap_or_default().to_owned();
             self.held.clear();
             self.partial.clear();
@@ -54,8 +58,18 @@ impl TextStream {
         text
     }
 
-    fn first_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|s| self.held.find(s)).min()
+    /// The stop string that ended the stream (after `push` returned `Stopped`).
+    pub fn hit(&self) -> Option<&str> {
+        self.hit.as_deref()
+    }
+
+    /// Where the earliest stop string starts in the held text, and which it is.
+    fn first_stop(&self) -> Option<(usize, String)> {
+        self.stops
+            .iter()
+            .filter_map(|s| self.held.find(s).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(at, s)| (at, s.clone()))
     }
 
     /// Length of the longest tail of the held text that begins some stop string.
@@ -169,6 +183,7 @@ mod tests {
     fn the_earliest_of_several_stop_strings_wins() {
         let mut s = TextStream::new(vec!["world".into(), "lo".into(), String::new()]);
         assert_eq!(s.push(b"hello world"), Released::Stopped("hel".into()));
+        assert_eq!(s.hit(), Some("lo"));
     }
 
     #[test]

@@ -26,11 +26,11 @@ use tonic::{Code, Status};
 pub use self::error::InferenceError;
 pub use self::relay::Pieces;
 use self::relay::{ActiveLease, relay};
-use crate::engine::limits::{RequestLimits, check_stops};
+use crate::engine::limits::{RequestLimits, check_grammar, check_messages, check_stops};
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
-use crate::supervisor::{Lease, SupervisorHandle};
+use crate::supervisor::{AcquireOptions, Lease, SupervisorHandle};
 
 /// How long a broken call waits to learn why the worker ended.
 const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
@@ -42,6 +42,8 @@ pub struct Inference {
     supervisor: SupervisorHandle,
     metrics: Metrics,
     limits: RequestLimits,
+    /// What this handle's requests ask of the supervisor (autoload or not).
+    options: AcquireOptions,
 }
 
 impl Inference {
@@ -52,6 +54,16 @@ impl Inference {
             supervisor,
             metrics,
             limits,
+            options: AcquireOptions::default(),
+        }
+    }
+
+    /// This layer for one request whose model is loaded for it or not as
+    /// `autoload` says (`None`: as `--models-autoload` says).
+    pub fn autoload(&self, autoload: Option<bool>) -> Self {
+        Inference {
+            options: AcquireOptions { autoload },
+            ..self.clone()
         }
     }
 
@@ -59,6 +71,7 @@ impl Inference {
     /// finish reason and usage.
     pub async fn generate(&self, request: pb::GenerateRequest) -> Result<Pieces, InferenceError> {
         check_stops(&request.stop)?;
+        check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
             .on_worker(&model, |mut c| async move { c.generate(request).await })
@@ -69,11 +82,29 @@ impl Inference {
     /// Chats: the messages through the model's template, then as `generate`.
     pub async fn chat(&self, request: pb::ChatRequest) -> Result<Pieces, InferenceError> {
         check_stops(&request.stop)?;
+        check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
             .on_worker(&model, |mut c| async move { c.chat(request).await })
             .await?;
         Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
+    }
+
+    /// The prompt `chat` would generate from for these messages, and its
+    /// length in tokens; nothing is generated.
+    pub async fn apply_template(
+        &self,
+        request: pb::ApplyTemplateRequest,
+    ) -> Result<pb::ApplyTemplateResponse, InferenceError> {
+        check_messages(request.messages.len())?;
+        let model = request.model.clone();
+        let (_, reply) = self
+            .on_worker(
+                &model,
+                |mut c| async move { c.apply_template(request).await },
+            )
+            .await?;
+        Ok(reply.into_inner())
     }
 
     /// Text to the model's token ids.
@@ -129,7 +160,7 @@ impl Inference {
             return Err(InferenceError::NoModel);
         }
         let queued = self.metrics.queued();
-        let lease = self.supervisor.acquire(model).await?;
+        let lease = self.supervisor.acquire_with(model, self.options).await?;
         drop(queued);
         let active = ActiveLease::new(lease, &self.metrics);
         let client = InferenceServiceClient::new(active.lease.worker().channel.clone());
@@ -138,6 +169,11 @@ impl Inference {
             Err(status) => Err(worker_error(&active.lease, status).await),
         }
     }
+}
+
+/// A request's grammar, if it has one.
+fn grammar(sampling: Option<&pb::SamplingParams>) -> Option<&str> {
+    sampling.and_then(|s| s.grammar.as_deref())
 }
 
 /// What a worker's error status means: its own refusals pass through; a

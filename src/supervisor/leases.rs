@@ -5,14 +5,21 @@ use super::clock::Moment;
 use super::record::{LeaseReply, WorkerState};
 use super::runtime::{ModelControl, ModelRuntime};
 use super::state::SupervisorState;
-use super::types::{ModelState, SupervisorError};
+use super::types::{AcquireOptions, ModelState, SupervisorError};
 use crate::worker::WorkerEnded;
 
 impl<R: ModelRuntime> SupervisorState<R> {
     /// Makes the model busy now if it is ready, or once its load (started here
-    /// when autoload is on) completes, then starts its worker if none runs;
-    /// `reply` gets the worker, or why not.
-    pub(super) fn acquire(&mut self, id: &str, reply: LeaseReply<R::Worker>, now: Moment) {
+    /// when autoload is on, or `options` turn it on for this request)
+    /// completes, then starts its worker if none runs; `reply` gets the
+    /// worker, or why not.
+    pub(super) fn acquire(
+        &mut self,
+        id: &str,
+        options: AcquireOptions,
+        reply: LeaseReply<R::Worker>,
+        now: Moment,
+    ) {
         let (state, restart_wait) = match self.record(id) {
             Ok(model) => (model.state, model.crashes.wait_left(now.mono)),
             Err(e) => {
@@ -41,11 +48,21 @@ impl<R: ModelRuntime> SupervisorState<R> {
             ))));
             return;
         }
-        if !self.settings.autoload {
-            let _ = reply.send(Err(SupervisorError::FailedPrecondition(format!(
-                "model {id} is not loaded and autoload is off (--no-models-autoload): load it first"
-            ))));
-            return;
+        match options.autoload {
+            Some(true) => {}
+            Some(false) => {
+                let _ = reply.send(Err(SupervisorError::FailedPrecondition(format!(
+                    "model {id} is not loaded and the request says autoload=false: load it first"
+                ))));
+                return;
+            }
+            None if !self.settings.autoload => {
+                let _ = reply.send(Err(SupervisorError::FailedPrecondition(format!(
+                    "model {id} is not loaded and autoload is off (--no-models-autoload): load it first"
+                ))));
+                return;
+            }
+            None => {}
         }
         match self.load(id, now) {
             Ok(_) => {

@@ -33,8 +33,8 @@ use crate::worker::process::WorkerEnv;
 
 pub use runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport, WorkerRef};
 pub use types::{
-    Eviction, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary, StatusView,
-    SupervisorError, UnloadCause,
+    AcquireOptions, Eviction, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary,
+    StatusView, SupervisorError, UnloadCause,
 };
 
 use clock::Moment;
@@ -82,7 +82,7 @@ enum Request {
     Status(oneshot::Sender<StatusView>),
     Rescan(Reply<RescanSummary>),
     ApplySettings(SupervisorSettings, oneshot::Sender<()>),
-    Acquire(String, Reply<WorkerLink>),
+    Acquire(String, AcquireOptions, Reply<WorkerLink>),
     Ping(oneshot::Sender<()>),
 }
 
@@ -143,7 +143,18 @@ impl SupervisorHandle {
     /// first (queueing under `--models-max`) when autoload is on, and starting
     /// its worker if none runs.
     pub async fn acquire(&self, id: &str) -> Result<Lease, SupervisorError> {
-        let worker = self.ask(|r| Request::Acquire(id.to_owned(), r)).await??;
+        self.acquire_with(id, AcquireOptions::default()).await
+    }
+
+    /// As [`Self::acquire`], with this request's `options` (autoload or not).
+    pub async fn acquire_with(
+        &self,
+        id: &str,
+        options: AcquireOptions,
+    ) -> Result<Lease, SupervisorError> {
+        let worker = self
+            .ask(|r| Request::Acquire(id.to_owned(), options, r))
+            .await??;
         Ok(Lease {
             // The model's id, which `id` may only be an alias of.
             id: worker.model.clone(),
@@ -333,9 +344,9 @@ async fn handle(
         Request::Ping(reply) => {
             let _ = reply.send(());
         }
-        Request::Acquire(id, reply) => {
+        Request::Acquire(id, options, reply) => {
             let id = state.resolve(&id);
-            state.acquire(&id, reply, now);
+            state.acquire(&id, options, reply, now);
         }
         Request::ApplySettings(settings, reply) => {
             state.apply_settings(settings, now);

@@ -201,6 +201,15 @@ pub struct RescanSummary {
     pub changed: u32,
 }
 
+/// How one request may use its model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcquireOptions {
+    /// Whether a model that is not loaded is loaded for this request:
+    /// `None` follows `--models-autoload`; `Some` overrides it for this
+    /// request only (llama-server's `?autoload=`).
+    pub autoload: Option<bool>,
+}
+
 /// Why a supervisor request failed; maps onto gRPC status codes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SupervisorError {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
 use super::{HttpState, parse_json};
@@ -160,7 +161,8 @@ where
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn chat(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    let state = state.autoload(autoload);
     complete(Kind::Chat, &body, |r: ChatCompletionRequest| async move {
         Ok(state.inference.chat(r.to_pb()?).await?)
     })
@@ -168,7 +170,12 @@ pub async fn chat(State(state): State<HttpState>, body: Bytes) -> Response {
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn completions(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     complete(Kind::Text, &body, |r: CompletionRequest| async move {
         Ok(state.inference.generate(r.to_pb()?).await?)
     })

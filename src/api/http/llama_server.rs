@@ -1,6 +1,7 @@
 //! llama-server's own endpoints, in its shapes: `GET /props` (the router's
 //! role; `?model=ID` for one model's effective settings), `POST /tokenize`
-//! (`with_pieces`), `POST /detokenize` and `POST /embedding`. They call the
+//! (`with_pieces`), `POST /detokenize`, `POST /apply-template` (the
+//! prompt a chat renders to, by the worker's template) and `POST /embedding`. They call the
 //! inference layer like the OpenAI handlers; `/completion` is in
 //! `native_completion.rs`. (`/models`, `/models/load`, `/models/unload`
 //! belong to the web console's module.)
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::{HttpState, parse_json};
 use crate::params::value_name;
@@ -133,7 +135,8 @@ fn piece_json(bytes: &[u8]) -> Value {
 }
 
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
-pub async fn tokenize(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn tokenize(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: TokenizeBody = parse_json(&body)?;
         let reply = state
@@ -163,6 +166,47 @@ pub async fn tokenize(State(state): State<HttpState>, body: Bytes) -> Response {
 }
 
 /// `POST /detokenize`.
+/// `POST /apply-template`'s body: OpenAI chat messages.
+#[derive(Debug, Deserialize)]
+struct ApplyTemplateBody {
+    #[serde(default)]
+    model: String,
+    messages: Vec<super::openai::Message>,
+}
+
+/// `POST /apply-template`: `{"prompt": ...}`, what the model's chat template
+/// makes of the messages, ending where the answer starts; nothing is generated.
+pub async fn apply_template(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
+    let result = async {
+        let r: ApplyTemplateBody = parse_json(&body)?;
+        let messages = r
+            .messages
+            .iter()
+            .map(|m| {
+                Ok(pb::ChatMessage {
+                    role: m.role.clone(),
+                    content: m.text()?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let reply = state
+            .inference
+            .apply_template(pb::ApplyTemplateRequest {
+                model: r.model,
+                messages,
+            })
+            .await?;
+        Ok(json!({"prompt": reply.prompt}))
+    }
+    .await;
+    answer(result)
+}
+
 #[derive(Debug, Deserialize)]
 struct DetokenizeBody {
     #[serde(default)]
@@ -171,7 +215,12 @@ struct DetokenizeBody {
 }
 
 /// `POST /detokenize`: `{"content": text}`.
-pub async fn detokenize(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn detokenize(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: DetokenizeBody = parse_json(&body)?;
         let reply = state
@@ -207,7 +256,12 @@ struct EmbeddingBody {
 }
 
 /// `POST /embedding`: `[{"index": i, "embedding": [[pooled vector]]}]`.
-pub async fn embedding(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn embedding(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let r: EmbeddingBody = parse_json(&body)?;
         let normalize = match r.embd_normalize {

@@ -1,6 +1,8 @@
 //! The OpenAI-compatible HTTP API (axum): `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, llama-server's own endpoints
-//! (`/props`, `/tokenize`, `/detokenize`, `/completion`, `/embedding`), plus
+//! `/v1/completions`, `/v1/embeddings`, `/v1/responses` ([`responses`]);
+//! Anthropic's `/v1/messages` ([`anthropic`]); llama-server's own endpoints
+//! (`/props`, `/tokenize`, `/detokenize`, `/apply-template`, `/completion`,
+//! `/embedding`), plus
 //! `/health` and `/metrics`; and the web console (`/`, [`console`]) with
 //! what it reads: llama-server's `/models*` ([`router_models`]), `/events`
 //! ([`events`]) and `/status`. [`origin`] keeps other sites' pages off
@@ -10,17 +12,21 @@
 //! resolution, autoload, leases and errors are one code path; its typed
 //! error becomes an HTTP status once, in [`error`].
 
+mod anthropic;
+mod autoload;
 mod completions;
 mod console;
 mod crash_reports;
 pub mod error;
 mod events;
 mod extract;
+mod generation;
 mod llama_server;
 mod models;
 mod native_completion;
 pub mod openai;
 pub mod origin;
+mod responses;
 pub mod router_models;
 mod status;
 
@@ -81,6 +87,15 @@ pub struct HttpState {
     pub hosts: std::sync::Arc<HostPolicy>,
 }
 
+impl HttpState {
+    /// The state for one request, its inference loading models or not as
+    /// its `?autoload=` says.
+    fn autoload(mut self, autoload: autoload::Autoload) -> Self {
+        self.inference = self.inference.autoload(autoload.0);
+        self
+    }
+}
+
 /// Parses a JSON body; a bad one is a 400 in OpenAI's shape.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -96,9 +111,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(models::embeddings))
+        .route("/v1/messages", post(anthropic::create))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::create))
         .route("/props", get(llama_server::props))
         .route("/tokenize", post(llama_server::tokenize))
         .route("/detokenize", post(llama_server::detokenize))
+        .route("/apply-template", post(llama_server::apply_template))
         .route("/embedding", post(llama_server::embedding))
         .route("/completion", post(native_completion::completion))
         .route("/completions", post(native_completion::completion))
@@ -128,14 +147,27 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+/// The key may come as `Authorization: Bearer KEY` or, as Anthropic's
+/// clients send it, `x-api-key: KEY`; both are compared in constant time.
+/// Anthropic's endpoints refuse in Anthropic's error shape.
 async fn require_key(State(state): State<HttpState>, request: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        if !key.accepts(header) {
-            return ApiError::unauthorized().into_response();
+        let headers = request.headers();
+        let bearer = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let x_api_key = headers.get("x-api-key").map(|v| v.as_bytes());
+        // Both are checked, so the time taken does not say which one was sent.
+        let by_bearer = key.accepts(bearer);
+        let by_x_api_key = key.is(x_api_key);
+        if !(by_bearer | by_x_api_key) {
+            let refused = ApiError::unauthorized();
+            if request.uri().path().starts_with("/v1/messages") {
+                return anthropic::AnthropicError(ApiError {
+                    message: "missing or wrong API key: send `x-api-key: <key>` or `Authorization: Bearer <key>`".into(),
+                    ..refused
+                })
+                .into_response();
+            }
+            return refused.into_response();
         }
     }
     next.run(request).await

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::openai::EmbeddingRequest;
 use super::{HttpState, parse_json};
@@ -68,7 +69,12 @@ fn base64_vector(values: &[f32]) -> String {
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn embeddings(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let result = async {
         let request: EmbeddingRequest = parse_json(&body)?;
         let reply = state.inference.embed(request.to_pb()?).await?;

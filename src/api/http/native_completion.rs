@@ -2,8 +2,8 @@
 //! `stream` and the sampling fields by llama-server's names, answered in its
 //! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
 //! streamed as server-sent events of the same objects (no `[DONE]`, as
-//! llama-server). Fields we know but cannot honour (`n_probs`, `grammar`,
-//! `json_schema`) are a 400 naming them.
+//! llama-server). `grammar` (GBNF) constrains the answer; fields we know
+//! but cannot honour (`n_probs`, `json_schema`) are a 400 naming them.
 
 use std::convert::Infallible;
 
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::autoload::Autoload;
 use super::error::ApiError;
 use super::openai::Stop;
 use super::{HttpState, parse_json};
@@ -57,10 +58,6 @@ impl CompletionBody {
         let refused = [
             (self.n_probs > 0, "n_probs"),
             (
-                self.grammar.as_deref().is_some_and(|g| !g.is_empty()),
-                "grammar",
-            ),
-            (
                 self.json_schema.as_ref().is_some_and(|s| !s.is_null()),
                 "json_schema",
             ),
@@ -94,6 +91,7 @@ impl CompletionBody {
                 penalty_last_n: self.repeat_last_n,
                 // Negative: llama-server's "random".
                 seed: self.seed.filter(|s| *s >= 0).map(|s| s as u32),
+                grammar: self.grammar.clone().filter(|g| !g.is_empty()),
             }),
             stop,
         })
@@ -107,10 +105,11 @@ struct Header {
     n_predict: i64,
 }
 
-/// llama-server's `stop_type` for our finish reason.
-fn stop_type(finish: FinishReason) -> &'static str {
-    match finish {
+/// llama-server's `stop_type` for how the generation ended.
+fn stop_type(piece: &pb::GenerateResponse) -> &'static str {
+    match piece.finish_reason() {
         FinishReason::Length => "limit",
+        _ if !piece.stop_sequence.is_empty() => "word",
         _ => "eos",
     }
 }
@@ -118,7 +117,6 @@ fn stop_type(finish: FinishReason) -> &'static str {
 /// The last object: the whole `content` (or the last piece when streaming), with timings.
 fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResponse) -> Value {
     let usage = piece.usage.unwrap_or_default();
-    let finish = piece.finish_reason();
     json!({
         "index": 0,
         "content": content,
@@ -131,8 +129,8 @@ fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResp
         "generation_settings": {"n_predict": header.n_predict},
         "has_new_line": content.contains('\n'),
         "truncated": false,
-        "stop_type": stop_type(finish),
-        "stopping_word": "",
+        "stop_type": stop_type(piece),
+        "stopping_word": piece.stop_sequence,
         "tokens_cached": 0,
         "timings": {
             "prompt_n": usage.prompt_tokens,
@@ -234,7 +232,12 @@ fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
 }
 
 /// `POST /completion`.
-pub async fn completion(State(state): State<HttpState>, body: Bytes) -> Response {
+pub async fn completion(
+    State(state): State<HttpState>,
+    autoload: Autoload,
+    body: Bytes,
+) -> Response {
+    let state = state.autoload(autoload);
     let request: CompletionBody = match parse_json(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -288,9 +291,16 @@ mod tests {
                 .max_tokens,
             0
         );
-        let err = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
+        let g = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
+            .to_pb()
+            .unwrap();
+        assert_eq!(
+            g.sampling.unwrap().grammar.as_deref(),
+            Some("root ::= \"a\"")
+        );
+        let err = body(json!({"prompt": "p", "json_schema": {"type": "object"}}))
             .to_pb()
             .unwrap_err();
-        assert!(err.message.contains("grammar"), "{err:?}");
+        assert!(err.message.contains("json_schema"), "{err:?}");
     }
 }

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::engine::grammar::JSON_OBJECT;
 use crate::proto::pb;
 
 /// `stop`: one string or several.
@@ -50,6 +51,8 @@ pub struct Sampling {
     pub stream: bool,
     /// `{"include_usage": true}` adds a last chunk with usage.
     pub stream_options: Option<StreamOptions>,
+    /// llama.cpp extension: a GBNF grammar the answer must match.
+    pub grammar: Option<String>,
 }
 
 /// `stream_options`.
@@ -86,6 +89,7 @@ impl Sampling {
             penalty_last_n: None,
             // Any integer is a valid seed to OpenAI; the same one still gives the same tokens.
             seed: self.seed.map(|s| s as u32),
+            grammar: self.grammar.clone(),
         }
     }
 
@@ -133,7 +137,8 @@ pub struct Message {
 }
 
 impl Message {
-    fn text(&self) -> Result<String, ApiError> {
+    /// Its text: plain, or the text parts joined; any other part is a 400.
+    pub fn text(&self) -> Result<String, ApiError> {
         match &self.content {
             None => Ok(String::new()),
             Some(Content::Text(t)) => Ok(t.clone()),
@@ -165,6 +170,27 @@ pub struct ChatCompletionRequest {
     /// Sampling and streaming.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// `{"type": "text"}` or `{"type": "json_object"}`.
+    pub response_format: Option<serde_json::Value>,
+}
+
+/// The grammar a `response_format` asks for: none for text, a JSON object's
+/// for `json_object`. `json_schema` needs llama.cpp's schema-to-grammar
+/// converter (llama-cpp-2's `common` feature, not built): a 400 until then.
+fn format_grammar(format: Option<&serde_json::Value>) -> Result<Option<String>, ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(serde_json::Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(JSON_OBJECT.to_owned())),
+        Some("json_schema") => Err(ApiError::bad_request(
+            "response_format json_schema is not supported yet (it needs llama.cpp's json_schema_to_grammar): use json_object, or a GBNF `grammar`",
+        )),
+        other => Err(ApiError::bad_request(format!(
+            "response_format type {other:?} is not one of text, json_object"
+        ))),
+    }
 }
 
 impl ChatCompletionRequest {
@@ -184,11 +210,20 @@ impl ChatCompletionRequest {
                 })
             })
             .collect::<Result<_, ApiError>>()?;
+        let mut sampling = self.sampling.params();
+        if let Some(grammar) = format_grammar(self.response_format.as_ref())? {
+            if sampling.grammar.is_some() {
+                return Err(ApiError::bad_request(
+                    "send either response_format or grammar, not both",
+                ));
+            }
+            sampling.grammar = Some(grammar);
+        }
         Ok(pb::ChatRequest {
             model: self.model.clone(),
             messages,
             max_tokens: self.sampling.max_tokens(),
-            sampling: Some(self.sampling.params()),
+            sampling: Some(sampling),
             stop: self.sampling.stops(),
         })
     }
@@ -358,6 +393,21 @@ mod tests {
         let image = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
         assert!(base(image).unwrap_err().message.contains("image_url"));
         assert!(base(json!({"messages": []})).is_err());
+        let json_object = base(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert_eq!(
+            json_object.sampling.unwrap().grammar.as_deref(),
+            Some(JSON_OBJECT)
+        );
+        let text = base(json!({"response_format": {"type": "text"}, "grammar": "root ::= \"a\""}))
+            .unwrap();
+        assert_eq!(
+            text.sampling.unwrap().grammar.as_deref(),
+            Some("root ::= \"a\"")
+        );
+        let schema = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}});
+        assert!(base(schema).unwrap_err().message.contains("json_schema"));
+        let both = json!({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""});
+        assert!(base(both).is_err());
         assert!(chat(json!({"messages": []})).is_err(), "model is required");
     }
 

@@ -62,6 +62,49 @@ fn without_autoload_a_request_for_an_unloaded_model_is_refused() {
 }
 
 #[test]
+fn a_requests_autoload_overrides_the_daemons() {
+    let off = SupervisorSettings {
+        autoload: false,
+        ..settings(1)
+    };
+    let mut h = Harness::new(off, &[("a", 100)]);
+    let _rx = h.acquire_with(
+        "a",
+        AcquireOptions {
+            autoload: Some(true),
+        },
+    );
+    assert_eq!(
+        h.started(),
+        ["a"],
+        "autoload=true loads it although the daemon's is off"
+    );
+
+    let mut h = Harness::with(1, &["a"]);
+    let mut rx = h.acquire_with(
+        "a",
+        AcquireOptions {
+            autoload: Some(false),
+        },
+    );
+    assert!(
+        matches!(lease_error(&mut rx), SupervisorError::FailedPrecondition(m) if m.contains("autoload=false"))
+    );
+    assert!(h.started().is_empty(), "nothing loads for it");
+    h.load_ready("a");
+    h.take_calls();
+    let mut rx = h.acquire_with(
+        "a",
+        AcquireOptions {
+            autoload: Some(false),
+        },
+    );
+    assert_eq!(h.take_calls(), [Call::StartWorker("a".into())]);
+    h.serve("a", 3);
+    assert!(rx.try_recv().unwrap().is_ok(), "a loaded model serves it");
+}
+
+#[test]
 fn requests_name_models_by_id_or_alias() {
     let table = ModelSettings {
         aliases: vec!["fast".into()],

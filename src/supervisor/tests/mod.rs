@@ -259,8 +259,13 @@ impl Harness {
     }
 
     fn acquire(&mut self, id: &str) -> LeaseRx {
+        self.acquire_with(id, AcquireOptions::default())
+    }
+
+    /// A request for `id` with its own options.
+    fn acquire_with(&mut self, id: &str, options: AcquireOptions) -> LeaseRx {
         let (tx, rx) = oneshot::channel();
-        self.state.acquire(id, tx, self.now);
+        self.state.acquire(id, options, tx, self.now);
         rx
     }
 
