@@ -133,7 +133,9 @@ async fn lists_files_split_sets_folders_and_failed_files() {
 #[tokio::test]
 async fn hot_reload_adds_waits_for_complete_copies_and_removes() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &[]).await;
+    // The settle time must stay well above the copy's pauses below (120 ms)
+    // even on a loaded machine, or a pause reads as a finished copy.
+    let d = Daemon::start(dir.path(), &["--watch-debounce-ms", "1000"]).await;
     assert!(d.models().await.is_empty());
 
     tiny_model(&dir.path().join("added.gguf"), "Added");

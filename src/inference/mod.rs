@@ -32,8 +32,10 @@ use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
 use crate::supervisor::{AcquireOptions, Lease, SupervisorHandle};
 
-/// How long a broken call waits to learn why the worker ended.
-const EXIT_REASON_WAIT: Duration = Duration::from_secs(2);
+/// How long a broken call waits to learn why the worker ended: the daemon
+/// first lets the worker's stderr drain (up to 1 s) and writes its crash
+/// report, and a loaded machine is slow at both.
+const EXIT_REASON_WAIT: Duration = Duration::from_secs(5);
 
 /// A handle on the inference layer; cheap to clone, one shared by every
 /// interface so that requests are counted in one place.
