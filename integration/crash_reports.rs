@@ -167,3 +167,48 @@ async fn without_a_crash_directory_the_daemon_still_serves_and_says_so() {
     assert!(err.contains("crash reports are off"), "{err}");
     assert!(d.log_text().contains("cannot keep crash reports"));
 }
+
+#[tokio::test]
+async fn a_report_lists_the_requests_the_worker_was_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let crashes = dir.path().join("crashes");
+    let d = Daemon::start(dir.path(), &["--crash-dir", crashes.to_str().unwrap()]).await;
+    // A long generation, a few tokens into it when the worker dies.
+    let mut stream = d
+        .inference()
+        .await
+        .generate(greedy("gemma", "Once upon a time", 2000))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        stream.message().await.unwrap().unwrap();
+    }
+    let pid = d.model("gemma").await.unwrap().worker_pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let list = json(&d.cli(&["crashes", "--json"]));
+        if let Some(c) = list.as_array().and_then(|a| a.first()) {
+            break c["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no crash report");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report = json(&d.cli(&["crashes", "show", &id, "--json"]));
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "{report:#}");
+    let r = &requests[0];
+    assert_eq!(r["kind"], "generate");
+    assert_eq!(r["client"], "grpc");
+    assert!(r["generated_tokens"].as_u64().unwrap() >= 3, "{r}");
+    assert!(
+        !report.to_string().contains("Once upon a time"),
+        "a report never holds prompt text"
+    );
+}

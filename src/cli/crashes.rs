@@ -52,9 +52,26 @@ pub async fn run(
                     .collect()
             })
             .unwrap_or_default();
+        let requests: Vec<String> = full
+            .get("requests")
+            .and_then(Json::as_array)
+            .map(|all| {
+                all.iter()
+                    .map(|r| {
+                        format!(
+                            "{} over {}, {} ms, {} tokens back",
+                            r["kind"].as_str().unwrap_or("?"),
+                            r["client"].as_str().unwrap_or("?"),
+                            r["running_ms"],
+                            r["generated_tokens"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let s = report.summary.unwrap_or_default();
         return out(&format!(
-            "crash {}\ntime:     {}\nmodel:    {}\nfiles:    {}\nworker:   pid {}\nbuild:    {}\nended:    {}\nsettings: {}\ncapture:  {}\nstderr (last {} lines):\n{}\n",
+            "crash {}\ntime:     {}\nmodel:    {}\nfiles:    {}\nworker:   pid {}\nbuild:    {}\nended:    {}\nsettings: {}\nrequests: {}\ncapture:  {}\nstderr (last {} lines):\n{}\n",
             s.id,
             s.time,
             s.model,
@@ -63,6 +80,11 @@ pub async fn run(
             field("build").as_str().unwrap_or_default(),
             s.reason,
             field("settings"),
+            if requests.is_empty() {
+                "none in flight".to_owned()
+            } else {
+                requests.join("; ")
+            },
             field("capture").as_str().unwrap_or_default(),
             stderr.len(),
             stderr.join("\n"),

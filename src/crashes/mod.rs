@@ -61,6 +61,9 @@ pub struct CrashReport {
     pub exit: CrashExit,
     /// The last stderr lines (at most [`STDERR_LINES`]).
     pub stderr: Vec<String>,
+    /// The requests the worker was serving (never their text).
+    #[serde(default)]
+    pub requests: Vec<CrashRequest>,
     /// How the report was made: without in-process capture it holds what the
     /// daemon saw (exit status and stderr), and says so.
     pub capture: String,
@@ -89,6 +92,21 @@ impl CrashExit {
     }
 }
 
+/// A request the worker was serving when it crashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashRequest {
+    /// The daemon's number for it (per worker).
+    pub id: u64,
+    /// `generate`, `chat`, `embed`, `tokenize`, ...
+    pub kind: String,
+    /// The interface it came in on: `http` or `grpc`.
+    pub client: String,
+    /// How long it had run.
+    pub running_ms: u64,
+    /// Tokens that had come back.
+    pub generated_tokens: u64,
+}
+
 /// What the daemon knows of a worker that ended, to make a report from.
 #[derive(Debug, Clone)]
 pub struct CrashFacts {
@@ -104,6 +122,8 @@ pub struct CrashFacts {
     pub exit: CrashExit,
     /// Its stderr tail (the last [`STDERR_LINES`] are kept).
     pub stderr: Vec<String>,
+    /// The requests it was serving.
+    pub requests: Vec<CrashRequest>,
     /// When it ended.
     pub at: SystemTime,
 }
@@ -130,6 +150,7 @@ impl CrashReport {
             settings: facts.settings,
             exit: facts.exit,
             stderr: facts.stderr.into_iter().skip(skip).collect(),
+            requests: facts.requests,
             capture: "not captured in the worker: this report holds what the daemon saw \
                       (how the worker ended and its stderr)"
                 .to_owned(),

@@ -16,6 +16,7 @@ fn facts(pid: u32, at_secs: u64) -> CrashFacts {
             reason: "worker killed by SIGSEGV".into(),
         },
         stderr: (0..100).map(|i| format!("line {i}")).collect(),
+        requests: Vec::new(),
         at: SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs),
     }
 }

@@ -151,7 +151,7 @@ pub async fn serve(
         model: service,
         inference: inference_service,
         http: HttpState {
-            inference: inference.clone(),
+            inference: inference.for_client("http"),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
             stopping: stop_rx.clone(),

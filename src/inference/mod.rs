@@ -46,6 +46,8 @@ pub struct Inference {
     limits: RequestLimits,
     /// What this handle's requests ask of the supervisor (autoload or not).
     options: AcquireOptions,
+    /// The interface its requests come in on (`grpc`, `http`), for crash reports.
+    client: &'static str,
 }
 
 impl Inference {
@@ -57,6 +59,15 @@ impl Inference {
             metrics,
             limits,
             options: AcquireOptions::default(),
+            client: "grpc",
+        }
+    }
+
+    /// This layer for requests that come in on `client` (`http`, `grpc`).
+    pub fn for_client(&self, client: &'static str) -> Self {
+        Inference {
+            client,
+            ..self.clone()
         }
     }
 
@@ -76,7 +87,9 @@ impl Inference {
         check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
-            .on_worker(&model, |mut c| async move { c.generate(request).await })
+            .on_worker(&model, "generate", |mut c| async move {
+                c.generate(request).await
+            })
             .await?;
         Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
     }
@@ -87,7 +100,7 @@ impl Inference {
         check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
         let (active, upstream) = self
-            .on_worker(&model, |mut c| async move { c.chat(request).await })
+            .on_worker(&model, "chat", |mut c| async move { c.chat(request).await })
             .await?;
         Ok(relay(active, self.metrics.clone(), upstream.into_inner()))
     }
@@ -101,10 +114,9 @@ impl Inference {
         check_messages(request.messages.len())?;
         let model = request.model.clone();
         let (_, reply) = self
-            .on_worker(
-                &model,
-                |mut c| async move { c.apply_template(request).await },
-            )
+            .on_worker(&model, "apply_template", |mut c| async move {
+                c.apply_template(request).await
+            })
             .await?;
         Ok(reply.into_inner())
     }
@@ -116,7 +128,9 @@ impl Inference {
     ) -> Result<pb::TokenizeResponse, InferenceError> {
         let model = request.model.clone();
         let (_, reply) = self
-            .on_worker(&model, |mut c| async move { c.tokenize(request).await })
+            .on_worker(&model, "tokenize", |mut c| async move {
+                c.tokenize(request).await
+            })
             .await?;
         Ok(reply.into_inner())
     }
@@ -128,7 +142,9 @@ impl Inference {
     ) -> Result<pb::DetokenizeResponse, InferenceError> {
         let model = request.model.clone();
         let (_, reply) = self
-            .on_worker(&model, |mut c| async move { c.detokenize(request).await })
+            .on_worker(&model, "detokenize", |mut c| async move {
+                c.detokenize(request).await
+            })
             .await?;
         Ok(reply.into_inner())
     }
@@ -141,7 +157,11 @@ impl Inference {
         self.limits.check_embed(request.input.len())?;
         let model = request.model.clone();
         let (_, reply) = self
-            .on_worker(&model, |mut c| async move { c.embed(request).await })
+            .on_worker(
+                &model,
+                "embed",
+                |mut c| async move { c.embed(request).await },
+            )
             .await?;
         Ok(reply.into_inner())
     }
@@ -152,6 +172,7 @@ impl Inference {
     async fn on_worker<R, F, Fut>(
         &self,
         model: &str,
+        kind: &'static str,
         call: F,
     ) -> Result<(ActiveLease, R), InferenceError>
     where
@@ -164,7 +185,7 @@ impl Inference {
         let queued = self.metrics.queued();
         let lease = self.supervisor.acquire_with(model, self.options).await?;
         drop(queued);
-        let active = ActiveLease::new(lease, &self.metrics);
+        let active = ActiveLease::new(lease, &self.metrics, kind, self.client);
         let client = InferenceServiceClient::new(active.lease.worker().channel.clone());
         match call(client).await {
             Ok(reply) => Ok((active, reply)),

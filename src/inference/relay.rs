@@ -14,6 +14,7 @@ use super::{InferenceError, worker_error};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::proto::pb;
 use crate::supervisor::Lease;
+use crate::worker::in_flight::Tracked;
 
 /// A relayed stream of generated pieces; an error ends it.
 pub type Pieces = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, InferenceError>> + Send>>;
@@ -22,12 +23,20 @@ pub type Pieces = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Inferen
 pub(super) struct ActiveLease {
     pub(super) lease: Lease,
     _active: GaugeGuard,
+    /// Listed among the worker's requests (for its crash report) meanwhile.
+    pub(super) tracked: Tracked,
 }
 
 impl ActiveLease {
-    pub(super) fn new(lease: Lease, metrics: &Metrics) -> Self {
+    pub(super) fn new(
+        lease: Lease,
+        metrics: &Metrics,
+        kind: &'static str,
+        client: &'static str,
+    ) -> Self {
         ActiveLease {
             _active: metrics.active(lease.model()),
+            tracked: lease.worker().in_flight.begin(kind, client),
             lease,
         }
     }
@@ -56,6 +65,7 @@ pub(super) fn relay(
             let item = match next {
                 Ok(Some(piece)) => {
                     metrics.tokens(active.lease.model(), piece.token_ids.len());
+                    active.tracked.generated(piece.token_ids.len());
                     if let Some(u) = &piece.usage {
                         metrics.finished(
                             active.lease.model(),

@@ -17,6 +17,7 @@ pub(super) struct Crashed<'a> {
     pub(super) exit: &'a WorkerExit,
     pub(super) reason: String,
     pub(super) stderr: Vec<String>,
+    pub(super) requests: Vec<crate::crashes::CrashRequest>,
 }
 
 /// How `exit` reads in a report; None when it is no crash a report is kept
@@ -56,6 +57,7 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<S
         settings: crashed.settings,
         exit,
         stderr: crashed.stderr,
+        requests: crashed.requests,
         at: SystemTime::now(),
     });
     let id = report.id.clone();

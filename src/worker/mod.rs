@@ -9,6 +9,7 @@ pub mod args;
 mod command;
 mod crash;
 pub mod exit;
+pub mod in_flight;
 mod liveness;
 pub mod logbook;
 mod logs;

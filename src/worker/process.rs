@@ -19,6 +19,7 @@ use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
 use super::crash::{Crashed, record};
 use super::exit::{WorkerEnded, WorkerExit};
+use super::in_flight::InFlight;
 use super::liveness::liveness;
 use super::logbook::LogBook;
 use super::logs::{OutputMeter, StderrTail};
@@ -61,6 +62,8 @@ pub struct WorkerLink {
     pub pid: u32,
     /// gRPC to its `InferenceService`.
     pub channel: Channel,
+    /// The requests it is serving (its crash report lists them).
+    pub in_flight: InFlight,
     exit: watch::Receiver<Option<WorkerEnded>>,
 }
 
@@ -176,6 +179,7 @@ impl WorkerProcess {
                 model: model_id.to_owned(),
                 pid,
                 channel: Channel::from_static("http://localhost").connect_lazy(),
+                in_flight: InFlight::default(),
                 exit: exit_rx,
             },
             exit,
@@ -322,6 +326,7 @@ impl WorkerProcess {
                     exit: &ended.exit,
                     reason: ended.to_string(),
                     stderr: tail.clone(),
+                    requests: self.link.in_flight.snapshot(),
                 };
                 ended.crash_id = record(store, crashed).await;
             }
