@@ -211,6 +211,20 @@ def test_a_grammar_constrains_the_completion(server):
     assert status == 400, err
 
 
+def test_a_grammar_no_token_can_satisfy_ends_the_request_not_the_worker(server):
+    # No token can ever match NUL: llama.cpp would abort the worker on
+    # accepting one; the request must end with an error and the worker live on.
+    base = server[0]
+    body = {"model": "base", "prompt": "Hi", "n_predict": 4}
+    assert call(base + "/completion", body)[0] == 200
+    [before] = [m for m in call(base + "/models")[1]["data"] if m["id"] == "base"]
+    status, err = call(base + "/completion", {**body, "grammar": 'root ::= "\\u0000"'})
+    assert status != 200 and "grammar allows no token" in json.dumps(err), (status, err)
+    [after] = [m for m in call(base + "/models")[1]["data"] if m["id"] == "base"]
+    assert after["state"] == "ready" and after["worker_pid"] == before["worker_pid"], after
+    assert call(base + "/completion", body)[0] == 200
+
+
 def test_json_object_answers_are_json(server):
     client = openai.OpenAI(base_url=server[0] + "/v1", api_key="none", max_retries=0, timeout=120)
     subjects = ["a cat", "Paris", "a car", "the moon", "a book", "an apple", "a river", "a song", "a chair", "a storm"]

@@ -31,6 +31,10 @@ struct Active {
     seq: i32,
     job: GenerateJob,
     sampler: LlamaSampler,
+    /// The request's grammar, applied before `sampler` and checked: a
+    /// grammar that allows no token ends the request (llama.cpp would
+    /// abort the worker on accepting a token it forbids).
+    grammar: Option<LlamaSampler>,
     /// Prompt tokens already in the batch.
     fed: usize,
     /// Position of the next token in the sequence.
@@ -219,17 +223,15 @@ fn admit(
             // Penalties look at the prompt too, as llama-server's do.
             sampler.accept_many(job.request.prompt.iter());
         }
-        // The grammar goes first, outside the chain that saw the prompt: it
-        // only ever accepts generated tokens.
-        let sampler = match job.request.grammar.take() {
-            Some(grammar) => LlamaSampler::chain_simple([grammar, sampler]),
-            None => sampler,
-        };
+        // The grammar stays outside the chain that saw the prompt: it only
+        // ever accepts generated tokens.
+        let grammar = job.request.grammar.take();
         let text = TextStream::new(job.request.stops.clone());
         *slot = Some(Active {
             seq,
             job,
             sampler,
+            grammar,
             fed: 0,
             pos: 0,
             next: None,
@@ -319,7 +321,19 @@ fn sample(
         let Some(at) = active.logits_at.take() else {
             continue;
         };
-        let token = active.sampler.sample(ctx, at);
+        let token = match active.grammar.as_mut() {
+            None => active.sampler.sample(ctx, at),
+            Some(grammar) => match constrained(ctx, at, grammar, &mut active.sampler) {
+                Some(token) => token,
+                None => {
+                    let why = "the grammar allows no token here: it cannot be completed \
+                               with this model's vocabulary"
+                        .to_owned();
+                    end(ctx, slot, Finish::Error(why));
+                    continue;
+                }
+            },
+        };
         active.generated = active.generated.saturating_add(1);
         if active.first_token.is_none() {
             active.first_token = Some(Instant::now());
@@ -362,6 +376,27 @@ fn sample(
 
 fn end(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finish) {
     end_with(ctx, slot, finish, String::new());
+}
+
+/// Samples under `grammar`: the grammar masks what it forbids, `sampler`
+/// chooses among the rest, and both accept the choice. None when the grammar
+/// forbids every token (accepting one would abort the worker).
+fn constrained(
+    ctx: &LlamaContext<'_>,
+    at: i32,
+    grammar: &mut LlamaSampler,
+    sampler: &mut LlamaSampler,
+) -> Option<LlamaToken> {
+    let mut candidates = ctx.token_data_array_ith(at);
+    candidates.apply_sampler(grammar);
+    if !candidates.data.iter().any(|t| t.logit().is_finite()) {
+        return None;
+    }
+    candidates.apply_sampler(sampler);
+    let token = candidates.selected_token()?;
+    grammar.accept(token);
+    sampler.accept(token);
+    Some(token)
 }
 
 /// Sends the last piece and frees the sequence.
