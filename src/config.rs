@@ -216,11 +216,7 @@ impl Config {
         if let Some(dir) = &self.crash_dir {
             return Some(dir.clone());
         }
-        let first = |var: &str| {
-            std::env::var_os(var)
-                .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default()))
-                .filter(|p| p.is_absolute())
-        };
+        let first = |var: &str| first_path(var).filter(|p| p.is_absolute());
         first("STATE_DIRECTORY")
             .or_else(|| first("XDG_STATE_HOME").map(|d| d.join("llama-router")))
             .or_else(|| first("HOME").map(|h| h.join(".local/state/llama-router")))
@@ -257,15 +253,8 @@ fn check_keys(figment: &Figment) -> Result<(), ConfigError> {
 /// writable, else `$XDG_RUNTIME_DIR`, else the temp dir; plus `llama-router.sock`.
 pub fn default_socket_path() -> PathBuf {
     const NAME: &str = "llama-router.sock";
-    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
-        // systemd may list several directories separated by ':'; the first is ours.
-        let first = dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        return PathBuf::from(first).join(NAME);
+    if let Some(dir) = first_path("RUNTIME_DIRECTORY") {
+        return dir.join(NAME);
     }
     let system = Path::new("/run/llama-router");
     if system.is_dir() && is_writable(system) {
@@ -276,6 +265,14 @@ pub fn default_socket_path() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("llama-router")
         .join(NAME)
+}
+
+/// The first path of environment variable `var`: systemd may list several
+/// directories separated by ':' (`RUNTIME_DIRECTORY`, `STATE_DIRECTORY`);
+/// the first is ours.
+fn first_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or_default()))
 }
 
 fn is_writable(dir: &Path) -> bool {

@@ -66,10 +66,14 @@ pub fn describe_exit(program: &str, status: ExitStatus) -> String {
     }
 }
 
+/// The name of signal number `signal` (`SIGSEGV`), if it has one.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Signal::try_from(signal).ok().map(Signal::as_str)
+}
+
 /// `program` killed by `signal`, in words (`worker killed by SIGSEGV (core dumped)`).
 pub fn describe_signal(program: &str, signal: i32, core_dumped: bool) -> String {
-    let name = Signal::try_from(signal)
-        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
+    let name = signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_owned);
     let core = if core_dumped { " (core dumped)" } else { "" };
     let hint = if signal == libc::SIGKILL {
         " (by the out-of-memory killer or an operator)"

@@ -68,9 +68,7 @@ impl WorkerExit {
     /// The name of the signal that ended it (`SIGSEGV`), when one did.
     pub fn signal_name(&self) -> Option<&'static str> {
         match *self {
-            WorkerExit::Signaled { signal, .. } => nix::sys::signal::Signal::try_from(signal)
-                .ok()
-                .map(|s| s.as_str()),
+            WorkerExit::Signaled { signal, .. } => crate::util::signal_name(signal),
             _ => None,
         }
     }

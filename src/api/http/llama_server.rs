@@ -184,16 +184,7 @@ pub async fn apply_template(
     let state = state.autoload(autoload);
     let result = async {
         let r: ApplyTemplateBody = parse_json(&body)?;
-        let messages = r
-            .messages
-            .iter()
-            .map(|m| {
-                Ok(pb::ChatMessage {
-                    role: m.role.clone(),
-                    content: m.text()?,
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
+        let messages = super::openai::chat_messages(&r.messages)?;
         let reply = state
             .inference
             .apply_template(pb::ApplyTemplateRequest {

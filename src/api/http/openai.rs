@@ -193,6 +193,19 @@ fn format_grammar(format: Option<&serde_json::Value>) -> Result<Option<String>, 
     }
 }
 
+/// The v1 messages of OpenAI chat messages (text only; other parts are a 400).
+pub fn chat_messages(messages: &[Message]) -> Result<Vec<pb::ChatMessage>, ApiError> {
+    messages
+        .iter()
+        .map(|m| {
+            Ok(pb::ChatMessage {
+                role: m.role.clone(),
+                content: m.text()?,
+            })
+        })
+        .collect()
+}
+
 impl ChatCompletionRequest {
     /// The v1 request.
     pub fn to_pb(&self) -> Result<pb::ChatRequest, ApiError> {
@@ -200,16 +213,7 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::bad_request("messages is empty"));
         }
-        let messages = self
-            .messages
-            .iter()
-            .map(|m| {
-                Ok(pb::ChatMessage {
-                    role: m.role.clone(),
-                    content: m.text()?,
-                })
-            })
-            .collect::<Result<_, ApiError>>()?;
+        let messages = chat_messages(&self.messages)?;
         let mut sampling = self.sampling.params();
         if let Some(grammar) = format_grammar(self.response_format.as_ref())? {
             if sampling.grammar.is_some() {
