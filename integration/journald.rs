@@ -76,6 +76,19 @@ fn journal_stream(identifier: &str) -> (UnixStream, String) {
     (stream, format!("{}:{}", meta.dev(), meta.ino()))
 }
 
+/// The daemon on `models`, its stderr a journal stream as systemd gives a service.
+async fn start_on_journal(models: &Path, args: &[&str]) -> Daemon {
+    let (stream, journal_stream_id) = journal_stream("llama-router");
+    let env_value = std::path::PathBuf::from(&journal_stream_id);
+    Daemon::start_full(
+        models,
+        args,
+        &[("JOURNAL_STREAM", env_value.as_path())],
+        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
+    )
+    .await
+}
+
 fn journal_entries(model: &str) -> Vec<Json> {
     let out = Command::new("journalctl")
         .args(["-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=llama-router"])
@@ -98,16 +111,8 @@ async fn structured_fields_reach_the_journal_with_priorities() {
     let model = format!("journal-test-{}", std::process::id());
     let path = dir.path().join(format!("{model}.gguf"));
     tiny_model(&path, "j");
-    let (stream, journal_stream_id) = journal_stream("llama-router");
-    let env_value = std::path::PathBuf::from(&journal_stream_id);
-    let d = Daemon::start_full(
-        dir.path(),
-        // Only SIGHUP or Rescan may notice the file going away below.
-        &["--watch-debounce-ms", "60000"],
-        &[("JOURNAL_STREAM", env_value.as_path())],
-        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
-    )
-    .await;
+    // Only SIGHUP or Rescan may notice the file going away below.
+    let d = start_on_journal(dir.path(), &["--watch-debounce-ms", "60000"]).await;
 
     assert!(d.cli(&["load", &model]).status.success());
     d.cli(&["unload", &model]);
@@ -174,15 +179,7 @@ async fn a_worker_crash_is_one_error_event_with_the_signal_and_its_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let model = format!("crash-test-{}", std::process::id());
     support::add_demo_model(dir.path(), &model);
-    let (stream, journal_stream_id) = journal_stream("llama-router");
-    let env_value = std::path::PathBuf::from(&journal_stream_id);
-    let d = Daemon::start_full(
-        dir.path(),
-        &[],
-        &[("JOURNAL_STREAM", env_value.as_path())],
-        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
-    )
-    .await;
+    let d = start_on_journal(dir.path(), &[]).await;
     let out = d.cli(&["generate", &model, "Hello", "--max-tokens", "2"]);
     assert!(out.status.success(), "{out:?}");
     let pid = d.model(&model).await.unwrap().worker_pid;
@@ -240,15 +237,7 @@ async fn a_corrupt_model_file_is_one_warning_per_change() {
     let model = format!("corrupt-test-{}", std::process::id());
     let path = dir.path().join(format!("{model}.gguf"));
     std::fs::write(&path, b"this is not a GGUF file at all").unwrap();
-    let (stream, journal_stream_id) = journal_stream("llama-router");
-    let env_value = std::path::PathBuf::from(&journal_stream_id);
-    let d = Daemon::start_full(
-        dir.path(),
-        &[],
-        &[("JOURNAL_STREAM", env_value.as_path())],
-        Some(Stdio::from(std::os::fd::OwnedFd::from(stream))),
-    )
-    .await;
+    let d = start_on_journal(dir.path(), &[]).await;
     let warnings = |model: &str| -> Vec<Json> {
         journal_entries(model)
             .into_iter()
