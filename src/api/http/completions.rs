@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::autoload::Autoload;
 use super::error::ApiError;
+use super::generation::{piece_error, worker_gone};
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
 use super::{HttpState, parse_json};
 use crate::inference::Pieces;
@@ -111,17 +112,6 @@ fn finish_name(finish: FinishReason) -> Option<&'static str> {
         FinishReason::Length => Some("length"),
         FinishReason::Unspecified | FinishReason::Cancelled | FinishReason::Error => None,
     }
-}
-
-/// The error a piece that finished badly carries.
-fn piece_error(piece: &pb::GenerateResponse) -> ApiError {
-    let message = match piece.finish_reason() {
-        FinishReason::Cancelled => {
-            "the generation was cancelled (the model is stopping)".to_owned()
-        }
-        _ => format!("generation failed: {}", piece.error),
-    };
-    ApiError::unavailable(message)
 }
 
 /// What the shared completion path needs of a request body.
@@ -220,9 +210,7 @@ async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
         };
         return Ok(header.envelope(false, json!([choice]), usage_json(piece.usage.as_ref())));
     }
-    Err(ApiError::unavailable(
-        "the generation ended without finishing (worker gone)",
-    ))
+    Err(worker_gone())
 }
 
 fn event(value: &Value) -> Event {

@@ -1,7 +1,8 @@
-//! What the newer API families (Anthropic's Messages, OpenAI's Responses)
-//! share when they read the inference layer's pieces: the next piece as
-//! text or the last one, a whole answer collected, unique response ids and
-//! an SSE channel whose receiver is the response body.
+//! What the API families share when they read the inference layer's
+//! pieces: why a generation did not finish (every family says it in the same
+//! words), and for the newer ones (Anthropic's Messages, OpenAI's Responses)
+//! the next piece as text or the last one, a whole answer collected, unique
+//! response ids and an SSE channel whose receiver is the response body.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,23 @@ use super::error::ApiError;
 use crate::inference::Pieces;
 use crate::proto::pb::{self, FinishReason};
 
+/// A stream that ended without its last piece: the worker went away.
+pub fn worker_gone() -> ApiError {
+    ApiError::unavailable("the generation ended without finishing (worker gone)")
+}
+
+/// Why a generation whose last piece did not finish it ended: cancelled
+/// (the model is stopping) or failed (the worker's words).
+pub fn piece_error(piece: &pb::GenerateResponse) -> ApiError {
+    let message = match piece.finish_reason() {
+        FinishReason::Cancelled => {
+            "the generation was cancelled (the model is stopping)".to_owned()
+        }
+        _ => format!("generation failed: {}", piece.error),
+    };
+    ApiError::unavailable(message)
+}
+
 /// One step of a generation as a handler reads it.
 #[derive(Debug)]
 pub enum Next {
@@ -29,23 +47,13 @@ pub enum Next {
 /// The next step; a broken stream, a cancelled or failed generation is an error.
 pub async fn next(pieces: &mut Pieces) -> Result<Next, ApiError> {
     let piece = match pieces.next().await {
-        None => {
-            return Err(ApiError::unavailable(
-                "the generation ended without finishing (worker gone)",
-            ));
-        }
+        None => return Err(worker_gone()),
         Some(piece) => piece?,
     };
     match piece.finish_reason() {
         FinishReason::Unspecified => Ok(Next::Text(piece.text)),
         FinishReason::Stop | FinishReason::Length => Ok(Next::Last(piece)),
-        FinishReason::Cancelled => Err(ApiError::unavailable(
-            "the generation was cancelled (the model is stopping)",
-        )),
-        FinishReason::Error => Err(ApiError::unavailable(format!(
-            "generation failed: {}",
-            piece.error
-        ))),
+        FinishReason::Cancelled | FinishReason::Error => Err(piece_error(&piece)),
     }
 }
 

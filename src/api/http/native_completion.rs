@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::autoload::Autoload;
 use super::error::ApiError;
+use super::generation::{piece_error, worker_gone};
 use super::openai::Stop;
 use super::{HttpState, parse_json};
 use crate::inference::Pieces;
@@ -141,20 +142,11 @@ fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResp
     })
 }
 
-fn failed(piece: &pb::GenerateResponse) -> ApiError {
-    match piece.finish_reason() {
-        FinishReason::Cancelled => {
-            ApiError::unavailable("the generation was cancelled (the model is stopping)")
-        }
-        _ => ApiError::unavailable(format!("generation failed: {}", piece.error)),
-    }
-}
-
 fn finished(piece: &pb::GenerateResponse) -> Option<Result<(), ApiError>> {
     match piece.finish_reason() {
         FinishReason::Unspecified => None,
         FinishReason::Stop | FinishReason::Length => Some(Ok(())),
-        FinishReason::Cancelled | FinishReason::Error => Some(Err(failed(piece))),
+        FinishReason::Cancelled | FinishReason::Error => Some(Err(piece_error(piece))),
     }
 }
 
@@ -169,9 +161,7 @@ async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
             return Ok(last(header, &text, &tokens, &piece));
         }
     }
-    Err(ApiError::unavailable(
-        "the generation ended without finishing (worker gone)",
-    ))
+    Err(worker_gone())
 }
 
 fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
@@ -197,13 +187,7 @@ fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
                     return;
                 }
                 None => {
-                    let _ = send(
-                        ApiError::unavailable(
-                            "the generation ended without finishing (worker gone)",
-                        )
-                        .body(),
-                    )
-                    .await;
+                    let _ = send(worker_gone().body()).await;
                     return;
                 }
             };
