@@ -43,8 +43,9 @@ pub fn status(e: CrashError) -> Status {
     match e {
         CrashError::NotFound(_) => Status::not_found(e.to_string()),
         CrashError::BadId(_) => Status::invalid_argument(e.to_string()),
-        CrashError::Dir(_) | CrashError::Io { .. } | CrashError::Format { .. } => {
-            Status::internal(e.to_string())
-        }
+        CrashError::Dir(_)
+        | CrashError::Io { .. }
+        | CrashError::Format { .. }
+        | CrashError::Task(_) => Status::internal(e.to_string()),
     }
 }

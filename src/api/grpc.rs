@@ -220,9 +220,9 @@ impl ModelService for ModelServiceImpl {
     ) -> Result<Response<pb::ListCrashesResponse>, Status> {
         let store = crashes::store(self.crashes.as_ref())?.clone();
         let dir = store.dir().display().to_string();
-        let reports = tokio::task::spawn_blocking(move || store.list())
+        let reports = store
+            .off_thread(CrashStore::list)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(crashes::status)?;
         Ok(Response::new(pb::ListCrashesResponse {
             crashes: reports.iter().map(crashes::summary).collect(),
@@ -236,9 +236,9 @@ impl ModelService for ModelServiceImpl {
     ) -> Result<Response<pb::CrashReport>, Status> {
         let store = crashes::store(self.crashes.as_ref())?.clone();
         let id = request.into_inner().id;
-        let report = tokio::task::spawn_blocking(move || store.get(&id))
+        let report = store
+            .off_thread(move |s| s.get(&id))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(crashes::status)?;
         Ok(Response::new(crashes::report(&report)?))
     }

@@ -197,6 +197,9 @@ pub enum CrashError {
     /// An id that cannot be one (ids are letters, digits and `-`).
     #[error("{0:?} is not a crash report id")]
     BadId(String),
+    /// The task reading or writing the store panicked.
+    #[error("the crash store's task failed: {0}")]
+    Task(String),
 }
 
 #[cfg(test)]

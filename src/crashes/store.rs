@@ -84,6 +84,18 @@ impl CrashStore {
         &self.dir
     }
 
+    /// Runs `io` (`list`, `get`, `write`) off the async threads: the store's
+    /// work is file I/O, and a write syncs to disk.
+    pub async fn off_thread<T: Send + 'static>(
+        &self,
+        io: impl FnOnce(&CrashStore) -> Result<T, CrashError> + Send + 'static,
+    ) -> Result<T, CrashError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || io(&store))
+            .await
+            .unwrap_or_else(|e| Err(CrashError::Task(e.to_string())))
+    }
+
     /// Stores `report`, then drops the oldest reports past the bounds.
     pub fn write(&self, report: &CrashReport) -> Result<(), CrashError> {
         let path = self.path_of(&report.id)?;

@@ -61,16 +61,10 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<S
         at: SystemTime::now(),
     });
     let id = report.id.clone();
-    let store = store.clone();
-    let written = tokio::task::spawn_blocking(move || store.write(&report)).await;
-    match written {
-        Ok(Ok(())) => Some(id),
-        Ok(Err(e)) => {
-            tracing::error!(model = %crashed.model, error = %e, "cannot store the crash report of {}'s worker: {e}", crashed.model);
-            None
-        }
+    match store.off_thread(move |s| s.write(&report)).await {
+        Ok(()) => Some(id),
         Err(e) => {
-            tracing::error!(model = %crashed.model, error = %e, "storing a crash report panicked: {e}");
+            tracing::error!(model = %crashed.model, error = %e, "cannot store the crash report of {}'s worker: {e}", crashed.model);
             None
         }
     }

@@ -16,9 +16,10 @@ fn api_error(e: CrashError) -> ApiError {
     match e {
         CrashError::NotFound(_) => ApiError::not_found(e.to_string()),
         CrashError::BadId(_) => ApiError::bad_request(e.to_string()),
-        CrashError::Dir(_) | CrashError::Io { .. } | CrashError::Format { .. } => {
-            ApiError::internal(e.to_string())
-        }
+        CrashError::Dir(_)
+        | CrashError::Io { .. }
+        | CrashError::Format { .. }
+        | CrashError::Task(_) => ApiError::internal(e.to_string()),
     }
 }
 
@@ -30,23 +31,15 @@ fn store(state: &HttpState) -> Result<CrashStore, ApiError> {
     })
 }
 
-/// Runs a store read off the async threads.
-async fn read<T: Send + 'static>(
-    store: CrashStore,
-    read: impl FnOnce(&CrashStore) -> Result<T, CrashError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(api_error)
-}
-
 /// `GET /crashes`.
 pub async fn list(State(state): State<HttpState>) -> Response {
     let answer = async {
         let store = store(&state)?;
         let dir = store.dir().display().to_string();
-        let reports = read(store, CrashStore::list).await?;
+        let reports = store
+            .off_thread(CrashStore::list)
+            .await
+            .map_err(api_error)?;
         let data: Vec<Value> = reports
             .iter()
             .map(|r| {
@@ -72,7 +65,10 @@ pub async fn list(State(state): State<HttpState>) -> Response {
 pub async fn one(State(state): State<HttpState>, ModelPath(id): ModelPath) -> Response {
     let answer = async {
         let store = store(&state)?;
-        let report = read(store, move |s| s.get(&id)).await?;
+        let report = store
+            .off_thread(move |s| s.get(&id))
+            .await
+            .map_err(api_error)?;
         Ok::<_, ApiError>(axum::Json(report))
     };
     answer.await.into_response()
