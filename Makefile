@@ -7,6 +7,16 @@ VENV ?= .venv
 MODELS_CACHE ?= $(HOME)/.cache/llama-router/models
 DEMO_MODEL := $(MODELS_CACHE)/gemma-3-270m-q4_k_m.gguf
 BIN := target/release/llama-router
+# GPU backends built in (cargo features): vulkan by default, so that lint,
+# tests and the binary share one llama.cpp build. `make FEATURES=` builds for
+# the CPU only; FEATURES=rocm or cuda where those toolchains exist.
+FEATURES ?= vulkan
+CARGO_FEATURES := $(if $(strip $(FEATURES)),--features "$(FEATURES)")
+# Vulkan headers newer than Debian 12's, in .vulkan-sdk (.cargo/config.toml
+# points VULKAN_SDK there); fetched only for a build with the vulkan feature.
+VULKAN_SDK_DIR := .vulkan-sdk
+VULKAN_HEADERS := $(VULKAN_SDK_DIR)/usr/include/vulkan/vulkan_structs.hpp
+GPU_PREREQS := $(if $(findstring vulkan,$(FEATURES)),$(VULKAN_HEADERS))
 FUZZ_SECONDS ?= 60
 # `make load`: flags for the load harness, and the cargo profile it and the
 # daemon are built with (dev reuses a debug build instead of a release one).
@@ -19,7 +29,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST := dist/llama-router-$(VERSION)-x86_64-linux
 
-.PHONY: help build demo demo-model venv test test-rust test-python test-units lint bench load fuzz install uninstall package clean
+.PHONY: help build vulkan vulkan-sdk demo demo-model venv test test-rust test-python test-units lint bench load fuzz install uninstall package clean
 
 help:
 	@echo "make demo        build, fetch the demo model, serve it and load it (the main job)"
@@ -28,15 +38,25 @@ help:
 	@echo "make bench       benchmarks under bench/ (ratios against a baseline)"
 	@echo "make load        load harness: 1,000 HTTP clients x 2 rounds on the demo model"
 	@echo "                 (LOAD_ARGS='--clients 200 --seconds 20', LOAD_PROFILE=dev for a debug build)"
-	@echo "make build       release binary at $(BIN)"
+	@echo "make build       release binary at $(BIN) (features: $(FEATURES); FEATURES= for CPU only)"
+	@echo "make vulkan      release binary with the Vulkan backend (RADV, NVIDIA, lavapipe)"
+	@echo "make vulkan-sdk  fetch Vulkan headers 1.4 into $(VULKAN_SDK_DIR) (Debian 12's are too old)"
 	@echo "make demo-model  fetch Gemma 3 270M Q4_K_M into $(MODELS_CACHE)"
 	@echo "make fuzz        run the GGUF parser fuzzer for FUZZ_SECONDS (needs cargo-fuzz)"
 	@echo "make install     binary, unit, sysusers entry, config (PREFIX=$(PREFIX) DESTDIR=...)"
 	@echo "make uninstall   remove what install put in place (keeps an edited /etc config)"
 	@echo "make package     $(DIST).tar.gz and a -debug tarball with separate symbols"
 
-build:
-	$(CARGO) build --release --locked
+build: $(GPU_PREREQS)
+	$(CARGO) build --release --locked $(CARGO_FEATURES)
+
+vulkan:
+	$(MAKE) build FEATURES=vulkan
+
+vulkan-sdk: $(VULKAN_HEADERS)
+
+$(VULKAN_HEADERS):
+	scripts/vulkan-headers.sh $(VULKAN_SDK_DIR)
 
 demo-model: $(DEMO_MODEL)
 
@@ -56,19 +76,19 @@ $(VENV)/.installed: integration/python/requirements.txt
 test: test-rust test-units test-python
 
 # The inference tests run the real demo model.
-test-rust: demo-model
-	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) test --locked
+test-rust: demo-model $(GPU_PREREQS)
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) test --locked $(CARGO_FEATURES)
 
 # Uses the debug binary `cargo test` builds: `cargo test --no-run` keeps the
 # same dependency features, so nothing (llama.cpp above all) is built twice.
-test-python: demo-model venv
-	$(CARGO) test --locked --no-run
+test-python: demo-model venv $(GPU_PREREQS)
+	$(CARGO) test --locked --no-run $(CARGO_FEATURES)
 	ROUTER_TEST_BIN=$(CURDIR)/target/debug/llama-router DEMO_MODEL=$(DEMO_MODEL) \
 		$(VENV)/bin/pytest -q integration/python
 
 # The systemd unit and its debug drop-in must pass systemd-analyze verify.
-test-units:
-	$(CARGO) test --locked --no-run
+test-units: $(GPU_PREREQS)
+	$(CARGO) test --locked --no-run $(CARGO_FEATURES)
 	scripts/verify-units.sh target/debug/llama-router
 
 install: build
@@ -105,18 +125,18 @@ package: build
 	tar -C dist -czf $(DIST)-debug.tar.gz $(notdir $(DIST))-debug
 	@ls -l $(DIST).tar.gz $(DIST)-debug.tar.gz
 
-lint:
+lint: $(GPU_PREREQS)
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets $(CARGO_FEATURES) -- -D warnings
 
-bench: demo-model
-	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench gguf_header
-	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench daemon
-	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --bench inference
+bench: demo-model $(GPU_PREREQS)
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench gguf_header
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench daemon
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench inference
 
 # Bounded in time and count, loopback only; exit 1 when a goal is missed.
-load: demo-model
-	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked --profile $(LOAD_PROFILE) --bench load -- $(LOAD_ARGS)
+load: demo-model $(GPU_PREREQS)
+	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --profile $(LOAD_PROFILE) --bench load -- $(LOAD_ARGS)
 
 fuzz:
 	mkdir -p fuzz/corpus/gguf_parse
@@ -124,4 +144,4 @@ fuzz:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) dist
+	rm -rf $(VENV) dist $(VULKAN_SDK_DIR)

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `llama-router --version` names the backends this build can use.
     let mut backends = vec!["cpu"];
     for (feature, name) in [
+        ("CARGO_FEATURE_VULKAN", "vulkan"),
         ("CARGO_FEATURE_ROCM", "rocm"),
         ("CARGO_FEATURE_CUDA", "cuda"),
     ] {

@@ -145,7 +145,10 @@ async fn bench_cold_load(demo: &Path) {
     let mut stream = d
         .client()
         .await
-        .load_model(pb::LoadModelRequest { id: "demo".into() })
+        .load_model(pb::LoadModelRequest {
+            id: "demo".into(),
+            dry_run: false,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -27,7 +27,7 @@ async fn load_via(socket: String, id: String) -> Result<pb::Model, tonic::Status
     let stream = llama_router::cli::client::connect(&socket)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-        .load_model(pb::LoadModelRequest { id })
+        .load_model(pb::LoadModelRequest { id, dry_run: false })
         .await?
         .into_inner();
     finish(stream).await
@@ -37,7 +37,10 @@ async fn load_via(socket: String, id: String) -> Result<pb::Model, tonic::Status
 async fn start_load(d: &Daemon, id: &str) -> tonic::Streaming<pb::LoadProgress> {
     d.client()
         .await
-        .load_model(pb::LoadModelRequest { id: id.into() })
+        .load_model(pb::LoadModelRequest {
+            id: id.into(),
+            dry_run: false,
+        })
         .await
         .unwrap()
         .into_inner()

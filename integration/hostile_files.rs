@@ -138,6 +138,7 @@ async fn a_250_mb_metadata_string_is_listed_failed_without_costing_memory() {
         .await
         .load_model(pb::LoadModelRequest {
             id: "normal".into(),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -193,7 +194,10 @@ async fn a_models_dir_renamed_away_and_back_keeps_its_models() {
     let stream = d
         .client()
         .await
-        .load_model(pb::LoadModelRequest { id: "a".into() })
+        .load_model(pb::LoadModelRequest {
+            id: "a".into(),
+            dry_run: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -276,7 +280,10 @@ async fn a_rescan_under_descriptor_exhaustion_keeps_every_model() {
     // One connection, opened while descriptors are free, carries every call below.
     let mut client = d.client().await;
     let stream = client
-        .load_model(pb::LoadModelRequest { id: "a".into() })
+        .load_model(pb::LoadModelRequest {
+            id: "a".into(),
+            dry_run: false,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -58,6 +58,10 @@ pub struct Config {
     pub idle_ttl: u64,
     /// Bytes of host RAM the resident tier may hold (0 = no limit).
     pub host_cache_bytes: u64,
+    /// Bytes of GPU memory our models may hold on each device (0 = what the
+    /// device has free at start): for a GPU shared with other work, and what
+    /// VRAM-pressure eviction counts against.
+    pub gpu_memory_budget: u64,
     /// Lock loaded models' pages in RAM (mlock).
     pub mlock: bool,
     /// Load requests that may wait for a free slot before RESOURCE_EXHAUSTED.
@@ -127,6 +131,7 @@ impl Default for Config {
             socket_group: None,
             idle_ttl: 0,
             host_cache_bytes: 0,
+            gpu_memory_budget: 0,
             mlock: false,
             load_queue: 64,
             prefetch_threads: 4,

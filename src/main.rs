@@ -126,7 +126,11 @@ fn llama_server(args: Vec<String>) -> ExitCode {
 /// The hidden `worker` subcommand: logs JSON lines on stderr for the daemon to forward.
 fn worker(args: llama_router::worker::WorkerArgs) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
-        telemetry::init(telemetry::LogFormat::Json, &args.log_level)?;
+        telemetry::init_with_tap(
+            telemetry::LogFormat::Json,
+            &args.log_level,
+            Some(llama_router::engine::offload::tap),
+        )?;
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
         llama_router::child::server::tie_to_parent(args.parent_pid)?;
         llama_router::child::server::default_fault_signals();
@@ -153,7 +157,13 @@ fn run_client(command: Command) -> ExitCode {
     let result = rt.block_on(async {
         match command {
             Command::Models { json, endpoint } => client::models(&endpoint.resolve(), json).await,
-            Command::Load { name, endpoint } => client::load(&endpoint.resolve(), &name).await,
+            Command::Load {
+                name,
+                dry_run: true,
+                json,
+                endpoint,
+            } => llama_router::cli::dry_run::load_dry_run(&endpoint.resolve(), &name, json).await,
+            Command::Load { name, endpoint, .. } => client::load(&endpoint.resolve(), &name).await,
             Command::Unload { name, endpoint } => client::unload(&endpoint.resolve(), &name).await,
             Command::Pin {
                 name,

@@ -125,6 +125,8 @@ mod tests {
             worker_pid: None,
             aliases: Vec::new(),
             settings: Default::default(),
+            gpu: None,
+            note: None,
         }
     }
 

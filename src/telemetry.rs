@@ -88,6 +88,16 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. Falls back to text if the journal is asked for but unreachable.
 pub fn init(format: LogFormat, level: &str) -> Result<LogLevelHandle, TelemetryError> {
+    init_with_tap(format, level, None)
+}
+
+/// [`init`], and `tap` sees every event's message whatever the level lets
+/// through (the worker reads llama.cpp's offload report from its log lines).
+pub fn init_with_tap(
+    format: LogFormat,
+    level: &str,
+    tap: Option<fn(&str)>,
+) -> Result<LogLevelHandle, TelemetryError> {
     let (filter, handle) = reload::Layer::new(parse_level(level)?);
     let use_journal = match format {
         LogFormat::Journald => true,
@@ -115,11 +125,38 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogLevelHandle, TelemetryE
         text_layer()
     };
     // The filter wraps the output so that reloading it changes what is written.
-    Registry::default().with(output.with_filter(filter)).init();
+    Registry::default()
+        .with(output.with_filter(filter))
+        .with(tap.map(Tap))
+        .init();
     if let Some(e) = journal_error {
         tracing::warn!(error = %e, "cannot reach the systemd journal; logging text to stderr");
     }
     Ok(LogLevelHandle(handle))
+}
+
+/// Hands each event's message to a function.
+struct Tap(fn(&str));
+
+impl<S: tracing::Subscriber> Layer<S> for Tap {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    value.clone_into(self.0);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        (self.0)(&message);
+    }
 }
 
 fn text_layer() -> Box<dyn Layer<Registry> + Send + Sync> {

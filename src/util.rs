@@ -45,8 +45,16 @@ pub fn child_env(
         "LD_LIBRARY_PATH",
         "RUST_BACKTRACE",
         "RUST_LIB_BACKTRACE",
+        // Mesa's shader cache lives under it by default.
+        "XDG_CACHE_HOME",
+        "AMD_VULKAN_ICD",
     ];
-    const KEEP_PREFIXES: &[&str] = &["CUDA_", "HIP_", "ROCR_", "HSA_", "GGML_", "OMP_", "GPU_"];
+    // GPU runtimes read their settings from these: CUDA, HIP/ROCm, ggml,
+    // OpenMP, the Vulkan loader (VK_ICD_FILENAMES), Mesa and RADV.
+    const KEEP_PREFIXES: &[&str] = &[
+        "CUDA_", "HIP_", "ROCR_", "ROCBLAS_", "HSA_", "GGML_", "OMP_", "GPU_", "VK_", "MESA_",
+        "RADV_",
+    ];
     vars.into_iter()
         .filter(|(name, _)| {
             let name = name.to_string_lossy();

@@ -64,6 +64,37 @@ pub fn model(v: &ModelView) -> pb::Model {
         worker_pid: v.worker_pid.unwrap_or(0),
         aliases: v.aliases.clone(),
         settings: Some(settings(&v.settings)),
+        gpu: v.gpu.as_ref().map(model_gpu),
+        note: v.note.clone().unwrap_or_default(),
+    }
+}
+
+/// What a model's worker holds on a GPU, as the wire message.
+fn model_gpu(g: &crate::gpu::placement::GpuUse) -> pb::ModelGpu {
+    pb::ModelGpu {
+        device: g.device.clone(),
+        layers: g.layers,
+        max_layers: g.max_layers,
+        estimate_bytes: g.estimate_bytes,
+        measured_bytes: g.measured_bytes.unwrap_or(0),
+        reserved_bytes: g.reserved_bytes,
+        upload_seconds: g.upload_seconds,
+        upload_bytes_per_second: g.upload_bytes_per_second,
+    }
+}
+
+/// A dry run's answer as the wire message.
+pub fn plan(p: &crate::supervisor::dry_run::LoadPlan) -> pb::LoadPlan {
+    pb::LoadPlan {
+        model: p.model.clone(),
+        evicts: p.evicts.clone(),
+        device: p.device.clone().unwrap_or_default(),
+        layers: p.layers,
+        max_layers: p.max_layers,
+        need_bytes: p.need_bytes,
+        free_bytes: p.free_bytes,
+        gpu_evicts: p.gpu_evicts.clone(),
+        refused: p.refused.clone().unwrap_or_default(),
     }
 }
 
@@ -89,6 +120,7 @@ pub fn progress(p: &Progress) -> pb::LoadProgress {
         bytes_done: p.bytes_done,
         bytes_total: p.bytes_total,
         model: None,
+        plan: None,
     }
 }
 
@@ -139,13 +171,17 @@ pub fn gpus(set: &crate::gpu::devices::GpuSet) -> Vec<pb::GpuDevice> {
             let (free, holders) = g.usage();
             let d = &g.device;
             pb::GpuDevice {
+                kind: d.kind.name().to_owned(),
+                ggml_name: d.ggml_name.clone().unwrap_or_default(),
+                arch_override: d.arch_override.clone().unwrap_or_default(),
+                budget_bytes: g.capacity().1.unwrap_or(0),
                 backend: d.backend.name().to_owned(),
                 index: d.index,
                 name: d.name.clone(),
                 arch: d.arch.clone().unwrap_or_default(),
                 total_bytes: d.total_bytes,
                 free_bytes: free,
-                usable: d.backend.usable(),
+                usable: d.usable,
                 reserved_by_model: holders.into_iter().collect(),
             }
         })

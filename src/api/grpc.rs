@@ -88,6 +88,19 @@ impl ModelService for ModelServiceImpl {
         req: Request<pb::LoadModelRequest>,
     ) -> Result<Response<Self::LoadModelStream>, Status> {
         let id = require_id(&req.get_ref().id)?;
+        if req.get_ref().dry_run {
+            let plan = crate::supervisor::dry_run::dry_run(&self.supervisor, &self.gpus, id)
+                .await
+                .map_err(convert::status)?;
+            let message = pb::LoadProgress {
+                plan: Some(convert::plan(&plan)),
+                ..Default::default()
+            };
+            let stream = async_stream(move |tx| async move {
+                let _ = tx.send(Ok(message)).await;
+            });
+            return Ok(Response::new(stream));
+        }
         let mut status = self.supervisor.load(id).await.map_err(convert::status)?;
         let stream = async_stream(move |tx| async move {
             loop {
@@ -107,6 +120,7 @@ impl ModelService for ModelServiceImpl {
                             bytes_done: view.resident_bytes,
                             bytes_total: view.size_bytes,
                             model: Some(convert::model(&view)),
+                            plan: None,
                         }),
                         true,
                     ),

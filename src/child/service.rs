@@ -17,7 +17,9 @@ use crate::engine::{
 use crate::proto::pb::inference_service_server::InferenceService;
 use crate::proto::pb::{self};
 use crate::proto::worker_pb::worker_service_server::WorkerService;
-use crate::proto::worker_pb::{PingReply, PingRequest};
+use crate::proto::worker_pb::{
+    OffloadBuffer, OffloadReply, OffloadRequest, PingReply, PingRequest,
+};
 
 /// A stream of generation pieces.
 pub type PieceStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;
@@ -328,6 +330,24 @@ impl WorkerService for WorkerControl {
             steps: live.steps,
             step_running_ms: u64::try_from(live.step_running.as_millis()).unwrap_or(u64::MAX),
             warming: live.warming,
+        }))
+    }
+
+    async fn offload(&self, _: Request<OffloadRequest>) -> Result<Response<OffloadReply>, Status> {
+        let seen = crate::engine::offload::seen();
+        let (done, total) = seen.layers.unwrap_or((0, 0));
+        Ok(Response::new(OffloadReply {
+            layers_offloaded: done,
+            layers_total: total,
+            buffers: seen
+                .buffers
+                .into_iter()
+                .map(|b| OffloadBuffer {
+                    name: b.name,
+                    kind: b.kind,
+                    bytes: b.bytes,
+                })
+                .collect(),
         }))
     }
 }

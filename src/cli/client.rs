@@ -176,6 +176,17 @@ pub fn model_json(m: &pb::Model) -> Json {
             "env": s.env,
             "chat_template": opt(&s.chat_template),
         })),
+        "gpu": m.gpu.as_ref().map(|g| json!({
+            "device": g.device,
+            "layers": g.layers,
+            "max_layers": g.max_layers,
+            "estimate_bytes": g.estimate_bytes,
+            "measured_bytes": if g.measured_bytes == 0 { Json::Null } else { g.measured_bytes.into() },
+            "reserved_bytes": g.reserved_bytes,
+            "upload_seconds": g.upload_seconds,
+            "upload_bytes_per_second": g.upload_bytes_per_second,
+        })),
+        "note": opt(&m.note),
     })
 }
 
@@ -247,7 +258,10 @@ pub async fn load(target: &Target, id: &str) -> Result<(), ClientError> {
     let mut client = target.models().await?;
     let started = Instant::now();
     let mut stream = client
-        .load_model(pb::LoadModelRequest { id: id.to_owned() })
+        .load_model(pb::LoadModelRequest {
+            id: id.to_owned(),
+            dry_run: false,
+        })
         .await?
         .into_inner();
     let tty = std::io::stderr().is_terminal();
@@ -372,6 +386,10 @@ pub async fn status(target: &Target, as_json: bool) -> Result<(), ClientError> {
                 "index": g.index,
                 "name": g.name,
                 "arch": if g.arch.is_empty() { Json::Null } else { g.arch.clone().into() },
+                "arch_override": if g.arch_override.is_empty() { Json::Null } else { g.arch_override.clone().into() },
+                "kind": g.kind,
+                "ggml_name": if g.ggml_name.is_empty() { Json::Null } else { g.ggml_name.clone().into() },
+                "budget_bytes": if g.budget_bytes == 0 { Json::Null } else { g.budget_bytes.into() },
                 "total_bytes": g.total_bytes,
                 "free_bytes": g.free_bytes,
                 "usable": g.usable,
@@ -388,24 +406,34 @@ pub async fn status(target: &Target, as_json: bool) -> Result<(), ClientError> {
             human_bytes(s.host_cache_bytes_limit)
         };
         let states: Vec<String> = by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        let gpus = if s.gpus.is_empty() {
-            format!("none ({})", s.gpu_notes.join("; "))
+        let gpus = if !s.gpus.iter().any(|g| g.usable) {
+            format!("no usable GPU ({})", s.gpu_notes.join("; "))
         } else {
             s.gpus
                 .iter()
                 .map(|g| {
+                    let arch = if g.arch.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", g.arch)
+                    };
+                    let budget = if g.budget_bytes == 0 {
+                        String::new()
+                    } else {
+                        format!(" (budget {})", human_bytes(g.budget_bytes))
+                    };
                     format!(
-                        "{}:{} {} {}: {} free of {}{}",
+                        "{}:{} {} ({}{arch}): {} free of {}{budget}{}",
                         g.backend,
                         g.index,
                         g.name,
-                        g.arch,
+                        g.kind,
                         human_bytes(g.free_bytes),
                         human_bytes(g.total_bytes),
-                        if g.usable {
-                            ""
-                        } else {
-                            " (no engine for it in this build)"
+                        match (g.usable, g.backend.as_str()) {
+                            (true, _) => "",
+                            (false, "cpu") => " (the host)",
+                            (false, _) => " (llama.cpp in this build does not offload to it)",
                         }
                     )
                 })

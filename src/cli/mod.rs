@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod crashes;
+pub mod dry_run;
 pub mod generate;
 pub mod inspect;
 pub mod llama_server;
@@ -79,6 +80,12 @@ pub enum Command {
     Load {
         /// Model id.
         name: String,
+        /// Say what loading would evict and how many layers it would offload; do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON instead of text (with --dry-run).
+        #[arg(long)]
+        json: bool,
         /// Where the daemon is.
         #[command(flatten)]
         endpoint: EndpointArg,

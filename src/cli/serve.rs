@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Host RAM the loaded models may hold, in bytes; 0 = no limit.
     #[arg(long, value_name = "BYTES")]
     pub host_cache_bytes: Option<u64>,
+    /// GPU memory our models may hold on each device, in bytes; 0 = what it has free.
+    #[arg(long, value_name = "BYTES")]
+    pub gpu_memory_budget: Option<u64>,
     /// Lock loaded models in RAM.
     #[arg(long)]
     pub mlock: bool,
@@ -119,6 +122,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     host_cache_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_memory_budget: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mlock: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     load_queue: Option<usize>,
@@ -168,6 +173,7 @@ impl ServeArgs {
             socket: self.socket.clone(),
             idle_ttl: self.idle_ttl,
             host_cache_bytes: self.host_cache_bytes,
+            gpu_memory_budget: self.gpu_memory_budget,
             mlock: self.mlock.then_some(true),
             load_queue: self.load_queue,
             prefetch_threads: self.prefetch_threads,

@@ -24,7 +24,7 @@ pub(super) fn spawn_startup_loads(config: &Config, supervisor: &SupervisorHandle
 }
 
 /// Discovers the GPUs (in a child process) and says what it found.
-pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
+pub(super) async fn discover_gpus(budget: u64) -> crate::gpu::devices::GpuSet {
     use crate::gpu::probe;
     let found = match std::env::current_exe() {
         Ok(exe) => probe::discover(&exe, probe::PROBE_TIMEOUT).await,
@@ -37,24 +37,33 @@ pub(super) async fn discover_gpus() -> crate::gpu::devices::GpuSet {
         tracing::info!(
             backend = d.backend.name(),
             device = d.index,
+            kind = d.kind.name(),
+            ggml_name = d.ggml_name.as_deref().unwrap_or(""),
             name = %d.name,
             arch = d.arch.as_deref().unwrap_or(""),
+            arch_override = d.arch_override.as_deref().unwrap_or(""),
             total_bytes = d.total_bytes,
             free_bytes = d.free_bytes,
-            usable = d.backend.usable(),
-            "GPU {}:{} {}: {} of {} free{}",
+            usable = d.usable,
+            "device {}:{} {} ({}{}): {} of {} free{}",
             d.backend.name(),
             d.index,
             d.name,
+            d.kind.name(),
+            d.arch.as_deref().map(|a| format!(", {a}")).unwrap_or_default(),
             crate::util::human_bytes(d.free_bytes),
             crate::util::human_bytes(d.total_bytes),
-            if d.backend.usable() { "" } else { " (this build has no engine for it: CPU only)" }
+            match (d.usable, d.backend) {
+                (true, _) => String::new(),
+                (false, crate::gpu::Backend::Cpu) => " (the host CPU)".to_owned(),
+                (false, _) => " (llama.cpp in this build does not offload to it)".to_owned(),
+            }
         );
     }
-    if found.devices.is_empty() {
-        tracing::info!(notes = %found.notes.join("; "), "no GPU found, serving on CPU: {}", found.notes.join("; "));
+    if !found.devices.iter().any(|d| d.usable) {
+        tracing::info!(notes = %found.notes.join("; "), "no usable GPU, serving on the CPU: {}", found.notes.join("; "));
     }
-    crate::gpu::devices::GpuSet::new(found)
+    crate::gpu::devices::GpuSet::new(found, (budget > 0).then_some(budget))
 }
 
 /// Opens the crash reports' directory; without one the daemon still runs

@@ -120,10 +120,11 @@ pub async fn serve(
         socket_dir: crate::worker::sockets::prepare_dir(&runtime_dir)
             .map_err(DaemonError::WorkerSockets)?,
         log_level: crate::telemetry::effective_level(config.log_level.as_deref()),
-        gpus: discover_gpus().await,
+        gpus: discover_gpus(config.gpu_memory_budget).await,
         logs: crate::worker::LogBook::default(),
         crashes: open_crash_store(&config, &metrics),
     };
+    warn_offload_without_gpu(&config.params, &worker_env.gpus);
     let crashes = worker_env.crashes.clone();
     let logs = worker_env.logs.clone();
     let gpus = worker_env.gpus.clone();
@@ -230,4 +231,27 @@ fn host_policy(config: &Config) -> crate::api::http::HostPolicy {
         .into_iter()
         .chain(config.http_allowed_hosts.iter().map(String::as_str));
     crate::api::http::HostPolicy::new(names)
+}
+
+/// `--gpu-layers all` (or a count) with no device to take it is said once at
+/// start, loudly; each model that runs on the CPU because of it gets a note.
+fn warn_offload_without_gpu(
+    params: &crate::params::ModelParams,
+    gpus: &crate::gpu::devices::GpuSet,
+) {
+    use crate::params::GpuLayers;
+    if matches!(params.gpu_layers, GpuLayers::Auto | GpuLayers::Count(0)) {
+        return;
+    }
+    if gpus.main(params.main_gpu).is_none() {
+        let why = gpus.notes().join("; ");
+        tracing::warn!(
+            gpu_layers = %params.gpu_layers,
+            main_gpu = params.main_gpu,
+            notes = %why,
+            "--gpu-layers {} asks for GPU offload, but there is no usable GPU {}: models run on the CPU ({why})",
+            params.gpu_layers,
+            params.main_gpu
+        );
+    }
 }

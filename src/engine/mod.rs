@@ -7,6 +7,7 @@ mod decode;
 mod embed;
 pub mod grammar;
 pub mod limits;
+pub mod offload;
 mod progress;
 pub mod sampling;
 pub mod templates;

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::estimate::{Context, Estimate, Shape};
 use super::ledger::{GpuLayers, Ledger, NoRoom};
@@ -17,13 +17,16 @@ pub struct GpuHandle {
     pub device: Device,
     ledger: Arc<Mutex<Ledger>>,
     upload: Arc<Semaphore>,
+    /// Counts releases, so a model waiting for room learns when some was given back.
+    released: Arc<watch::Sender<u64>>,
 }
 
 impl GpuHandle {
-    fn new(device: Device) -> Self {
+    fn new(device: Device, budget: Option<u64>) -> Self {
         GpuHandle {
-            ledger: Arc::new(Mutex::new(Ledger::new(&device))),
+            ledger: Arc::new(Mutex::new(Ledger::new(&device, budget))),
             upload: Arc::new(Semaphore::new(1)),
+            released: Arc::new(watch::channel(0).0),
             device,
         }
     }
@@ -51,14 +54,39 @@ impl GpuHandle {
         context: Context,
         wanted: GpuLayers,
     ) -> Result<Reservation, NoRoom> {
-        let estimate = self
-            .ledger()
-            .admit(model, &self.label(), shape, context, wanted)?;
+        let (estimate, reserved) =
+            self.ledger()
+                .admit(model, &self.label(), shape, context, wanted)?;
         Ok(Reservation {
             gpu: self.clone(),
             model: model.to_owned(),
             estimate,
+            context,
+            reserved,
         })
+    }
+
+    /// What [`GpuHandle::admit`] would decide now, reserving nothing.
+    pub fn plan(
+        &self,
+        model: &str,
+        shape: &Shape,
+        context: Context,
+        wanted: GpuLayers,
+    ) -> Result<(Estimate, u64), NoRoom> {
+        self.ledger()
+            .plan(model, &self.label(), shape, context, wanted)
+    }
+
+    /// Fires each time a reservation on this device is given back.
+    pub fn releases(&self) -> watch::Receiver<u64> {
+        self.released.subscribe()
+    }
+
+    /// What our models may hold here in all, and the budget when one is set.
+    pub fn capacity(&self) -> (u64, Option<u64>) {
+        let ledger = self.ledger();
+        (ledger.capacity(), ledger.budget())
     }
 
     /// Waits for this device's upload turn; the upload ends with the permit.
@@ -81,6 +109,8 @@ pub struct Reservation {
     model: String,
     /// What was planned.
     pub estimate: Estimate,
+    context: Context,
+    reserved: u64,
 }
 
 impl Reservation {
@@ -88,11 +118,26 @@ impl Reservation {
     pub fn gpu(&self) -> &GpuHandle {
         &self.gpu
     }
+
+    /// Bytes the ledger holds for it.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// llama.cpp allocated `bytes` on the device for this worker: the ledger
+    /// holds that from now on, and counts it at the model's next admission.
+    pub fn measured(&mut self, bytes: u64) {
+        self.gpu
+            .ledger()
+            .record_measured(&self.model, self.estimate.layers, self.context, bytes);
+        self.reserved = bytes;
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.gpu.ledger().release(&self.model);
+        self.gpu.released.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -117,10 +162,15 @@ impl PartialEq for GpuSet {
 }
 
 impl GpuSet {
-    /// Handles for what discovery found.
-    pub fn new(found: Discovery) -> Self {
+    /// Handles for what discovery found; `budget` caps what our models
+    /// hold on each device (`gpu_memory_budget`).
+    pub fn new(found: Discovery, budget: Option<u64>) -> Self {
         GpuSet {
-            devices: found.devices.into_iter().map(GpuHandle::new).collect(),
+            devices: found
+                .devices
+                .into_iter()
+                .map(|d| GpuHandle::new(d, budget))
+                .collect(),
             notes: found.notes,
         }
     }
@@ -140,8 +190,13 @@ impl GpuSet {
     pub fn main(&self, main_gpu: u32) -> Option<&GpuHandle> {
         self.devices
             .iter()
-            .filter(|g| g.device.backend.usable())
+            .filter(|g| g.device.usable)
             .nth(main_gpu as usize)
+    }
+
+    /// The device labelled `label` ([`GpuHandle::label`]).
+    pub fn by_label(&self, label: &str) -> Option<&GpuHandle> {
+        self.devices.iter().find(|g| g.label() == label)
     }
 }
 
@@ -152,17 +207,28 @@ mod tests {
     use crate::gpu::estimate::tests::{context, shape};
 
     fn fake() -> GpuSet {
-        GpuSet::new(Discovery {
-            devices: vec![Device {
-                backend: Backend::Cuda,
-                index: 0,
-                name: "fake".into(),
-                arch: None,
-                total_bytes: 8 << 30,
-                free_bytes: 8 << 30,
-            }],
-            notes: vec![],
-        })
+        fake_with(None)
+    }
+
+    fn fake_with(budget: Option<u64>) -> GpuSet {
+        GpuSet::new(
+            Discovery {
+                devices: vec![Device {
+                    backend: Backend::Cuda,
+                    index: 0,
+                    name: "fake".into(),
+                    arch: None,
+                    total_bytes: 8 << 30,
+                    free_bytes: 8 << 30,
+                    kind: crate::gpu::DeviceKind::Discrete,
+                    ggml_name: Some("CUDA0".into()),
+                    usable: true,
+                    arch_override: None,
+                }],
+                notes: vec![],
+            },
+            budget,
+        )
     }
 
     #[test]
@@ -171,6 +237,7 @@ mod tests {
         let gpu = &set.devices()[0];
         let r = gpu.admit("m", &shape(), context(), GpuLayers::All).unwrap();
         assert_eq!(r.estimate.layers, 5);
+        assert_eq!(r.reserved(), r.estimate.total());
         let (free, holders) = gpu.usage();
         assert_eq!(holders, vec![("m".to_owned(), r.estimate.total())]);
         assert_eq!(free, (8 << 30) - r.estimate.total());
@@ -197,8 +264,34 @@ mod tests {
     }
 
     #[test]
-    fn only_devices_this_build_can_use_are_offload_targets() {
-        assert_eq!(fake().main(0).is_some(), cfg!(feature = "cuda"));
+    fn only_devices_llama_cpp_offloads_to_are_targets() {
+        assert!(fake().main(0).is_some());
         assert!(fake().main(1).is_none());
+        let mut cpu = fake();
+        if let Some(g) = cpu.devices.first_mut() {
+            g.device.usable = false;
+        }
+        assert!(cpu.main(0).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_release_wakes_whoever_waits_for_room_and_measured_bytes_are_held() {
+        let set = fake_with(Some(1 << 30));
+        let gpu = &set.devices()[0];
+        assert_eq!(gpu.capacity(), (1 << 30, Some(1 << 30)));
+        let mut r = gpu.admit("m", &shape(), context(), GpuLayers::All).unwrap();
+        r.measured(100 << 20);
+        assert_eq!(
+            gpu.usage(),
+            ((1 << 30) - (100 << 20), vec![("m".to_owned(), 100 << 20)])
+        );
+        let mut releases = gpu.releases();
+        releases.borrow_and_update();
+        drop(r);
+        tokio::time::timeout(std::time::Duration::from_secs(1), releases.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gpu.usage().0, 1 << 30);
     }
 }

@@ -85,6 +85,18 @@ pub struct Context {
     pub cache_v: CacheType,
 }
 
+impl Context {
+    /// The context a worker with these settings runs with.
+    pub fn of(params: &crate::params::ModelParams) -> Self {
+        Context {
+            tokens: u64::from(params.ctx_size) * u64::from(params.parallel),
+            batch: u64::from(params.batch_size),
+            cache_k: params.cache_type_k,
+            cache_v: params.cache_type_v,
+        }
+    }
+}
+
 /// Bytes per element of a cache type, in 32nds (block types pack 32 elements).
 fn cache_32nds(t: CacheType) -> u64 {
     match t {

@@ -63,6 +63,10 @@ pub fn probe() -> Result<Vec<Device>, String> {
                 arch: None,
                 total_bytes: total as u64,
                 free_bytes: free as u64,
+                kind: crate::gpu::DeviceKind::Unknown,
+                ggml_name: None,
+                usable: false,
+                arch_override: crate::gpu::amd_arch_override(),
             });
         }
         if devices.is_empty() {

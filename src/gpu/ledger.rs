@@ -13,17 +13,31 @@ use crate::util::human_bytes;
 pub struct Ledger {
     total: u64,
     used_by_others: u64,
+    /// The most our models may hold together (`gpu_memory_budget`).
+    budget: Option<u64>,
     reserved: BTreeMap<String, u64>,
+    /// What each model's last worker really allocated, by the layers and
+    /// context it ran with: the next admission of the same shape counts it.
+    measured: BTreeMap<String, Measured>,
+}
+
+/// What llama.cpp reported a model's worker allocated on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Measured {
+    layers: u32,
+    context: Context,
+    bytes: u64,
 }
 
 /// A model that does not fit, with the numbers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "model {model} needs {} of VRAM on {device} for {layers} layers (weights {} + KV cache {} + buffers {}) but {} is free ({} held by {held_by} other models); lower --gpu-layers, --ctx-size or --parallel, or use --gpu-layers auto",
-    human_bytes(estimate.total()),
+    "model {model} needs {} of GPU memory on {device} for {layers} layers (weights {} + KV cache {} + buffers {}{}) but {} is free ({} held by {held_by} other models); lower --gpu-layers, --ctx-size or --parallel, use --gpu-layers auto, or raise gpu_memory_budget",
+    human_bytes(*need),
     human_bytes(estimate.weights_bytes),
     human_bytes(estimate.kv_bytes),
     human_bytes(estimate.overhead_bytes),
+    if *need == estimate.total() { "" } else { "; as measured on its last run" },
     human_bytes(*free),
     human_bytes(*held),
     layers = estimate.layers
@@ -33,8 +47,10 @@ pub struct NoRoom {
     pub model: String,
     /// Device in words.
     pub device: String,
-    /// What it needs.
+    /// The estimate of what it needs.
     pub estimate: Estimate,
+    /// What it needs: the estimate, or what it used last time with the same layers and context.
+    pub need: u64,
     /// What is free.
     pub free: u64,
     /// What our other models hold there.
@@ -44,21 +60,32 @@ pub struct NoRoom {
 }
 
 impl Ledger {
-    /// A ledger for `device` as discovery saw it.
-    pub fn new(device: &Device) -> Self {
+    /// A ledger for `device` as discovery saw it; our models together hold
+    /// at most `budget` bytes there when one is set.
+    pub fn new(device: &Device, budget: Option<u64>) -> Self {
         Ledger {
             total: device.total_bytes,
             used_by_others: device.total_bytes.saturating_sub(device.free_bytes),
+            budget,
             reserved: BTreeMap::new(),
+            measured: BTreeMap::new(),
         }
+    }
+
+    /// Bytes our models may hold in all: what others leave, within the budget.
+    pub fn capacity(&self) -> u64 {
+        let left = self.total.saturating_sub(self.used_by_others);
+        self.budget.map_or(left, |b| left.min(b))
+    }
+
+    /// The budget, when one is set.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
     }
 
     /// Bytes nobody holds.
     pub fn free(&self) -> u64 {
-        let reserved: u64 = self.reserved.values().sum();
-        self.total
-            .saturating_sub(self.used_by_others)
-            .saturating_sub(reserved)
+        self.capacity().saturating_sub(self.reserved())
     }
 
     /// Bytes our models hold.
@@ -81,28 +108,73 @@ impl Ledger {
         shape: &Shape,
         context: Context,
         wanted: GpuLayers,
-    ) -> Result<Estimate, NoRoom> {
+    ) -> Result<(Estimate, u64), NoRoom> {
         self.release(model);
-        let free = self.free();
+        let (plan, need) = self.plan(model, device, shape, context, wanted)?;
+        if plan.layers > 0 {
+            self.reserved.insert(model.to_owned(), need);
+        }
+        Ok((plan, need))
+    }
+
+    /// What [`Ledger::admit`] would decide, reserving nothing (a dry run);
+    /// `model`'s own reservation, if any, counts as free.
+    pub fn plan(
+        &self,
+        model: &str,
+        device: &str,
+        shape: &Shape,
+        context: Context,
+        wanted: GpuLayers,
+    ) -> Result<(Estimate, u64), NoRoom> {
+        let own = self.reserved.get(model).copied().unwrap_or(0);
+        let free = self.free().saturating_add(own);
         let plan = match wanted {
             GpuLayers::Auto => estimate::fit(shape, context, free),
             GpuLayers::All => estimate::estimate(shape, context, u32::MAX),
             GpuLayers::Count(n) => estimate::estimate(shape, context, n),
         };
-        if plan.total() > free {
+        let need = self.need(model, &plan, context);
+        if need > free {
+            let others = self.reserved.keys().filter(|m| m.as_str() != model).count();
             return Err(NoRoom {
                 model: model.to_owned(),
                 device: device.to_owned(),
                 estimate: plan,
+                need,
                 free,
-                held: self.reserved(),
-                held_by: self.reserved.len(),
+                held: self.reserved().saturating_sub(own),
+                held_by: others,
             });
         }
-        if plan.layers > 0 {
-            self.reserved.insert(model.to_owned(), plan.total());
+        Ok((plan, need))
+    }
+
+    /// What `plan` of `model` needs: what it measured last time with the
+    /// same layers and context, else the estimate.
+    pub fn need(&self, model: &str, plan: &Estimate, context: Context) -> u64 {
+        match self.measured.get(model) {
+            Some(m) if m.layers == plan.layers && m.context == context && plan.layers > 0 => {
+                m.bytes
+            }
+            _ => plan.total(),
         }
-        Ok(plan)
+    }
+
+    /// Records what `model`'s running worker really allocated: its
+    /// reservation becomes that, and its next admission counts it.
+    pub fn record_measured(&mut self, model: &str, layers: u32, context: Context, bytes: u64) {
+        self.measured.insert(
+            model.to_owned(),
+            Measured {
+                layers,
+                context,
+                bytes,
+            },
+        );
+        if let Some(held) = self.reserved.get_mut(model) {
+            *held = bytes;
+        }
     }
 
     /// Gives back what `model` held.
@@ -125,15 +197,19 @@ mod tests {
             arch: None,
             total_bytes: total_mib << 20,
             free_bytes: free_mib << 20,
+            kind: crate::gpu::DeviceKind::Discrete,
+            ggml_name: None,
+            usable: true,
+            arch_override: None,
         }
     }
 
     #[test]
     fn models_are_admitted_until_vram_runs_out_and_release_gives_it_back() {
         let full = estimate::estimate(&shape(), context(), u32::MAX).total();
-        let mut ledger = Ledger::new(&device(1300, 1200));
+        let mut ledger = Ledger::new(&device(1300, 1200), None);
         assert_eq!(ledger.free(), 1200 << 20);
-        let a = ledger
+        let (a, _) = ledger
             .admit("a", "gpu0", &shape(), context(), GpuLayers::All)
             .unwrap();
         assert_eq!((a.layers, a.total()), (5, full));
@@ -151,7 +227,7 @@ mod tests {
         assert_eq!((err.free, err.held, err.held_by), (free, full, 1));
         assert!(err.to_string().contains("model b needs"), "{err}");
         assert!(err.to_string().contains("1 other models"), "{err}");
-        let b = ledger
+        let (b, _) = ledger
             .admit("b", "gpu0", &shape(), context(), GpuLayers::Auto)
             .unwrap();
         assert_eq!(b.layers, 1, "{b:?}");
@@ -163,8 +239,8 @@ mod tests {
 
     #[test]
     fn auto_with_no_room_runs_on_the_cpu_and_reserves_nothing() {
-        let mut ledger = Ledger::new(&device(1024, 10));
-        let e = ledger
+        let mut ledger = Ledger::new(&device(1024, 10), None);
+        let (e, _) = ledger
             .admit("a", "gpu0", &shape(), context(), GpuLayers::Auto)
             .unwrap();
         assert_eq!(e.layers, 0);
@@ -178,8 +254,38 @@ mod tests {
             ledger
                 .admit("a", "gpu0", &shape(), context(), GpuLayers::Count(0))
                 .unwrap()
+                .0
                 .layers,
             0
         );
+    }
+
+    #[test]
+    fn a_budget_caps_what_our_models_hold_and_measured_memory_counts_next_time() {
+        let full = estimate::estimate(&shape(), context(), u32::MAX).total();
+        let mut ledger = Ledger::new(&device(64 << 10, 60 << 10), Some(full + 10));
+        assert_eq!(ledger.capacity(), full + 10);
+        ledger
+            .admit("a", "gpu0", &shape(), context(), GpuLayers::All)
+            .unwrap();
+        assert!(
+            ledger
+                .admit("b", "gpu0", &shape(), context(), GpuLayers::All)
+                .is_err(),
+            "the budget, not the device's free memory, is what admission counts"
+        );
+        // llama.cpp said a uses less than estimated: its reservation shrinks,
+        // and its next admission with the same layers and context counts that.
+        ledger.record_measured("a", 5, context(), full / 2);
+        assert_eq!(ledger.reserved(), full / 2);
+        ledger.release("a");
+        let (_, need) = ledger
+            .admit("a", "gpu0", &shape(), context(), GpuLayers::All)
+            .unwrap();
+        assert_eq!(need, full / 2);
+        let err = ledger
+            .admit("b", "gpu0", &shape(), context(), GpuLayers::All)
+            .unwrap_err();
+        assert_eq!((err.need, err.free), (full, full + 10 - full / 2));
     }
 }

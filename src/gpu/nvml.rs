@@ -90,6 +90,10 @@ pub fn probe() -> Result<Vec<Device>, String> {
                     arch,
                     total_bytes: memory.total,
                     free_bytes: memory.free,
+                    kind: crate::gpu::DeviceKind::Unknown,
+                    ggml_name: None,
+                    usable: false,
+                    arch_override: None,
                 });
             }
             if devices.is_empty() {

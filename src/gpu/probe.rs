@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{Backend, Discovery, hip, nvml, sysfs};
+use super::{Backend, Discovery, ggml, hip, nvml, sysfs};
 
 /// How long the probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,7 +35,27 @@ pub fn discover_here() -> Discovery {
             Err(e) => found.notes.push(format!("sysfs: {e}")),
         }
     }
+    // What llama.cpp will use is what ggml's registry lists.
+    let listed = ggml::list();
+    if !listed.iter().any(|d| d.backend != "CPU") {
+        found.notes.push(format!(
+            "ggml: no GPU device in this build's backends ({}){}",
+            env!("ROUTER_BUILD_BACKENDS"),
+            vulkan_hint()
+        ));
+    }
+    found.devices = ggml::merge(std::mem::take(&mut found.devices), listed);
     found
+}
+
+/// Why a Vulkan build may list no device: ggml skips CPU-type Vulkan
+/// devices (lavapipe) unless `GGML_VK_VISIBLE_DEVICES` names them.
+fn vulkan_hint() -> &'static str {
+    if cfg!(feature = "vulkan") && std::env::var_os("GGML_VK_VISIBLE_DEVICES").is_none() {
+        "; a software Vulkan device such as lavapipe is used only when GGML_VK_VISIBLE_DEVICES names it"
+    } else {
+        ""
+    }
 }
 
 /// Runs `exe gpu-probe` and reads what it found; never fails, never hangs

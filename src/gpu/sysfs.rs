@@ -87,6 +87,10 @@ pub fn probe_at(drm: &Path, kfd_nodes: &Path) -> Result<Vec<Device>, String> {
             arch: archs.get(devices.len()).cloned(),
             total_bytes: total,
             free_bytes: total.saturating_sub(used),
+            kind: crate::gpu::DeviceKind::Unknown,
+            ggml_name: None,
+            usable: false,
+            arch_override: crate::gpu::amd_arch_override(),
         });
     }
     if devices.is_empty() {
@@ -157,6 +161,10 @@ mod tests {
                 arch: Some("gfx1151".into()),
                 total_bytes: 64 << 30,
                 free_bytes: (64 << 30) - (1 << 30),
+                kind: crate::gpu::DeviceKind::Unknown,
+                ggml_name: None,
+                usable: false,
+                arch_override: crate::gpu::amd_arch_override(),
             }]
         );
     }

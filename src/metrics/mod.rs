@@ -47,12 +47,14 @@ pub struct CrashLabel {
 /// Labels of per-device gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
-    /// `cuda`, `rocm` or `sysfs`.
+    /// `vulkan`, `rocm`, `cuda`, `cpu` or `sysfs`.
     pub backend: String,
     /// Device index within its backend.
     pub device: String,
     /// Device name.
     pub name: String,
+    /// `discrete`, `integrated` (UMA), `cpu`, `accelerator` or `unknown`.
+    pub kind: String,
 }
 
 type HistogramFamily = Family<ModelLabel, Histogram, fn() -> Histogram>;

@@ -96,6 +96,15 @@ const PROTO_AUTO: i32 = -1;
 const PROTO_ALL: i32 = -2;
 
 impl GpuLayers {
+    /// What placement tries first: every layer for `auto` (fewer only when
+    /// that does not fit even after evicting idle models), else what was asked.
+    pub fn whole(self) -> Self {
+        match self {
+            GpuLayers::Auto => GpuLayers::All,
+            asked => asked,
+        }
+    }
+
     /// llama.cpp's `n_gpu_layers`; None: leave llama.cpp's default (only
     /// `auto` on a machine where admission found no GPU to resolve it for).
     pub fn llama_value(self) -> Option<u32> {

@@ -156,6 +156,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
             WorkerState::Running(_, since) => Some(since),
             _ => None,
         };
+        model.gpu = None;
         if !exit.crashed() {
             return;
         }

@@ -219,6 +219,11 @@ impl<R: ModelRuntime> SupervisorState<R> {
             ModelReport::WorkerReady(worker) => self.on_worker_ready(&id, worker, now),
             ModelReport::WorkerFailed(exit) => self.on_worker_failed(&id, exit, now),
             ModelReport::WorkerRefused(reason) => self.on_worker_refused(&id, reason, now),
+            ModelReport::NeedsRoom { device, need, free } => {
+                self.on_needs_room(&id, &device, need, free, now);
+            }
+            ModelReport::Offloaded(gpu) => model.gpu = Some(gpu),
+            ModelReport::Note(note) => model.note = Some(note),
             ModelReport::Failed(LoadError::Cancelled) => {}
             ModelReport::Failed(err) => {
                 let reason = err.to_string();
@@ -244,6 +249,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
         model.running = None;
         model.resident_bytes = 0;
         model.worker = WorkerState::Stopped;
+        model.gpu = None;
         if model.state != ModelState::Failed {
             model.crashes.reset();
         }

@@ -6,9 +6,11 @@
 //! wait in a bounded FIFO queue; the least recently used idle model goes first.
 
 mod clock;
+pub mod dry_run;
 mod leases;
 mod loads;
 mod model_actor;
+mod pressure;
 mod reconcile;
 mod record;
 mod restart;
@@ -36,6 +38,8 @@ pub use types::{
     AcquireOptions, Eviction, LoadStatus, ModelEvent, ModelState, ModelView, RescanSummary,
     StatusView, SupervisorError, UnloadCause,
 };
+
+pub use pressure::LoadPreview;
 
 use clock::Moment;
 use model_actor::{ProcessRuntime, Report};
@@ -84,6 +88,7 @@ enum Request {
     ApplySettings(SupervisorSettings, oneshot::Sender<()>),
     Acquire(String, AcquireOptions, Reply<WorkerLink>),
     Ping(oneshot::Sender<()>),
+    Preview(String, Reply<LoadPreview>),
 }
 
 /// Talks to the supervisor actor; cheap to clone.
@@ -233,6 +238,11 @@ impl SupervisorHandle {
         self.ask(Request::Rescan).await?
     }
 
+    /// What loading `id` would evict and who holds GPU memory (a dry run; changes nothing).
+    pub async fn preview(&self, id: &str) -> Result<LoadPreview, SupervisorError> {
+        self.ask(|r| Request::Preview(id.to_owned(), r)).await?
+    }
+
     /// Answers once the actor has handled everything sent before (liveness probe).
     pub async fn ping(&self) -> Result<(), SupervisorError> {
         self.ask(Request::Ping).await
@@ -343,6 +353,9 @@ async fn handle(
         }
         Request::Ping(reply) => {
             let _ = reply.send(());
+        }
+        Request::Preview(id, reply) => {
+            let _ = reply.send(state.preview(&state.resolve(&id)));
         }
         Request::Acquire(id, options, reply) => {
             let id = state.resolve(&id);

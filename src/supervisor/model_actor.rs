@@ -12,9 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 use std::time::{Duration, Instant};
 
 use super::runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport};
+use crate::engine::offload::Offload;
 use crate::gpu::devices::Reservation;
 use crate::gpu::estimate::{Context, Shape};
 use crate::gpu::ledger::{GpuLayers, NoRoom};
+use crate::gpu::placement::GpuUse;
 use crate::loader::{self, LoadError, ResidentModel};
 use crate::worker::process::WorkerEnv;
 use crate::worker::{WorkerLink, WorkerProcess};
@@ -67,7 +69,11 @@ pub struct ModelHandle {
     cancel: Arc<AtomicBool>,
     unload: Option<oneshot::Sender<()>>,
     start_worker: Option<oneshot::Sender<()>>,
+    room: mpsc::UnboundedSender<bool>,
 }
+
+/// How long a worker waits for evicted models to give their GPU memory back.
+const ROOM_WAIT: Duration = Duration::from_secs(30);
 
 impl ModelHandle {
     /// Starts loading `files`; reports arrive on `reports`.
@@ -82,6 +88,7 @@ impl ModelHandle {
         let cancel = Arc::new(AtomicBool::new(false));
         let (unload, unload_rx) = oneshot::channel();
         let (start_worker, start_rx) = oneshot::channel();
+        let (room, room_rx) = mpsc::unbounded_channel();
         let actor = Actor {
             id,
             generation,
@@ -89,11 +96,12 @@ impl ModelHandle {
             env,
             reports,
         };
-        tokio::spawn(actor.run(files, cancel.clone(), unload_rx, start_rx));
+        tokio::spawn(actor.run(files, cancel.clone(), unload_rx, start_rx, room_rx));
         ModelHandle {
             cancel,
             unload: Some(unload),
             start_worker: Some(start_worker),
+            room,
         }
     }
 }
@@ -111,6 +119,20 @@ impl ModelControl for ModelHandle {
             let _ = tx.send(());
         }
     }
+
+    fn room(&mut self, evicting: bool) {
+        let _ = self.room.send(evicting);
+    }
+}
+
+/// Where a worker's layers go.
+enum Placed {
+    /// On this reservation's device (none: on the CPU).
+    Here(Option<Reservation>),
+    /// Nowhere: the offload asked for does not fit, even after eviction.
+    Refused(NoRoom),
+    /// The model was unloaded meanwhile.
+    Unloaded,
 }
 
 struct Actor {
@@ -136,6 +158,7 @@ impl Actor {
         cancel: Arc<AtomicBool>,
         mut unload: oneshot::Receiver<()>,
         start_worker: oneshot::Receiver<()>,
+        room: mpsc::UnboundedReceiver<bool>,
     ) {
         if let Some(resident) = self.load(files.clone(), cancel).await {
             self.send(ModelReport::Ready {
@@ -144,7 +167,7 @@ impl Actor {
             // Resident until unloaded; the worker starts when a request needs it.
             tokio::select! {
                 _ = &mut unload => {}
-                Ok(()) = start_worker => self.serve(&resident, files, unload).await,
+                Ok(()) = start_worker => self.serve(&resident, files, unload, room).await,
             }
             // munmap of a large model can take a while: off the async threads.
             let _ = tokio::task::spawn_blocking(move || drop(resident)).await;
@@ -185,27 +208,88 @@ impl Actor {
         }
     }
 
-    /// Decides how many layers go to the GPU and reserves their VRAM
-    /// (none on a CPU-only build or machine, or with `--gpu-layers 0`).
-    fn place(&self, resident: &ResidentModel) -> Result<Option<Reservation>, NoRoom> {
+    /// Decides how many layers go to the GPU and reserves their memory: the
+    /// whole offload when it fits; else once the supervisor evicted idle
+    /// models on that device; else fewer layers (`auto`) or a refusal. None
+    /// on a CPU-only build or machine (with a note when offload was asked
+    /// for), or with `--gpu-layers 0`.
+    async fn place(
+        &self,
+        resident: &ResidentModel,
+        unload: &mut oneshot::Receiver<()>,
+        room: &mut mpsc::UnboundedReceiver<bool>,
+    ) -> Placed {
         let worker = self.spec.worker.params;
         if worker.gpu_layers == GpuLayers::Count(0) {
-            return Ok(None);
+            return Placed::Here(None);
         }
-        let (Some(gpu), Some(shape)) = (
-            self.env.gpus.main(worker.main_gpu),
-            Shape::of(resident.model()),
-        ) else {
-            return Ok(None);
+        let Some(gpu) = self.env.gpus.main(worker.main_gpu) else {
+            if worker.gpu_layers != GpuLayers::Auto {
+                let why = self.env.gpus.notes().join("; ");
+                let note = format!(
+                    "--gpu-layers {} asks for GPU offload but there is no usable GPU{}: running on the CPU{}",
+                    worker.gpu_layers,
+                    if worker.main_gpu > 0 {
+                        format!(" number {}", worker.main_gpu)
+                    } else {
+                        String::new()
+                    },
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
+                );
+                tracing::warn!(model = %self.id, "model {}: {note}", self.id);
+                self.send(ModelReport::Note(note));
+            }
+            return Placed::Here(None);
         };
-        let context = Context {
-            tokens: u64::from(worker.ctx_size) * u64::from(worker.parallel),
-            batch: u64::from(worker.batch_size),
-            cache_k: worker.cache_type_k,
-            cache_v: worker.cache_type_v,
+        let Some(shape) = Shape::of(resident.model()) else {
+            return Placed::Here(None);
         };
-        gpu.admit(&self.id, &shape, context, worker.gpu_layers)
-            .map(Some)
+        let context = Context::of(&worker);
+        let whole = worker.gpu_layers.whole();
+        let mut releases = gpu.releases();
+        let mut no_room = match gpu.admit(&self.id, &shape, context, whole) {
+            Ok(r) => return Placed::Here(Some(r)),
+            Err(no_room) => no_room,
+        };
+        self.send(ModelReport::NeedsRoom {
+            device: gpu.label(),
+            need: no_room.need,
+            free: no_room.free,
+        });
+        let evicting = tokio::select! {
+            answer = room.recv() => answer.unwrap_or(false),
+            _ = &mut *unload => return Placed::Unloaded,
+        };
+        if evicting {
+            let deadline = tokio::time::sleep(ROOM_WAIT);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    changed = releases.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        match gpu.admit(&self.id, &shape, context, whole) {
+                            Ok(r) => return Placed::Here(Some(r)),
+                            Err(e) => no_room = e,
+                        }
+                    }
+                    _ = &mut deadline => break,
+                    _ = &mut *unload => return Placed::Unloaded,
+                }
+            }
+        }
+        if worker.gpu_layers != GpuLayers::Auto {
+            return Placed::Refused(no_room);
+        }
+        match gpu.admit(&self.id, &shape, context, GpuLayers::Auto) {
+            Ok(r) => Placed::Here(Some(r)),
+            Err(e) => Placed::Refused(e),
+        }
     }
 
     /// Starts the worker and watches it until unload, a crash or a hang.
@@ -214,11 +298,13 @@ impl Actor {
         resident: &ResidentModel,
         files: Vec<PathBuf>,
         mut unload: oneshot::Receiver<()>,
+        mut room: mpsc::UnboundedReceiver<bool>,
     ) {
         let mut settings = self.spec.worker;
-        let reservation = match self.place(resident) {
-            Ok(r) => r,
-            Err(no_room) => {
+        let mut reservation = match self.place(resident, &mut unload, &mut room).await {
+            Placed::Here(r) => r,
+            Placed::Unloaded => return,
+            Placed::Refused(no_room) => {
                 tracing::warn!(model = %self.id, error = %no_room, "not starting the worker of {}: {no_room}", self.id);
                 self.send(ModelReport::WorkerRefused(no_room.to_string()));
                 return;
@@ -250,11 +336,15 @@ impl Actor {
             _ = &mut unload => return, // dropping the start kills the child
         };
         drop(turn);
-        if let (Ok(_), Some(r)) = (&started, &reservation) {
-            log_upload(&self.id, r, upload_started.elapsed());
-        }
+        let took = upload_started.elapsed();
         match started {
             Ok(worker) => {
+                if let Some(r) = reservation.as_mut() {
+                    let offload = worker.offload().await;
+                    self.send(ModelReport::Offloaded(offloaded(
+                        &self.id, r, offload, took,
+                    )));
+                }
                 self.send(ModelReport::WorkerReady(worker.link()));
                 if let Some(exit) = worker.supervise(unload).await {
                     self.send(ModelReport::WorkerFailed(exit));
@@ -265,29 +355,55 @@ impl Actor {
     }
 }
 
-/// Logs what went to the GPU and how fast: bytes offloaded over the time
-/// from the worker's start to its model being loaded and answering.
-fn log_upload(id: &str, r: &Reservation, took: Duration) {
+/// What went to the GPU and how fast: llama.cpp's own figures when the
+/// worker gave them (the ledger then holds those), else the estimate; logged
+/// once, with the upload time from the worker's start to its answering.
+fn offloaded(id: &str, r: &mut Reservation, offload: Option<Offload>, took: Duration) -> GpuUse {
     let e = r.estimate;
+    let device = r.gpu().device.clone();
+    let offload = offload.unwrap_or_default();
+    let measured = device
+        .ggml_name
+        .as_deref()
+        .map(|name| offload.bytes_on(name))
+        .filter(|&b| b > 0);
+    if let Some(bytes) = measured {
+        r.measured(bytes);
+    }
     let secs = took.as_secs_f64();
     let bandwidth = if secs > 0.0 {
-        e.weights_bytes as f64 / secs
+        (e.weights_bytes as f64 / secs) as u64
     } else {
-        0.0
+        0
     };
+    let (layers, max_layers) = offload.layers.unwrap_or((e.layers, e.layers));
+    let used = GpuUse {
+        device: r.gpu().label(),
+        layers,
+        max_layers,
+        estimate_bytes: e.total(),
+        measured_bytes: measured,
+        reserved_bytes: r.reserved(),
+        upload_seconds: secs,
+        upload_bytes_per_second: bandwidth,
+    };
+    let human = crate::util::human_bytes;
     tracing::info!(
         model = %id,
-        device = %r.gpu().label(),
-        gpu_layers = e.layers,
+        device = %used.device,
+        gpu_layers = layers,
+        gpu_layers_max = max_layers,
         offloaded_bytes = e.weights_bytes,
-        reserved_bytes = e.total(),
+        estimate_bytes = used.estimate_bytes,
+        measured_bytes = measured.unwrap_or(0),
         upload_seconds = secs,
         upload_bytes_per_second = bandwidth,
-        "model {id}: {} layers ({}) on {} in {secs:.2} s ({}/s; {} reserved with KV cache and buffers)",
-        e.layers,
-        crate::util::human_bytes(e.weights_bytes),
-        r.gpu().label(),
-        crate::util::human_bytes(bandwidth as u64),
-        crate::util::human_bytes(e.total()),
+        "model {id}: {layers}/{max_layers} layers ({}) on {} in {secs:.2} s ({}/s); GPU memory {} measured, {} estimated",
+        human(e.weights_bytes),
+        used.device,
+        human(bandwidth),
+        measured.map_or_else(|| "not".to_owned(), human),
+        human(used.estimate_bytes),
     );
+    used
 }

@@ -76,6 +76,10 @@ pub(super) struct ModelRecord<R: ModelRuntime> {
     pub(super) settings: crate::settings::Effective,
     /// Load it again once released (its settings changed on a config reload).
     pub(super) reload_when_released: bool,
+    /// What its running worker holds on a GPU.
+    pub(super) gpu: Option<crate::gpu::placement::GpuUse>,
+    /// How it runs, when the user should know (no GPU for its offload).
+    pub(super) note: Option<String>,
 }
 
 impl<R: ModelRuntime> ModelRecord<R> {
@@ -101,6 +105,8 @@ impl<R: ModelRuntime> ModelRecord<R> {
             aliases: Vec::new(),
             reload_when_released: false,
             settings: crate::settings::Effective::default(),
+            gpu: None,
+            note: None,
         }
     }
 
@@ -137,6 +143,8 @@ impl<R: ModelRuntime> ModelRecord<R> {
             },
             aliases: self.aliases.clone(),
             settings: self.settings.clone(),
+            gpu: self.gpu.clone(),
+            note: self.note.clone(),
         }
     }
 

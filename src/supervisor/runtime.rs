@@ -48,6 +48,9 @@ pub trait ModelControl {
     fn start_worker(&mut self);
     /// Cancels the load, or stops the worker and releases the model.
     fn unload(&mut self);
+    /// Answers [`ModelReport::NeedsRoom`]: whether idle models are being
+    /// evicted to make it (else the worker offloads fewer layers or is refused).
+    fn room(&mut self, evicting: bool);
 }
 
 /// A running worker as the supervisor sees it.
@@ -80,6 +83,22 @@ pub enum ModelReport<W> {
     WorkerFailed(WorkerEnded),
     /// The worker was not started: its GPU offload does not fit (the reason has the numbers).
     WorkerRefused(String),
+    /// The worker's offload does not fit on `device`: `need` bytes, `free`
+    /// there now. The supervisor answers with [`ModelControl::room`].
+    NeedsRoom {
+        /// The device's label.
+        device: String,
+        /// Bytes the full offload needs.
+        need: u64,
+        /// Bytes free there now.
+        free: u64,
+    },
+    /// What the worker holds on its GPU (sent when it starts, again once
+    /// llama.cpp's figures are in).
+    Offloaded(crate::gpu::placement::GpuUse),
+    /// Something the user should know about how the model runs ("asked for
+    /// GPU offload, but no usable GPU: on the CPU").
+    Note(String),
     /// Released (after ready, a failure or a cancelled load); nothing runs any more.
     Unloaded,
 }

@@ -92,6 +92,10 @@ pub struct ModelView {
     pub aliases: Vec<String>,
     /// What its worker runs with.
     pub settings: crate::settings::Effective,
+    /// What its running worker holds on a GPU (layers, estimate, measured).
+    pub gpu: Option<crate::gpu::placement::GpuUse>,
+    /// How it runs, when the user should know (asked for a GPU, runs on the CPU).
+    pub note: Option<String>,
 }
 
 /// Why a model is being unloaded.
@@ -118,6 +122,13 @@ pub enum Eviction {
     ToLoad(String),
     /// A config reload lowered `--models-max` to this.
     ModelsMaxLowered(u32),
+    /// `model`'s offload needed the GPU memory it held on `device`.
+    GpuMemory {
+        /// The model that needed the room.
+        model: String,
+        /// The device's label.
+        device: String,
+    },
 }
 
 impl fmt::Display for UnloadCause {
@@ -128,6 +139,12 @@ impl fmt::Display for UnloadCause {
             }
             UnloadCause::Evicted(Eviction::ModelsMaxLowered(max)) => {
                 write!(f, "evicted: --models-max lowered to {max}")
+            }
+            UnloadCause::Evicted(Eviction::GpuMemory { model, device }) => {
+                write!(
+                    f,
+                    "evicted (least recently used on {device}) to make GPU memory for {model}"
+                )
             }
             UnloadCause::Idle(ttl) => write!(f, "idle for {} s (idle_ttl)", ttl.as_secs()),
             UnloadCause::Requested => f.write_str("unload requested"),

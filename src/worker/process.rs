@@ -232,6 +232,32 @@ impl WorkerProcess {
         }
     }
 
+    /// What llama.cpp in the worker reported it put where (layers, buffers);
+    /// `None` when the worker does not answer within a few seconds.
+    pub async fn offload(&self) -> Option<crate::engine::offload::Offload> {
+        use crate::engine::offload::{Buffer, Offload};
+        let mut client = WorkerServiceClient::new(self.link.channel.clone());
+        let call = client.offload(crate::proto::worker_pb::OffloadRequest {});
+        let reply = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        Some(Offload {
+            layers: (reply.layers_total > 0)
+                .then_some((reply.layers_offloaded, reply.layers_total)),
+            buffers: reply
+                .buffers
+                .into_iter()
+                .map(|b| Buffer {
+                    name: b.name,
+                    kind: b.kind,
+                    bytes: b.bytes,
+                })
+                .collect(),
+        })
+    }
+
     /// What requests use to reach it.
     pub fn link(&self) -> WorkerLink {
         self.link.clone()

@@ -231,6 +231,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             backend: d.backend.name().to_owned(),
             device: d.index.to_string(),
             name: d.name.clone(),
+            kind: d.kind.name().to_owned(),
         };
         state
             .metrics

@@ -297,6 +297,8 @@ mod tests {
             worker_pid: Some(42),
             aliases: vec!["a".into()],
             settings: Default::default(),
+            gpu: None,
+            note: None,
         };
         let j = model_json(&view);
         assert_eq!(j["id"], "m");

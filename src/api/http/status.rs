@@ -28,11 +28,15 @@ pub async fn status_json(state: &HttpState) -> Result<Value, ApiError> {
             json!({
                 "backend": d.backend.name(),
                 "index": d.index,
+                "kind": d.kind.name(),
+                "ggml_name": d.ggml_name,
                 "name": d.name,
+                "arch": d.arch,
+                "arch_override": d.arch_override,
                 "total_bytes": d.total_bytes,
                 "free_bytes": free,
                 "used_bytes": d.total_bytes.saturating_sub(free),
-                "usable": d.backend.usable(),
+                "usable": d.usable,
                 "reserved_by_model": holders
                     .into_iter()
                     .map(|(model, bytes)| (model, json!(bytes)))

@@ -5,6 +5,7 @@
 mod handle;
 mod leases;
 mod loads;
+mod pressure;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -84,6 +85,7 @@ enum Call {
     },
     StartWorker(String),
     Unload(String),
+    Room(String, bool),
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -121,6 +123,10 @@ impl ModelControl for FakeModel {
 
     fn unload(&mut self) {
         push(&self.calls, Call::Unload(self.id.clone()));
+    }
+
+    fn room(&mut self, evicting: bool) {
+        push(&self.calls, Call::Room(self.id.clone(), evicting));
     }
 }
 
