@@ -19,6 +19,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cargo:rustc-env=ROUTER_BUILD_BACKENDS={}",
         backends.join(", ")
     );
+    // The llama.cpp this build carries: the one llama-cpp-sys-2 vendors.
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let sys = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"llama-cpp-sys-2\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map_or_else(|| "unknown".to_owned(), |v| v.trim_matches('"').to_owned());
+    println!("cargo:rustc-env=ROUTER_LLAMA_CPP=llama.cpp from llama-cpp-sys-2 {sys}");
 
     let protos = [
         "llama_router/v1/models.proto",

@@ -148,6 +148,7 @@ async fn bench_cold_load(demo: &Path) {
         .load_model(pb::LoadModelRequest {
             id: "demo".into(),
             dry_run: false,
+            start_worker: false,
         })
         .await
         .unwrap()

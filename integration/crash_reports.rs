@@ -212,3 +212,130 @@ async fn a_report_lists_the_requests_the_worker_was_serving() {
         "a report never holds prompt text"
     );
 }
+
+/// Waits for the first crash report and returns it whole.
+async fn first_report(d: &Daemon) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let list = json(&d.cli(&["crashes", "--json"]));
+        if let Some(c) = list.as_array().and_then(|a| a.first()) {
+            break c["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no crash report; log:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    json(&d.cli(&["crashes", "show", &id, "--json"]))
+}
+
+fn frames(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["backtrace"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_model_file_truncated_under_a_stream_is_a_sigbus_report_naming_the_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy, never a link to the cached demo model: it is about to be cut short.
+    let model = dir.path().join("cut.gguf");
+    std::fs::copy(support::demo_model(), &model).unwrap();
+    let crashes = dir.path().join("crashes");
+    let d = Daemon::start(dir.path(), &["--crash-dir", crashes.to_str().unwrap()]).await;
+    let mut stream = d
+        .inference()
+        .await
+        .generate(greedy("cut", "Once upon a time", 2000))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        stream.message().await.unwrap().unwrap();
+    }
+    let cut = Instant::now();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&model)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let report = first_report(&d).await;
+    eprintln!(
+        "truncation to report: {:?}, report {} bytes",
+        cut.elapsed(),
+        report.to_string().len()
+    );
+    assert_eq!(report["exit"]["signal_name"], "SIGBUS", "{report:#}");
+    assert_eq!(report["signal_detail"], "non-existent physical address");
+    let fault = &report["fault"]["file"];
+    assert!(
+        fault["path"].as_str().unwrap().ends_with("cut.gguf"),
+        "{report:#}"
+    );
+    assert_eq!(fault["file_len"], 4096);
+    assert_eq!(fault["past_end"], true);
+    assert!(fault["offset"].as_u64().unwrap() >= 4096);
+    assert!(
+        report["capture"]
+            .as_str()
+            .unwrap()
+            .starts_with("captured in the worker"),
+        "{}",
+        report["capture"]
+    );
+    let frames = frames(&report);
+    assert!(frames.len() >= 5, "{frames:#?}");
+    // The fault is in llama.cpp's own code, named with its file and line.
+    assert!(
+        frames.iter().any(|f| {
+            let function = f["function"].as_str().unwrap_or_default();
+            let file = f["file"].as_str().unwrap_or_default();
+            (function.starts_with("ggml_") || function.starts_with("llama_"))
+                && (file.ends_with(".c") || file.ends_with(".cpp"))
+                && f["line"].as_u64().is_some_and(|l| l > 0)
+        }),
+        "no ggml/llama frame with file:line: {frames:#?}"
+    );
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "the stream in flight: {report:#}");
+    // The journal event carries the top frames.
+    let log = d.log_text();
+    assert!(log.contains("top_frames") && log.contains("ggml_"), "{log}");
+}
+
+#[tokio::test]
+async fn a_signal_sent_by_another_process_names_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    add_demo_model(dir.path(), "gemma");
+    let crashes = dir.path().join("crashes");
+    let d = Daemon::start(dir.path(), &["--crash-dir", crashes.to_str().unwrap()]).await;
+    let stream = d
+        .inference()
+        .await
+        .generate(greedy("gemma", "Hello", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    collect(stream).await.unwrap();
+    let pid = d.model("gemma").await.unwrap().worker_pid;
+    // `kill`, a process of its own, so that the sender is neither us nor the worker.
+    let mut sender = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -SEGV {pid}; sleep 5")])
+        .spawn()
+        .unwrap();
+    let report = first_report(&d).await;
+    let _ = sender.kill();
+    let _ = sender.wait();
+    assert_eq!(report["exit"]["signal_name"], "SIGSEGV");
+    let detail = report["signal_detail"].as_str().unwrap();
+    assert!(detail.starts_with("sent by kill()"), "{detail}");
+    assert_eq!(report["sender"]["pid"], sender.id(), "{report:#}");
+    assert_eq!(report["sender"]["uid"], nix::unistd::getuid().as_raw());
+    assert_eq!(report["sender"]["command"], "sh", "{report:#}");
+    assert!(
+        report["fault"].is_null(),
+        "a sent signal has no fault address"
+    );
+    assert!(frames(&report).len() >= 3, "the stack where it landed");
+}

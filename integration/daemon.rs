@@ -27,7 +27,11 @@ async fn load_via(socket: String, id: String) -> Result<pb::Model, tonic::Status
     let stream = llama_router::cli::client::connect(&socket)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-        .load_model(pb::LoadModelRequest { id, dry_run: false })
+        .load_model(pb::LoadModelRequest {
+            id,
+            dry_run: false,
+            start_worker: false,
+        })
         .await?
         .into_inner();
     finish(stream).await
@@ -40,6 +44,7 @@ async fn start_load(d: &Daemon, id: &str) -> tonic::Streaming<pb::LoadProgress> 
         .load_model(pb::LoadModelRequest {
             id: id.into(),
             dry_run: false,
+            start_worker: false,
         })
         .await
         .unwrap()

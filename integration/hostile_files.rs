@@ -139,6 +139,7 @@ async fn a_250_mb_metadata_string_is_listed_failed_without_costing_memory() {
         .load_model(pb::LoadModelRequest {
             id: "normal".into(),
             dry_run: false,
+            start_worker: false,
         })
         .await
         .unwrap()
@@ -197,6 +198,7 @@ async fn a_models_dir_renamed_away_and_back_keeps_its_models() {
         .load_model(pb::LoadModelRequest {
             id: "a".into(),
             dry_run: false,
+            start_worker: false,
         })
         .await
         .unwrap()
@@ -283,6 +285,7 @@ async fn a_rescan_under_descriptor_exhaustion_keeps_every_model() {
         .load_model(pb::LoadModelRequest {
             id: "a".into(),
             dry_run: false,
+            start_worker: false,
         })
         .await
         .unwrap()

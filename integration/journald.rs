@@ -228,6 +228,12 @@ async fn a_worker_crash_is_one_error_event_with_the_signal_and_its_stderr() {
         !crash_id.is_empty() && event["ERROR"].as_str().unwrap().contains(crash_id),
         "the event names its crash report: {event:#}"
     );
+    // The stack where the signal landed, symbolized from the captured minidump.
+    let top = event["TOP_FRAMES"].as_str().unwrap_or_default();
+    assert!(
+        top.contains(" < ") && top.contains(".rs:"),
+        "top frames: {event:#}"
+    );
 }
 
 #[tokio::test]

@@ -175,6 +175,44 @@ async fn a_fully_offloaded_model_answers_as_on_the_cpu_and_the_ledger_fills_and_
     let gpu = vulkan_device(&status);
     assert!(gpu.reserved_by_model.is_empty(), "{gpu:?}");
     assert_eq!(gpu.free_bytes, gpu.total_bytes);
+
+    // A load that starts the worker streams its start, and ends with what
+    // went to the GPU and how fast, before any request.
+    let mut stream = d
+        .client()
+        .await
+        .load_model(pb::LoadModelRequest {
+            id: "gemma".into(),
+            dry_run: false,
+            start_worker: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut phases = Vec::new();
+    let mut last = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        phases.push(p.phase);
+        last = p.model.or(last);
+    }
+    let starting = pb::load_progress::Phase::StartingWorker as i32;
+    assert!(phases.contains(&starting), "{phases:?}");
+    let model = last.unwrap();
+    assert!(model.worker_pid > 0, "{model:#?}");
+    let used = model.gpu.unwrap();
+    assert_eq!(used.layers, 19);
+    assert!(
+        used.upload_seconds > 0.0 && used.upload_bytes_per_second > 0,
+        "{used:?}"
+    );
+    // The CLI says it in one line.
+    d.cli(&["unload", "gemma"]);
+    let out = d.cli(&["load", "gemma", "--start-worker"]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("19/19 layers on vulkan:0") && line.contains("uploaded in"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

@@ -208,9 +208,17 @@ async fn a_worker_socket_is_private_and_answers_only_its_daemon() {
     .await
     .unwrap();
     assert_eq!(first.tokens.len(), 2);
-    let sockets = worker_sockets(&d);
-    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let all = worker_sockets(&d);
+    let sockets: Vec<_> = all
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
+        .cloned()
+        .collect();
+    assert_eq!(sockets.len(), 1, "{all:?}");
     let socket = sockets[0].clone();
+    // Beside it, the worker's crash capture socket, the daemon's.
+    let capture = socket.with_extension("crash");
+    assert!(all.contains(&capture), "{all:?}");
 
     // A local client that is not the daemon dials the worker directly: refused.
     let direct = tokio::time::timeout(Duration::from_secs(10), async {
@@ -240,6 +248,8 @@ async fn a_worker_socket_is_private_and_answers_only_its_daemon() {
     assert_eq!(dir_meta.mode() & 0o7777, 0o700, "{workers:?}");
     let sock_meta = std::fs::symlink_metadata(&socket).unwrap();
     assert_eq!(sock_meta.mode() & 0o7777, 0o600, "{socket:?}");
+    let capture_meta = std::fs::symlink_metadata(&capture).unwrap();
+    assert_eq!(capture_meta.mode() & 0o7777, 0o600, "{capture:?}");
 
     // The worker says why, and keeps serving its daemon.
     let deadline = Instant::now() + Duration::from_secs(10);

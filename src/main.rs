@@ -162,8 +162,14 @@ fn run_client(command: Command) -> ExitCode {
                 dry_run: true,
                 json,
                 endpoint,
+                ..
             } => llama_router::cli::dry_run::load_dry_run(&endpoint.resolve(), &name, json).await,
-            Command::Load { name, endpoint, .. } => client::load(&endpoint.resolve(), &name).await,
+            Command::Load {
+                name,
+                start_worker,
+                endpoint,
+                ..
+            } => client::load(&endpoint.resolve(), &name, start_worker).await,
             Command::Unload { name, endpoint } => client::unload(&endpoint.resolve(), &name).await,
             Command::Pin {
                 name,

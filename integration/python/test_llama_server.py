@@ -158,8 +158,8 @@ def test_completion_whole_and_streamed(server):
                 events.append(json.loads(line[6:]))
     assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
     assert "".join(e["content"] for e in events) == whole["content"]
-    status, err = call(server[0] + "/completion", {**body, "json_schema": {"type": "object"}})
-    assert status == 400 and "json_schema" in err["error"]["message"]
+    status, err = call(server[0] + "/completion", {**body, "n_probs": 3})
+    assert status == 400 and "n_probs" in err["error"]["message"]
 
 
 def test_apply_template_renders_the_prompt_a_chat_generates_from(server):
@@ -246,11 +246,68 @@ def test_json_object_answers_are_json(server):
         choice = answer.choices[0]
         assert choice.finish_reason == "stop", choice.message.content
         assert isinstance(json.loads(choice.message.content), dict), choice.message.content
+
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "pet": {"enum": ["cat", "dog", "none"]},
+    },
+    "required": ["name", "age", "pet"],
+    "additionalProperties": False,
+}
+
+
+def check_person(text):
+    person = json.loads(text)
+    assert set(person) == {"name", "age", "pet"}, text
+    assert isinstance(person["name"], str) and len(person["name"]) <= 12, text
+    assert isinstance(person["age"], int) and 0 <= person["age"] <= 120, text
+    assert person["pet"] in ("cat", "dog", "none"), text
+
+
+def test_json_schema_answers_match_the_schema_on_every_api(server):
+    client = openai.OpenAI(base_url=server[0] + "/v1", api_key="none", max_retries=0, timeout=120)
+    for seed in range(4):
+        answer = client.chat.completions.create(
+            model="base",
+            messages=[{"role": "user", "content": "Invent a person: their name, age and pet."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
+            max_tokens=96,
+            temperature=0.8,
+            seed=seed,
+        )
+        choice = answer.choices[0]
+        assert choice.finish_reason == "stop", choice.message.content
+        check_person(choice.message.content)
+    # llama-server's /completion takes the schema as `json_schema`.
+    status, body = call(server[0] + "/completion", {"model": "base", "prompt": "A person as JSON:", "json_schema": PERSON, "n_predict": 96})
+    assert status == 200, body
+    check_person(body["content"])
+    # The Responses API takes it as text.format.
+    response = client.responses.create(
+        model="base",
+        input="Invent a person.",
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
+        max_output_tokens=96,
+    )
+    check_person(response.output_text)
+    # A schema llama.cpp cannot turn into a grammar is the client's error, named.
     with pytest.raises(openai.BadRequestError, match="json_schema"):
         client.chat.completions.create(
             model="base",
             messages=[{"role": "user", "content": "x"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}},
+        )
+    with pytest.raises(openai.BadRequestError, match="not both"):
+        client.chat.completions.create(
+            model="base",
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": PERSON}},
+            extra_body={"grammar": 'root ::= "a"'},
         )
 
 

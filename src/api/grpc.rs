@@ -101,7 +101,10 @@ impl ModelService for ModelServiceImpl {
             });
             return Ok(Response::new(stream));
         }
-        let mut status = self.supervisor.load(id).await.map_err(convert::status)?;
+        let start_worker = req.get_ref().start_worker;
+        let supervisor = self.supervisor.clone();
+        let id = id.to_owned();
+        let mut status = self.supervisor.load(&id).await.map_err(convert::status)?;
         let stream = async_stream(move |tx| async move {
             loop {
                 let current = status.borrow_and_update().clone();
@@ -114,6 +117,19 @@ impl ModelService for ModelServiceImpl {
                         false,
                     ),
                     LoadStatus::Loading(p) => (Ok(convert::progress(&p)), false),
+                    LoadStatus::Ready(view) if start_worker => {
+                        let starting = pb::LoadProgress {
+                            phase: pb::load_progress::Phase::StartingWorker.into(),
+                            bytes_done: 0,
+                            bytes_total: view.size_bytes,
+                            model: None,
+                            plan: None,
+                        };
+                        if tx.send(Ok(starting)).await.is_err() {
+                            return;
+                        }
+                        (started(&supervisor, &id).await, true)
+                    }
                     LoadStatus::Ready(view) => (
                         Ok(pb::LoadProgress {
                             phase: pb::load_progress::Phase::Ready.into(),
@@ -268,4 +284,22 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(body(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Starts `id`'s worker as a request would (a lease, given back at once)
+/// and answers with the model, its GPU use and upload figures included.
+async fn started(
+    supervisor: &crate::supervisor::SupervisorHandle,
+    id: &str,
+) -> Result<pb::LoadProgress, Status> {
+    let lease = supervisor.acquire(id).await.map_err(convert::status)?;
+    drop(lease);
+    let view = supervisor.get(id).await.map_err(convert::status)?;
+    Ok(pb::LoadProgress {
+        phase: pb::load_progress::Phase::Ready.into(),
+        bytes_done: view.resident_bytes,
+        bytes_total: view.size_bytes,
+        model: Some(convert::model(&view)),
+        plan: None,
+    })
 }

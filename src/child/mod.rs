@@ -2,8 +2,10 @@
 //! out of the daemon's address space, so a crash costs one model, not the
 //! router. `server` starts it and serves its private socket, `service` is
 //! its gRPC services, `accept` lets only its daemon in. Its command line
-//! (`worker::args`) is the contract with the daemon's side in `worker/`.
+//! (`worker::args`) is the contract with the daemon's side in `worker/`;
+//! `capture` hands a crash to the daemon's capture server.
 
 pub mod accept;
+pub mod capture;
 pub mod server;
 pub mod service;

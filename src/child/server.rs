@@ -168,6 +168,12 @@ fn builtin_named(path: &Path) -> Option<&'static str> {
 
 /// Loads the model, serves it, and returns after SIGTERM/SIGINT once in-flight requests end.
 pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    // First of all, so that a crash while loading is captured too.
+    let _capture = args.crash_socket.as_deref().and_then(|socket| {
+        super::capture::install(socket)
+            .map_err(|e| tracing::warn!(model = %args.model_id, "crash capture is off: {e}"))
+            .ok()
+    });
     let first = check_shards(&args.shards)?.to_path_buf();
     let (model, engine) = tokio::task::spawn_blocking({
         let args = args.clone();

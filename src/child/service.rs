@@ -100,9 +100,25 @@ impl WorkerInference {
         // max_tokens needs no bound of its own: the engine ends every
         // generation when its context is full (finish_reason length).
         check_stops(&stops)?;
-        let grammar = match sampling.and_then(|s| s.grammar.as_deref()) {
-            None | Some("") => None,
-            Some(g) => Some(grammar::compile(self.engine.model(), g).map_err(engine_status)?),
+        let gbnf = sampling
+            .and_then(|s| s.grammar.as_deref())
+            .filter(|g| !g.is_empty());
+        let schema = sampling
+            .and_then(|s| s.json_schema.as_deref())
+            .filter(|g| !g.is_empty());
+        let grammar = match (gbnf, schema) {
+            (Some(_), Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "send either a grammar or a json_schema, not both",
+                ));
+            }
+            (Some(g), None) => Some(g.to_owned()),
+            (None, Some(s)) => Some(grammar::from_json_schema(s).map_err(engine_status)?),
+            (None, None) => None,
+        };
+        let grammar = match grammar {
+            Some(g) => Some(grammar::compile(self.engine.model(), &g).map_err(engine_status)?),
+            None => None,
         };
         let sampling = sampling.map(sampling_request);
         let sampling = Sampling::from_request(sampling.as_ref(), random_seed(), &self.sampling)

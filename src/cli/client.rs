@@ -253,14 +253,16 @@ pub async fn models(target: &Target, as_json: bool) -> Result<(), ClientError> {
     print(&mut out, &text)
 }
 
-/// `load NAME`: progress on a terminal, one line at the end.
-pub async fn load(target: &Target, id: &str) -> Result<(), ClientError> {
+/// `load NAME [--start-worker]`: progress on a terminal, one line at the
+/// end (with what went to the GPU when the worker started).
+pub async fn load(target: &Target, id: &str, start_worker: bool) -> Result<(), ClientError> {
     let mut client = target.models().await?;
     let started = Instant::now();
     let mut stream = client
         .load_model(pb::LoadModelRequest {
             id: id.to_owned(),
             dry_run: false,
+            start_worker,
         })
         .await?
         .into_inner();
@@ -271,8 +273,29 @@ pub async fn load(target: &Target, id: &str) -> Result<(), ClientError> {
             if tty {
                 eprint!("\r\x1b[2K");
             }
+            let gpu = model.gpu.as_ref().map_or_else(String::new, |g| {
+                format!(
+                    "; {}/{} layers on {}, uploaded in {:.2} s ({}/s), {} GPU memory{}",
+                    g.layers,
+                    g.max_layers,
+                    g.device,
+                    g.upload_seconds,
+                    human_bytes(g.upload_bytes_per_second),
+                    human_bytes(g.reserved_bytes),
+                    if g.measured_bytes > 0 {
+                        " measured"
+                    } else {
+                        " estimated"
+                    }
+                )
+            });
+            let worker = if model.worker_pid > 0 {
+                format!(", worker pid {}", model.worker_pid)
+            } else {
+                String::new()
+            };
             let line = format!(
-                "{}: {} ({}) in {:.1} s\n",
+                "{}: {} ({}) in {:.1} s{worker}{gpu}\n",
                 model.id,
                 state_name(model.state),
                 human_bytes(model.size_bytes),
@@ -280,7 +303,11 @@ pub async fn load(target: &Target, id: &str) -> Result<(), ClientError> {
             );
             return print(&mut std::io::stdout().lock(), &line);
         }
-        if tty {
+        if tty && p.phase == Phase::StartingWorker as i32 {
+            eprint!(
+                "\r\x1b[2K{id}: in RAM; starting its worker (llama.cpp loads it, uploads GPU layers)"
+            );
+        } else if tty {
             let phase = match Phase::try_from(p.phase) {
                 Ok(Phase::Queued) => "waiting for a free slot",
                 Ok(Phase::Mapping) => "mapping",

@@ -5,6 +5,7 @@ use serde_json::{Value as Json, json};
 
 use super::CrashesCommand;
 use super::client::{ClientError, Target, print};
+use crate::crashes::{CrashReport, ThreadStack};
 use crate::proto::pb;
 
 fn summary_json(c: &pb::CrashSummary) -> Json {
@@ -39,56 +40,11 @@ pub async fn run(
         if as_json {
             return out(&format!("{}\n", report.json));
         }
-        let full: Json = serde_json::from_str(&report.json).unwrap_or(Json::Null);
-        let field = |k: &str| full.get(k).cloned().unwrap_or(Json::Null);
-        let stderr: Vec<String> = full
-            .get("stderr")
-            .and_then(Json::as_array)
-            .map(|lines| {
-                lines
-                    .iter()
-                    .filter_map(Json::as_str)
-                    .map(|l| format!("  {l}"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let requests: Vec<String> = full
-            .get("requests")
-            .and_then(Json::as_array)
-            .map(|all| {
-                all.iter()
-                    .map(|r| {
-                        format!(
-                            "{} over {}, {} ms, {} tokens back",
-                            r["kind"].as_str().unwrap_or("?"),
-                            r["client"].as_str().unwrap_or("?"),
-                            r["running_ms"],
-                            r["generated_tokens"]
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let s = report.summary.unwrap_or_default();
-        return out(&format!(
-            "crash {}\ntime:     {}\nmodel:    {}\nfiles:    {}\nworker:   pid {}\nbuild:    {}\nended:    {}\nsettings: {}\nrequests: {}\ncapture:  {}\nstderr (last {} lines):\n{}\n",
-            s.id,
-            s.time,
-            s.model,
-            field("files"),
-            s.worker_pid,
-            field("build").as_str().unwrap_or_default(),
-            s.reason,
-            field("settings"),
-            if requests.is_empty() {
-                "none in flight".to_owned()
-            } else {
-                requests.join("; ")
-            },
-            field("capture").as_str().unwrap_or_default(),
-            stderr.len(),
-            stderr.join("\n"),
-        ));
+        return match serde_json::from_str::<CrashReport>(&report.json) {
+            Ok(full) => out(&describe(&full)),
+            // A format this client does not know: show it as it is.
+            Err(_) => out(&format!("{}\n", report.json)),
+        };
     }
     let list = client
         .list_crashes(pb::ListCrashesRequest {})
@@ -119,4 +75,100 @@ pub async fn run(
         ));
     }
     out(&text)
+}
+
+/// Frames shown per stack in the text form (`--json` has them all).
+const SHOWN_FRAMES: usize = 24;
+
+fn stack(t: &[crate::crashes::Frame]) -> String {
+    let mut lines: Vec<String> = t
+        .iter()
+        .take(SHOWN_FRAMES)
+        .enumerate()
+        .map(|(i, f)| format!("  #{i:<2} {}", f.one_line()))
+        .collect();
+    if t.len() > SHOWN_FRAMES {
+        lines.push(format!("  ... {} more (--json)", t.len() - SHOWN_FRAMES));
+    }
+    lines.join("\n")
+}
+
+/// One report in words.
+fn describe(r: &CrashReport) -> String {
+    let requests: Vec<String> = r
+        .requests
+        .iter()
+        .map(|q| {
+            format!(
+                "{} over {}, {} ms, {} tokens back",
+                q.kind, q.client, q.running_ms, q.generated_tokens
+            )
+        })
+        .collect();
+    let files: Vec<String> = r.files.iter().map(|f| f.display().to_string()).collect();
+    let mut text = format!(
+        "crash {}\ntime:     {}\nmodel:    {}\nfiles:    {}\nworker:   pid {}\nbuild:    {}\nended:    {}\n",
+        r.id,
+        r.time,
+        r.model,
+        files.join(", "),
+        r.worker_pid,
+        r.build,
+        r.exit.reason,
+    );
+    if let Some(detail) = &r.signal_detail {
+        text.push_str(&format!("signal:   {detail}\n"));
+    }
+    if let Some(fault) = &r.fault {
+        let place = fault.file.as_ref().map_or_else(String::new, |f| {
+            format!(
+                ", in {} at byte {}{}",
+                f.path.display(),
+                f.offset,
+                match (f.past_end, f.file_len) {
+                    (true, Some(len)) => format!(
+                        ": past its end ({len} bytes now; truncated or replaced under the worker)"
+                    ),
+                    _ => String::new(),
+                }
+            )
+        });
+        text.push_str(&format!("fault:    {}{place}\n", fault.address));
+    }
+    text.push_str(&format!(
+        "settings: {}\nrequests: {}\ncapture:  {}\n",
+        serde_json::to_string(&r.settings).unwrap_or_default(),
+        if requests.is_empty() {
+            "none in flight".to_owned()
+        } else {
+            requests.join("; ")
+        },
+        r.capture
+    ));
+    if !r.backtrace.is_empty() {
+        text.push_str(&format!(
+            "backtrace (crashing thread):\n{}\n",
+            stack(&r.backtrace)
+        ));
+    }
+    for t in &r.threads {
+        text.push_str(&format!("{}:\n{}\n", thread_title(t), stack(&t.frames)));
+    }
+    text.push_str(&format!(
+        "stderr (last {} lines):\n{}\n",
+        r.stderr.len(),
+        r.stderr
+            .iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+    text
+}
+
+fn thread_title(t: &ThreadStack) -> String {
+    match &t.name {
+        Some(name) => format!("thread {} ({name})", t.thread_id),
+        None => format!("thread {}", t.thread_id),
+    }
 }

@@ -16,6 +16,7 @@ pub async fn load_dry_run(target: &Target, id: &str, as_json: bool) -> Result<()
         .load_model(pb::LoadModelRequest {
             id: id.to_owned(),
             dry_run: true,
+            start_worker: false,
         })
         .await?
         .into_inner();

@@ -15,6 +15,8 @@ pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (backends: ",
     env!("ROUTER_BUILD_BACKENDS"),
+    "; ",
+    env!("ROUTER_LLAMA_CPP"),
     ")"
 );
 
@@ -83,6 +85,9 @@ pub enum Command {
         /// Say what loading would evict and how many layers it would offload; do nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also start its worker (and upload its GPU layers), so the first request finds it answering.
+        #[arg(long, conflicts_with = "dry_run")]
+        start_worker: bool,
         /// JSON instead of text (with --dry-run).
         #[arg(long)]
         json: bool,

@@ -3,10 +3,14 @@
 //! (`$STATE_DIRECTORY/crashes` under systemd). Storage is bounded in count
 //! and bytes, the oldest report goes first, and reports survive restarts.
 //!
-//! This module owns the format and the storage. The daemon's side of a
-//! worker writes a report when one ends (`worker::process`); gRPC
+//! This module owns the format, the storage, and the daemon's end of
+//! in-process capture ([`capture`]: a minidump of the crashed worker, taken
+//! from outside it, and [`analyze`]: its stacks symbolized). The daemon's side
+//! of a worker writes a report when one ends (`worker::process`); gRPC
 //! (`ListCrashes`, `GetCrash`) and `llama-router crashes` read them.
 
+pub mod analyze;
+pub mod capture;
 mod store;
 
 use std::path::PathBuf;
@@ -14,12 +18,14 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use analyze::{Analysis, FaultFile, Frame, ThreadStack};
+pub use capture::{CaptureServer, Captured, SigInfo};
 pub use store::{CrashLimits, CrashStore};
 
 use crate::params::ModelParams;
 
 /// The format version written in every report.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 /// Most stderr lines a report keeps.
 pub const STDERR_LINES: usize = 64;
@@ -64,9 +70,45 @@ pub struct CrashReport {
     /// The requests the worker was serving (never their text).
     #[serde(default)]
     pub requests: Vec<CrashRequest>,
-    /// How the report was made: without in-process capture it holds what the
-    /// daemon saw (exit status and stderr), and says so.
+    /// How the report was made: captured in the worker (a minidump,
+    /// symbolized), or, when capture failed, what the daemon saw, and why.
     pub capture: String,
+    /// How the signal came, in words: the fault kind (`address not mapped`),
+    /// or who sent it.
+    #[serde(default)]
+    pub signal_detail: Option<String>,
+    /// The process that sent the signal, when another one did.
+    #[serde(default)]
+    pub sender: Option<SignalSender>,
+    /// The fault address, and the mapped file it lies in.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    /// The crashing thread's stack, innermost first, symbolized.
+    #[serde(default)]
+    pub backtrace: Vec<Frame>,
+    /// The other threads' stacks.
+    #[serde(default)]
+    pub threads: Vec<ThreadStack>,
+}
+
+/// Who sent a signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalSender {
+    /// Its pid.
+    pub pid: u32,
+    /// Its uid.
+    pub uid: u32,
+    /// Its command (`/proc/PID/comm`), if it still runs.
+    pub command: Option<String>,
+}
+
+/// Where a fault happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// The address, `0x…`.
+    pub address: String,
+    /// The mapped file it lies in, if any.
+    pub file: Option<FaultFile>,
 }
 
 /// How the crashed worker ended.
@@ -154,16 +196,104 @@ impl CrashReport {
             capture: "not captured in the worker: this report holds what the daemon saw \
                       (how the worker ended and its stderr)"
                 .to_owned(),
+            signal_detail: None,
+            sender: None,
+            fault: None,
+            backtrace: Vec::new(),
+            threads: Vec::new(),
         }
+    }
+
+    /// Adds what capture in the worker found: the signal's origin, and the
+    /// symbolized minidump (or why there is none, which `capture` then says).
+    pub fn with_capture(
+        mut self,
+        captured: Captured,
+        analysis: Option<Result<Analysis, String>>,
+    ) -> Self {
+        if let Some(info) = captured.siginfo {
+            let signo = i32::try_from(info.signo).unwrap_or(0);
+            let mut detail = capture::describe_code(signo, info.code);
+            if info.code <= 0 {
+                if info.pid == self.worker_pid {
+                    detail = "raised by the worker itself (abort or raise)".to_owned();
+                } else {
+                    let command = std::fs::read_to_string(format!("/proc/{}/comm", info.pid))
+                        .ok()
+                        .map(|c| c.trim().to_owned());
+                    detail = format!(
+                        "{detail}: sent by pid {} (uid {}{})",
+                        info.pid,
+                        info.uid,
+                        command
+                            .as_deref()
+                            .map(|c| format!(", {c}"))
+                            .unwrap_or_default()
+                    );
+                    self.sender = Some(SignalSender {
+                        pid: info.pid,
+                        uid: info.uid,
+                        command,
+                    });
+                }
+            } else {
+                self.fault = Some(Fault {
+                    address: format!("{:#x}", info.addr),
+                    file: None,
+                });
+            }
+            self.signal_detail = Some(detail);
+        }
+        self.capture = match (captured.minidump, analysis) {
+            (None, _) => "not captured in the worker: it asked for no minidump (it crashed \
+                          before its crash handler was set up, or the handler could not reach \
+                          the daemon); this report holds what the daemon saw"
+                .to_owned(),
+            (Some(Err(why)), _) => {
+                format!("capture failed ({why}); this report holds what the daemon saw")
+            }
+            (Some(Ok(_)), None) => "captured a minidump, not analyzed".to_owned(),
+            (Some(Ok(_)), Some(Err(why))) => {
+                format!("captured a minidump, but it could not be read: {why}")
+            }
+            (Some(Ok(_)), Some(Ok(a))) => {
+                if self.sender.is_none() {
+                    if let Some(address) = a.address {
+                        self.fault = Some(Fault {
+                            address: format!("{address:#x}"),
+                            file: a.fault_file,
+                        });
+                    }
+                }
+                self.backtrace = a.crashing.map(|t| t.frames).unwrap_or_default();
+                self.threads = a.others;
+                format!(
+                    "captured in the worker (minidump, {}), unwound and symbolized with the binary's own debug info",
+                    a.reason.as_deref().unwrap_or("no exception record")
+                )
+            }
+        };
+        self
+    }
+
+    /// The innermost frames in one line, for the journal.
+    pub fn top_frames(&self, n: usize) -> String {
+        self.backtrace
+            .iter()
+            .take(n)
+            .map(Frame::one_line)
+            .collect::<Vec<_>>()
+            .join(" < ")
     }
 }
 
 /// This build, as reports name it.
 pub fn build() -> String {
     format!(
-        "llama-router {} (backends: {})",
+        "llama-router {} (backends: {}; {})",
         env!("CARGO_PKG_VERSION"),
-        env!("ROUTER_BUILD_BACKENDS")
+        env!("ROUTER_BUILD_BACKENDS"),
+        env!("ROUTER_LLAMA_CPP")
     )
 }
 

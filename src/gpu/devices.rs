@@ -163,13 +163,16 @@ impl PartialEq for GpuSet {
 
 impl GpuSet {
     /// Handles for what discovery found; `budget` caps what our models
-    /// hold on each device (`gpu_memory_budget`).
+    /// hold on each device they can offload to (`gpu_memory_budget`).
     pub fn new(found: Discovery, budget: Option<u64>) -> Self {
         GpuSet {
             devices: found
                 .devices
                 .into_iter()
-                .map(|d| GpuHandle::new(d, budget))
+                .map(|d| {
+                    let budget = budget.filter(|_| d.usable);
+                    GpuHandle::new(d, budget)
+                })
                 .collect(),
             notes: found.notes,
         }

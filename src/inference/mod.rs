@@ -195,8 +195,15 @@ impl Inference {
 }
 
 /// A request's grammar, if it has one.
+/// The request's constraint (a GBNF grammar, else a JSON schema), whose
+/// length is bounded here before it reaches a worker.
 fn grammar(sampling: Option<&pb::SamplingParams>) -> Option<&str> {
-    sampling.and_then(|s| s.grammar.as_deref())
+    let grammar = sampling.and_then(|s| s.grammar.as_deref());
+    let schema = sampling.and_then(|s| s.json_schema.as_deref());
+    match (grammar, schema) {
+        (Some(g), Some(s)) => Some(if g.len() >= s.len() { g } else { s }),
+        (g, s) => g.or(s),
+    }
 }
 
 /// What a worker's error status means: its own refusals pass through; a

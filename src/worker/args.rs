@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// A chat template file used instead of the model's own.
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
+    /// The daemon's crash capture socket for this worker (see `crashes::capture`).
+    #[arg(long)]
+    pub crash_socket: Option<PathBuf>,
     /// The engine settings (`threads` already resolved: never 0).
     #[command(flatten)]
     pub params: ModelParams,
@@ -60,6 +63,9 @@ impl WorkerArgs {
         flag("log-level", self.log_level.clone().into());
         if let Some(template) = &self.chat_template {
             flag("chat-template", template.clone().into());
+        }
+        if let Some(socket) = &self.crash_socket {
+            flag("crash-socket", socket.clone().into());
         }
         argv.extend(to_argv(&self.params));
         argv.extend(to_argv(&self.sampling));
@@ -95,6 +101,7 @@ mod tests {
             parent_pid: 42,
             log_level: "info".into(),
             chat_template: Some("/t.jinja".into()),
+            crash_socket: Some("/run/x/w-1.crash".into()),
             params: ModelParams {
                 parallel: 4,
                 ctx_size: 4096,

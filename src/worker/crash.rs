@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exit::WorkerExit;
-use crate::crashes::{CrashExit, CrashFacts, CrashReport, CrashStore};
+use crate::crashes::{Captured, CrashExit, CrashFacts, CrashReport, CrashStore};
 use crate::params::ModelParams;
 
 /// The worker a report is about.
@@ -18,7 +18,11 @@ pub(super) struct Crashed<'a> {
     pub(super) reason: String,
     pub(super) stderr: Vec<String>,
     pub(super) requests: Vec<crate::crashes::CrashRequest>,
+    pub(super) captured: Captured,
 }
+
+/// Frames the journal event names.
+const TOP_FRAMES: usize = 5;
 
 /// How `exit` reads in a report; None when it is no crash a report is kept
 /// for (a kill from outside, a hang, a clean exit).
@@ -46,10 +50,29 @@ fn crash_exit(exit: &WorkerExit, reason: String) -> Option<CrashExit> {
     report.is_crash().then_some(report)
 }
 
-/// Writes the report of `crashed` to `store` (off the async threads) and
-/// returns its id; a report that cannot be written is logged, never fatal.
-pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<String> {
+/// Writes the report of `crashed` to `store` (its minidump symbolized and
+/// the file written off the async threads) and returns its id and top
+/// frames; a report that cannot be written is logged, never fatal.
+pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<(String, String)> {
     let exit = crash_exit(crashed.exit, crashed.reason)?;
+    // A fault's address; none for a signal another process sent.
+    let fault_address = crashed
+        .captured
+        .siginfo
+        .filter(|s| s.code > 0)
+        .map(|s| s.addr);
+    let analysis = match &crashed.captured.minidump {
+        Some(Ok(path)) => {
+            let path = path.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let analyzed = tokio::task::spawn_blocking(move || {
+                runtime.block_on(crate::crashes::analyze::analyze(&path, fault_address))
+            })
+            .await;
+            Some(analyzed.unwrap_or_else(|e| Err(format!("the analysis panicked: {e}"))))
+        }
+        _ => None,
+    };
     let report = CrashReport::from_facts(CrashFacts {
         model: crashed.model.to_owned(),
         files: crashed.files.to_vec(),
@@ -59,10 +82,12 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<S
         stderr: crashed.stderr,
         requests: crashed.requests,
         at: SystemTime::now(),
-    });
+    })
+    .with_capture(crashed.captured, analysis);
     let id = report.id.clone();
+    let top = report.top_frames(TOP_FRAMES);
     match store.off_thread(move |s| s.write(&report)).await {
-        Ok(()) => Some(id),
+        Ok(()) => Some((id, top)),
         Err(e) => {
             tracing::error!(model = %crashed.model, error = %e, "cannot store the crash report of {}'s worker: {e}", crashed.model);
             None

@@ -23,7 +23,7 @@ use super::in_flight::InFlight;
 use super::liveness::liveness;
 use super::logbook::LogBook;
 use super::logs::{OutputMeter, StderrTail};
-use crate::crashes::CrashStore;
+use crate::crashes::{CaptureServer, CrashStore};
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{WorkerExtras, WorkerSettings};
 
@@ -102,6 +102,8 @@ pub struct WorkerProcess {
     shards: Vec<PathBuf>,
     /// Where its crash report goes.
     crashes: Option<CrashStore>,
+    /// Its crash capture server, while it runs.
+    capture: Option<CaptureServer>,
 }
 
 impl WorkerProcess {
@@ -119,6 +121,16 @@ impl WorkerProcess {
         let socket = env
             .socket_dir
             .join(format!("worker-{}-{generation}.sock", std::process::id()));
+        // Crash capture: without it a crash still gets the daemon's report.
+        let capture = env.crashes.as_ref().and_then(|_| {
+            let name = |ext: &str| {
+                env.socket_dir
+                    .join(format!("worker-{}-{generation}.{ext}", std::process::id()))
+            };
+            CaptureServer::start(name("crash"), name("dmp"))
+                .map_err(|e| tracing::warn!(model = %model_id, error = %e, "no crash capture for {model_id}'s worker: {e}"))
+                .ok()
+        });
         let mut params = settings.params;
         // 0 = one per core of the daemon's machine, counted here so that the
         // worker's argv says what it runs with.
@@ -133,6 +145,7 @@ impl WorkerProcess {
             parent_pid: std::process::id(),
             log_level: env.log_level.clone(),
             chat_template: extras.chat_template.clone(),
+            crash_socket: capture.as_ref().map(|c| c.socket().to_path_buf()),
             params,
             sampling: extras.sampling,
             shards: shards.clone(),
@@ -191,6 +204,7 @@ impl WorkerProcess {
             logs: env.logs.clone(),
             shards,
             crashes: env.crashes.clone(),
+            capture,
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
@@ -325,6 +339,7 @@ impl WorkerProcess {
             exit = WorkerExit::Flooded(flood);
         }
         let mut ended = WorkerEnded::from(exit);
+        let mut top_frames = String::new();
         if ended.crashed() {
             // Its last words may still be in the pipe: let the relay read
             // them (bounded: a grandchild may hold the pipe open).
@@ -344,6 +359,10 @@ impl WorkerProcess {
                 .map(|l| quote(l))
                 .collect();
             if let Some(store) = &self.crashes {
+                let captured = match self.capture.as_mut() {
+                    Some(capture) => capture.finish(CAPTURE_WAIT).await,
+                    None => Default::default(),
+                };
                 let crashed = Crashed {
                     model: &self.model_id,
                     files: &self.shards,
@@ -353,8 +372,12 @@ impl WorkerProcess {
                     reason: ended.to_string(),
                     stderr: tail.clone(),
                     requests: self.link.in_flight.snapshot(),
+                    captured,
                 };
-                ended.crash_id = record(store, crashed).await;
+                if let Some((id, top)) = record(store, crashed).await {
+                    ended.crash_id = Some(id);
+                    top_frames = top;
+                }
             }
             let stderr = tail.join("\n");
             let signal = ended.exit.signal_name().unwrap_or_default();
@@ -365,6 +388,7 @@ impl WorkerProcess {
                 stderr = %stderr,
                 crash_id = ended.crash_id.as_deref().unwrap_or_default(),
                 signal,
+                top_frames = %top_frames,
                 "worker for {} failed: {ended}", self.model_id
             );
         }
@@ -378,6 +402,9 @@ impl WorkerProcess {
         ended
     }
 }
+
+/// How long a crashed worker's minidump may take to be written.
+const CAPTURE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a child `wait` ended.
 fn exit_of(status: std::io::Result<ExitStatus>) -> WorkerExit {

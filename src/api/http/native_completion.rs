@@ -3,7 +3,8 @@
 //! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
 //! streamed as server-sent events of the same objects (no `[DONE]`, as
 //! llama-server). `grammar` (GBNF) constrains the answer; fields we know
-//! but cannot honour (`n_probs`, `json_schema`) are a 400 naming them.
+//! but cannot honour (`n_probs`) are a 400 naming them; `json_schema`
+//! constrains it by llama.cpp's own schema-to-grammar converter.
 
 use std::convert::Infallible;
 
@@ -56,17 +57,21 @@ struct CompletionBody {
 
 impl CompletionBody {
     fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
-        let refused = [
-            (self.n_probs > 0, "n_probs"),
-            (
-                self.json_schema.as_ref().is_some_and(|s| !s.is_null()),
-                "json_schema",
-            ),
-        ];
-        if let Some((_, name)) = refused.iter().find(|(given, _)| *given) {
-            return Err(ApiError::bad_request(format!(
-                "{name} is not supported yet by llama-router's /completion"
-            )));
+        if self.n_probs > 0 {
+            return Err(ApiError::bad_request(
+                "n_probs is not supported yet by llama-router's /completion",
+            ));
+        }
+        let json_schema = self
+            .json_schema
+            .as_ref()
+            .filter(|s| !s.is_null())
+            .map(Value::to_string);
+        let grammar = self.grammar.clone().filter(|g| !g.is_empty());
+        if grammar.is_some() && json_schema.is_some() {
+            return Err(ApiError::bad_request(
+                "send either grammar or json_schema, not both",
+            ));
         }
         let stop = match &self.stop {
             None => Vec::new(),
@@ -92,7 +97,8 @@ impl CompletionBody {
                 penalty_last_n: self.repeat_last_n,
                 // Negative: llama-server's "random".
                 seed: self.seed.filter(|s| *s >= 0).map(|s| s as u32),
-                grammar: self.grammar.clone().filter(|g| !g.is_empty()),
+                grammar,
+                json_schema,
             }),
             stop,
         })
@@ -282,9 +288,18 @@ mod tests {
             g.sampling.unwrap().grammar.as_deref(),
             Some("root ::= \"a\"")
         );
-        let err = body(json!({"prompt": "p", "json_schema": {"type": "object"}}))
+        let schema = body(json!({"prompt": "p", "json_schema": {"type": "object"}}))
             .to_pb()
-            .unwrap_err();
+            .unwrap();
+        assert_eq!(
+            schema.sampling.unwrap().json_schema.as_deref(),
+            Some(r#"{"type":"object"}"#)
+        );
+        let err = body(
+            json!({"prompt": "p", "json_schema": {"type": "object"}, "grammar": "root ::= \"a\""}),
+        )
+        .to_pb()
+        .unwrap_err();
         assert!(err.message.contains("json_schema"), "{err:?}");
     }
 }

@@ -90,6 +90,7 @@ impl Sampling {
             // Any integer is a valid seed to OpenAI; the same one still gives the same tokens.
             seed: self.seed.map(|s| s as u32),
             grammar: self.grammar.clone(),
+            json_schema: None,
         }
     }
 
@@ -170,27 +171,74 @@ pub struct ChatCompletionRequest {
     /// Sampling and streaming.
     #[serde(flatten)]
     pub sampling: Sampling,
-    /// `{"type": "text"}` or `{"type": "json_object"}`.
+    /// `{"type": "text"}`, `{"type": "json_object"}` or
+    /// `{"type": "json_schema", "json_schema": {"schema": {...}}}`.
     pub response_format: Option<serde_json::Value>,
 }
 
-/// The grammar a `response_format` asks for: none for text, a JSON object's
-/// for `json_object`. `json_schema` needs llama.cpp's schema-to-grammar
-/// converter (llama-cpp-2's `common` feature, not built): a 400 until then.
-fn format_grammar(format: Option<&serde_json::Value>) -> Result<Option<String>, ApiError> {
+/// What a structured-output request asks the answer to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Constraint {
+    /// A GBNF grammar (`json_object`'s).
+    Grammar(String),
+    /// A JSON schema, as JSON text (the worker turns it into a grammar).
+    Schema(String),
+}
+
+/// The constraint of an output format: `text` (none), `json_object`, or
+/// `json_schema` with its `schema`; `field` names the format in errors.
+pub fn output_constraint(
+    kind: Option<&str>,
+    schema: Option<&serde_json::Value>,
+    field: &str,
+) -> Result<Option<Constraint>, ApiError> {
+    match kind {
+        None | Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::Grammar(JSON_OBJECT.to_owned()))),
+        Some("json_schema") => match schema.filter(|s| !s.is_null()) {
+            Some(schema) => Ok(Some(Constraint::Schema(schema.to_string()))),
+            None => Err(ApiError::bad_request(format!(
+                "{field} json_schema needs its schema"
+            ))),
+        },
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{field} type {other:?} is not one of text, json_object, json_schema"
+        ))),
+    }
+}
+
+/// Puts `constraint` into `sampling`; a `grammar` given beside it is a 400.
+pub fn constrain(
+    sampling: &mut pb::SamplingParams,
+    constraint: Option<Constraint>,
+    field: &str,
+) -> Result<(), ApiError> {
+    let Some(constraint) = constraint else {
+        return Ok(());
+    };
+    if sampling.grammar.is_some() || sampling.json_schema.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "send either {field} or grammar, not both"
+        )));
+    }
+    match constraint {
+        Constraint::Grammar(g) => sampling.grammar = Some(g),
+        Constraint::Schema(s) => sampling.json_schema = Some(s),
+    }
+    Ok(())
+}
+
+/// The constraint a chat `response_format` asks for
+/// (`{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`).
+fn response_format(format: Option<&serde_json::Value>) -> Result<Option<Constraint>, ApiError> {
     let Some(format) = format.filter(|f| !f.is_null()) else {
         return Ok(None);
     };
-    match format.get("type").and_then(serde_json::Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(JSON_OBJECT.to_owned())),
-        Some("json_schema") => Err(ApiError::bad_request(
-            "response_format json_schema is not supported yet (it needs llama.cpp's json_schema_to_grammar): use json_object, or a GBNF `grammar`",
-        )),
-        other => Err(ApiError::bad_request(format!(
-            "response_format type {other:?} is not one of text, json_object"
-        ))),
-    }
+    output_constraint(
+        format.get("type").and_then(serde_json::Value::as_str),
+        format.pointer("/json_schema/schema"),
+        "response_format",
+    )
 }
 
 /// The v1 messages of OpenAI chat messages (text only; other parts are a 400).
@@ -215,14 +263,8 @@ impl ChatCompletionRequest {
         }
         let messages = chat_messages(&self.messages)?;
         let mut sampling = self.sampling.params();
-        if let Some(grammar) = format_grammar(self.response_format.as_ref())? {
-            if sampling.grammar.is_some() {
-                return Err(ApiError::bad_request(
-                    "send either response_format or grammar, not both",
-                ));
-            }
-            sampling.grammar = Some(grammar);
-        }
+        let constraint = response_format(self.response_format.as_ref())?;
+        constrain(&mut sampling, constraint, "response_format")?;
         Ok(pb::ChatRequest {
             model: self.model.clone(),
             messages,
@@ -408,8 +450,21 @@ mod tests {
             text.sampling.unwrap().grammar.as_deref(),
             Some("root ::= \"a\"")
         );
-        let schema = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}});
-        assert!(base(schema).unwrap_err().message.contains("json_schema"));
+        let schema = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}});
+        let sampling = base(schema).unwrap().sampling.unwrap();
+        assert_eq!(
+            sampling.json_schema.as_deref(),
+            Some(r#"{"type":"object"}"#)
+        );
+        assert_eq!(sampling.grammar, None);
+        let no_schema =
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}});
+        assert!(
+            base(no_schema)
+                .unwrap_err()
+                .message
+                .contains("needs its schema")
+        );
         let both = json!({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""});
         assert!(base(both).is_err());
         assert!(chat(json!({"messages": []})).is_err(), "model is required");

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::http::error::ApiError;
-use crate::api::http::openai::Stop;
+use crate::api::http::openai::{Stop, constrain, output_constraint};
 use crate::engine::limits::{check_blocks, check_messages};
 use crate::proto::pb;
 
@@ -90,11 +90,6 @@ fn text_of(content: &Content, at: &str) -> Result<String, ApiError> {
 
 impl ResponsesRequest {
     fn check(&self) -> Result<(), ApiError> {
-        let format = self
-            .text
-            .as_ref()
-            .and_then(|t| t.pointer("/format/type"))
-            .and_then(Value::as_str);
         let unsupported = [
             (!self.tools.is_empty(), "tools"),
             (
@@ -107,10 +102,6 @@ impl ResponsesRequest {
             ),
             (self.background, "background"),
             (self.prompt.is_some(), "prompt: stored prompts are not kept"),
-            (
-                format.is_some_and(|f| f != "text"),
-                "text.format: only text",
-            ),
         ];
         match unsupported.iter().find(|(given, _)| *given) {
             Some((_, name)) => Err(ApiError::bad_request(format!(
@@ -150,15 +141,24 @@ impl ResponsesRequest {
 
     pub(super) fn to_chat(&self) -> Result<pb::ChatRequest, ApiError> {
         self.check()?;
+        let mut sampling = pb::SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            ..Default::default()
+        };
+        // `text.format`: {"type": "json_schema", "name": ..., "schema": {...}}.
+        let format = self.text.as_ref().and_then(|t| t.get("format"));
+        let constraint = output_constraint(
+            format.and_then(|f| f.get("type")).and_then(Value::as_str),
+            format.and_then(|f| f.get("schema")),
+            "text.format",
+        )?;
+        constrain(&mut sampling, constraint, "text.format")?;
         Ok(pb::ChatRequest {
             model: self.model.clone(),
             messages: self.messages()?,
             max_tokens: self.max_output_tokens.unwrap_or(0),
-            sampling: Some(pb::SamplingParams {
-                temperature: self.temperature,
-                top_p: self.top_p,
-                ..Default::default()
-            }),
+            sampling: Some(sampling),
             stop: match &self.stop {
                 None => Vec::new(),
                 Some(Stop::One(s)) => vec![s.clone()],
@@ -248,7 +248,7 @@ mod tests {
                 .starts_with("previous_response_id")
         );
         assert!(
-            e(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}))
+            e(json!({"model": "m", "input": "x", "text": {"format": {"type": "yaml"}}}))
                 .starts_with("text.format")
         );
         assert!(
