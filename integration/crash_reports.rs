@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 use llama_router::proto::pb;
 use support::{Daemon, add_demo_model, collect, free_port, greedy, http};
 
-fn json(output: &std::process::Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +62,7 @@ async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_ke
     eprintln!("crash to report named in the model: {:?}", killed.elapsed());
 
     // `crashes --json` lists it; its id is the one the reason names.
-    let list = json(&d.cli(&["crashes", "--json"]));
+    let list = d.cli_json(&["crashes", "--json"]);
     let all = list.as_array().unwrap();
     assert_eq!(all.len(), 1, "{list}");
     let c = &all[0];
@@ -82,7 +73,7 @@ async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_ke
     assert!(reason.contains(&format!("crash report {id}")), "{reason}");
 
     // `crashes show ID --json`: the whole report.
-    let report = json(&d.cli(&["crashes", "show", &id, "--json"]));
+    let report = d.cli_json(&["crashes", "show", &id, "--json"]);
     assert_eq!(report["exit"]["signal_name"], "SIGSEGV");
     assert_eq!(report["worker_pid"], pid);
     assert!(
@@ -147,7 +138,7 @@ async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_ke
 
     // A restart keeps the reports.
     let d = Daemon::start(dir.path(), &args).await;
-    let list = json(&d.cli(&["crashes", "--json"]));
+    let list = d.cli_json(&["crashes", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
 
@@ -193,14 +184,14 @@ async fn a_report_lists_the_requests_the_worker_was_serving() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        let list = json(&d.cli(&["crashes", "--json"]));
+        let list = d.cli_json(&["crashes", "--json"]);
         if let Some(c) = list.as_array().and_then(|a| a.first()) {
             break c["id"].as_str().unwrap().to_owned();
         }
         assert!(Instant::now() < deadline, "no crash report");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let report = json(&d.cli(&["crashes", "show", &id, "--json"]));
+    let report = d.cli_json(&["crashes", "show", &id, "--json"]);
     let requests = report["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 1, "{report:#}");
     let r = &requests[0];
@@ -213,22 +204,27 @@ async fn a_report_lists_the_requests_the_worker_was_serving() {
     );
 }
 
-/// Waits for the first crash report and returns it whole.
+/// Waits for the first crash report to be complete (written at once, its
+/// stacks symbolized a moment later) and returns it whole.
 async fn first_report(d: &Daemon) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        let list = json(&d.cli(&["crashes", "--json"]));
+    loop {
+        let list = d.cli_json(&["crashes", "--json"]);
         if let Some(c) = list.as_array().and_then(|a| a.first()) {
-            break c["id"].as_str().unwrap().to_owned();
+            let id = c["id"].as_str().unwrap().to_owned();
+            let report = d.cli_json(&["crashes", "show", &id, "--json"]);
+            let capture = report["capture"].as_str().unwrap_or_default();
+            if !capture.contains("being symbolized") {
+                return report;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "no crash report; log:\n{}",
+            "no complete crash report; log:\n{}",
             d.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    json(&d.cli(&["crashes", "show", &id, "--json"]))
+    }
 }
 
 fn frames(report: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -299,9 +295,16 @@ async fn a_model_file_truncated_under_a_stream_is_a_sigbus_report_naming_the_fil
     );
     let requests = report["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 1, "the stream in flight: {report:#}");
-    // The journal event carries the top frames.
-    let log = d.log_text();
-    assert!(log.contains("top_frames") && log.contains("ggml_"), "{log}");
+    // The one ERROR event carries the top frames.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .log_text()
+        .lines()
+        .any(|l| l.contains("top_frames=") && l.contains("ggml"))
+    {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -337,5 +340,8 @@ async fn a_signal_sent_by_another_process_names_the_sender() {
         report["fault"].is_null(),
         "a sent signal has no fault address"
     );
-    assert!(frames(&report).len() >= 3, "the stack where it landed");
+    assert!(
+        frames(&report).len() >= 3,
+        "the stack where it landed: {report:#}"
+    );
 }

@@ -50,9 +50,22 @@ fn lavapipe_env() -> Option<Vec<(&'static str, PathBuf)>> {
     ])
 }
 
+/// One lavapipe test at a time: the first compiles Mesa's shader pipelines
+/// (a minute or more on 2 cores), the others then find them in the cache
+/// instead of compiling the same ones side by side.
+static LAVAPIPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn start(dir: &Path, args: &[&str], env: &[(&'static str, PathBuf)]) -> Daemon {
     let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
-    let mut all = vec!["--ctx-size", "256", "--parallel", "1"];
+    // A cold shader cache makes the first worker start slow.
+    let mut all = vec![
+        "--ctx-size",
+        "256",
+        "--parallel",
+        "1",
+        "--worker-start-timeout",
+        "900",
+    ];
     all.extend_from_slice(args);
     Daemon::start_with_env(dir, &all, &env).await
 }
@@ -87,8 +100,10 @@ fn dry_run(d: &Daemon, model: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "vulkan"), ignore = "needs the vulkan feature")]
 async fn a_fully_offloaded_model_answers_as_on_the_cpu_and_the_ledger_fills_and_empties() {
     let Some(env) = lavapipe_env() else { return };
+    let _one = LAVAPIPE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "gemma");
 
@@ -140,8 +155,7 @@ async fn a_fully_offloaded_model_answers_as_on_the_cpu_and_the_ledger_fills_and_
         Some(&used.measured_bytes)
     );
     assert_eq!(gpu.free_bytes, gpu.total_bytes - used.measured_bytes);
-    let listed = d.cli(&["models", "--json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = d.cli_json(&["models", "--json"]);
     assert_eq!(listed[0]["gpu"]["measured_bytes"], used.measured_bytes);
     eprintln!(
         "offload: {}/{} layers, measured {} bytes, estimated {}, upload {:.2} s",
@@ -216,8 +230,10 @@ async fn a_fully_offloaded_model_answers_as_on_the_cpu_and_the_ledger_fills_and_
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "vulkan"), ignore = "needs the vulkan feature")]
 async fn under_a_budget_the_idle_model_is_evicted_and_the_dry_run_says_so_first() {
     let Some(env) = lavapipe_env() else { return };
+    let _one = LAVAPIPE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     add_demo_model(dir.path(), "a");
     add_demo_model(dir.path(), "b");
@@ -297,6 +313,7 @@ async fn under_a_budget_the_idle_model_is_evicted_and_the_dry_run_says_so_first(
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "vulkan"), ignore = "needs the vulkan feature")]
 async fn offload_asked_for_with_no_device_is_said_at_start_and_on_the_model() {
     if !cfg!(feature = "vulkan") {
         eprintln!("skipped: this build has no vulkan feature");

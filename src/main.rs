@@ -169,7 +169,7 @@ fn run_client(command: Command) -> ExitCode {
                 start_worker,
                 endpoint,
                 ..
-            } => client::load(&endpoint.resolve(), &name, start_worker).await,
+            } => llama_router::cli::load::load(&endpoint.resolve(), &name, start_worker).await,
             Command::Unload { name, endpoint } => client::unload(&endpoint.resolve(), &name).await,
             Command::Pin {
                 name,

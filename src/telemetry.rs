@@ -127,13 +127,22 @@ pub fn init_with_tap(
     // The filter wraps the output so that reloading it changes what is written.
     Registry::default()
         .with(output.with_filter(filter))
-        .with(tap.map(Tap))
+        // Only llama.cpp's own lines (llama-cpp-2's target): an unfiltered
+        // layer would switch on every trace-level event of every crate.
+        .with(tap.map(|f| {
+            Tap(f).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.target() == LLAMA_CPP_TARGET
+            }))
+        }))
         .init();
     if let Some(e) = journal_error {
         tracing::warn!(error = %e, "cannot reach the systemd journal; logging text to stderr");
     }
     Ok(LogLevelHandle(handle))
 }
+
+/// The tracing target of llama.cpp's log lines (llama-cpp-2's `send_logs_to_tracing`).
+const LLAMA_CPP_TARGET: &str = "llama-cpp-2";
 
 /// Hands each event's message to a function.
 struct Tap(fn(&str));

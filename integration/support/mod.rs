@@ -194,6 +194,18 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs a CLI client command against this daemon and parses its JSON
+    /// output (panics with its stderr when it failed).
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// The daemon's models by id.
     pub async fn models(&self) -> Vec<pb::Model> {
         self.client()

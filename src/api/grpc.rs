@@ -130,16 +130,7 @@ impl ModelService for ModelServiceImpl {
                         }
                         (started(&supervisor, &id).await, true)
                     }
-                    LoadStatus::Ready(view) => (
-                        Ok(pb::LoadProgress {
-                            phase: pb::load_progress::Phase::Ready.into(),
-                            bytes_done: view.resident_bytes,
-                            bytes_total: view.size_bytes,
-                            model: Some(convert::model(&view)),
-                            plan: None,
-                        }),
-                        true,
-                    ),
+                    LoadStatus::Ready(view) => (Ok(ready(&view)), true),
                     LoadStatus::Failed(e) => (Err(convert::status(e)), true),
                 };
                 if tx.send(message).await.is_err() || last {
@@ -295,11 +286,16 @@ async fn started(
     let lease = supervisor.acquire(id).await.map_err(convert::status)?;
     drop(lease);
     let view = supervisor.get(id).await.map_err(convert::status)?;
-    Ok(pb::LoadProgress {
+    Ok(ready(&view))
+}
+
+/// The last message of a load: the model, ready.
+fn ready(view: &crate::supervisor::ModelView) -> pb::LoadProgress {
+    pb::LoadProgress {
         phase: pb::load_progress::Phase::Ready.into(),
         bytes_done: view.resident_bytes,
         bytes_total: view.size_bytes,
-        model: Some(convert::model(&view)),
+        model: Some(convert::model(view)),
         plan: None,
-    })
+    }
 }

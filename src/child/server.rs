@@ -228,7 +228,11 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
     let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
     let backend = Arc::new(backend);
     let mut params = LlamaModelParams::default();
-    params = params.with_main_gpu(i32::try_from(args.params.main_gpu).unwrap_or(0));
+    // One device, main_gpu: the daemon's ledger holds the model's memory there
+    // (llama.cpp's default would spread layers over every GPU it sees).
+    params = params
+        .with_main_gpu(i32::try_from(args.params.main_gpu).unwrap_or(0))
+        .with_split_mode(llama_cpp_2::model::params::LlamaSplitMode::None);
     if let Some(layers) = args.params.gpu_layers.llama_value() {
         params = params.with_n_gpu_layers(layers);
     }

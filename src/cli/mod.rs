@@ -6,6 +6,7 @@ pub mod dry_run;
 pub mod generate;
 pub mod inspect;
 pub mod llama_server;
+pub mod load;
 pub mod serve;
 
 use clap::{Parser, Subcommand};

@@ -91,11 +91,11 @@ pub struct Analysis {
     pub others: Vec<ThreadStack>,
 }
 
-/// Reads and symbolizes the minidump at `path`. `fault_address` is the
+/// Reads and symbolizes a minidump. `fault_address` is the
 /// signal's own address when the worker sent it (the minidump's exception
 /// record takes it from crash-handler's misplaced copy of siginfo).
-pub async fn analyze(path: &Path, fault_address: Option<u64>) -> Result<Analysis, String> {
-    let dump = Minidump::read_path(path).map_err(|e| format!("reading the minidump: {e}"))?;
+pub async fn analyze(dump: Vec<u8>, fault_address: Option<u64>) -> Result<Analysis, String> {
+    let dump = Minidump::read(dump).map_err(|e| format!("reading the minidump: {e}"))?;
     let system: MinidumpSystemInfo = dump
         .get_stream()
         .map_err(|e| format!("the minidump has no system info: {e}"))?;

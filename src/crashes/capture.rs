@@ -73,8 +73,8 @@ impl SigInfo {
 /// What one worker's capture produced.
 #[derive(Debug, Default)]
 pub struct Captured {
-    /// The minidump's path, or why there is none.
-    pub minidump: Option<Result<PathBuf, String>>,
+    /// The minidump's bytes (read and its file removed at once), or why there is none.
+    pub minidump: Option<Result<Vec<u8>, String>>,
     /// The signal's origin, when the worker sent it.
     pub siginfo: Option<SigInfo>,
 }
@@ -152,7 +152,8 @@ impl CaptureServer {
         };
         let minidump = if self.shared.requested.load(Ordering::Acquire) {
             Some(match tokio::time::timeout(wait, done).await {
-                Ok(Ok(result)) => result,
+                Ok(Ok(Ok(path))) => read_dump(&path).await,
+                Ok(Ok(Err(why))) => Err(why),
                 Ok(Err(_)) => Err("the capture server stopped before the dump was written".into()),
                 Err(_) => Err(format!("no dump within {} s", wait.as_secs())),
             })
@@ -180,13 +181,20 @@ impl minidumper::ServerHandler for Handler {
     fn create_minidump_file(&self) -> Result<(std::fs::File, PathBuf), std::io::Error> {
         use std::os::unix::fs::OpenOptionsExt;
         self.shared.requested.store(true, Ordering::Release);
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&self.dump)?;
-        Ok((file, self.dump.clone()))
+            .open(&self.dump);
+        match opened {
+            Ok(file) => Ok((file, self.dump.clone())),
+            Err(e) => {
+                // No dump will come: say why at once rather than let the report wait.
+                self.finished(Err(format!("cannot create {}: {e}", self.dump.display())));
+                Err(e)
+            }
+        }
     }
 
     fn on_minidump_created(
@@ -204,6 +212,28 @@ impl minidumper::ServerHandler for Handler {
             }
             Err(e) => Err(format!("minidump-writer: {e}")),
         };
+        self.finished(outcome);
+        // One crash per worker: the server's work is done.
+        minidumper::LoopAction::Exit
+    }
+
+    fn on_message(&self, kind: u32, buffer: Vec<u8>) {
+        if kind == SIGINFO_MESSAGE {
+            if let Some(info) = SigInfo::decode(&buffer) {
+                // The first one only: the crash handler sends one, once.
+                self.shared
+                    .siginfo
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(info);
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// Hands the dump's outcome to whoever waits for it (once).
+    fn finished(&self, outcome: Result<PathBuf, String>) {
         if let Some(tx) = self
             .shared
             .done
@@ -213,21 +243,28 @@ impl minidumper::ServerHandler for Handler {
         {
             let _ = tx.send(outcome);
         }
-        // One crash per worker: the server's work is done.
-        minidumper::LoopAction::Exit
     }
+}
 
-    fn on_message(&self, kind: u32, buffer: Vec<u8>) {
-        if kind == SIGINFO_MESSAGE {
-            if let Some(info) = SigInfo::decode(&buffer) {
-                *self
-                    .shared
-                    .siginfo
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(info);
-            }
-        }
-    }
+/// Most bytes of a minidump read for analysis (stacks, modules and maps of
+/// one process: megabytes at most).
+pub const MAX_DUMP_BYTES: u64 = 64 << 20;
+
+/// The dump's bytes, its file removed: nothing of the worker stays in the
+/// private worker directory once it is gone.
+async fn read_dump(path: &Path) -> Result<Vec<u8>, String> {
+    let len = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+    let read = if len > MAX_DUMP_BYTES {
+        Err(format!(
+            "the minidump is {len} bytes, more than {MAX_DUMP_BYTES}"
+        ))
+    } else {
+        tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("reading the minidump: {e}"))
+    };
+    let _ = tokio::fs::remove_file(path).await;
+    read
 }
 
 /// `si_code` in words: the fault kind, or how another process sent it.

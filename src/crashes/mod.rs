@@ -257,13 +257,10 @@ impl CrashReport {
                 format!("captured a minidump, but it could not be read: {why}")
             }
             (Some(Ok(_)), Some(Ok(a))) => {
-                if self.sender.is_none() {
-                    if let Some(address) = a.address {
-                        self.fault = Some(Fault {
-                            address: format!("{address:#x}"),
-                            file: a.fault_file,
-                        });
-                    }
+                // Only a fault has an address (set above from the signal's
+                // own siginfo); the dump adds the file it lies in.
+                if let Some(fault) = self.fault.as_mut() {
+                    fault.file = a.fault_file;
                 }
                 self.backtrace = a.crashing.map(|t| t.frames).unwrap_or_default();
                 self.threads = a.others;

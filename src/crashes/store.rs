@@ -98,6 +98,20 @@ impl CrashStore {
 
     /// Stores `report`, then drops the oldest reports past the bounds.
     pub fn write(&self, report: &CrashReport) -> Result<(), CrashError> {
+        self.store(report)?;
+        if let Some(observer) = &self.observer {
+            observer(report);
+        }
+        Ok(())
+    }
+
+    /// Rewrites a report already written (completed with its backtrace),
+    /// without telling the observer again.
+    pub fn update(&self, report: &CrashReport) -> Result<(), CrashError> {
+        self.store(report)
+    }
+
+    fn store(&self, report: &CrashReport) -> Result<(), CrashError> {
         let path = self.path_of(&report.id)?;
         let temp = self.dir.join(format!(".{}.tmp", report.id));
         let io = |path: &Path| {
@@ -118,11 +132,7 @@ impl CrashStore {
         file.write_all(&text).map_err(io(&temp))?;
         file.sync_all().map_err(io(&temp))?;
         std::fs::rename(&temp, &path).map_err(io(&path))?;
-        self.prune()?;
-        if let Some(observer) = &self.observer {
-            observer(report);
-        }
-        Ok(())
+        self.prune()
     }
 
     /// Every report, newest first; unreadable files are skipped with a warning.

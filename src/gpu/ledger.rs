@@ -59,6 +59,13 @@ pub struct NoRoom {
     pub held_by: usize,
 }
 
+/// Head-room over a measured figure at the next admission: buffers
+/// llama.cpp allocates later (an embeddings context on first use, a
+/// compute buffer that grows) and driver overhead: a tenth, at least 32 MiB.
+pub fn measured_margin(bytes: u64) -> u64 {
+    (bytes / 10).max(32 << 20)
+}
+
 impl Ledger {
     /// A ledger for `device` as discovery saw it; our models together hold
     /// at most `budget` bytes there when one is set.
@@ -151,18 +158,22 @@ impl Ledger {
     }
 
     /// What `plan` of `model` needs: what it measured last time with the
-    /// same layers and context, else the estimate.
+    /// same layers and context (plus [`measured_margin`], never more than
+    /// the estimate), else the estimate.
     pub fn need(&self, model: &str, plan: &Estimate, context: Context) -> u64 {
         match self.measured.get(model) {
-            Some(m) if m.layers == plan.layers && m.context == context && plan.layers > 0 => {
-                m.bytes
-            }
+            Some(m) if m.layers == plan.layers && m.context == context && plan.layers > 0 => m
+                .bytes
+                .saturating_add(measured_margin(m.bytes))
+                .min(plan.total()),
             _ => plan.total(),
         }
     }
 
-    /// Records what `model`'s running worker really allocated: its
-    /// reservation becomes that, and its next admission counts it.
+    /// Records what `model`'s running worker really allocated: the ledger
+    /// holds that for it from now on (even with no layers offloaded, when the
+    /// backend still put compute buffers there), and its next admission
+    /// with the same layers and context counts it.
     pub fn record_measured(&mut self, model: &str, layers: u32, context: Context, bytes: u64) {
         self.measured.insert(
             model.to_owned(),
@@ -172,9 +183,7 @@ impl Ledger {
                 bytes,
             },
         );
-        if let Some(held) = self.reserved.get_mut(model) {
-            *held = bytes;
-        }
+        self.reserved.insert(model.to_owned(), bytes);
     }
 
     /// Gives back what `model` held.
@@ -282,10 +291,14 @@ mod tests {
         let (_, need) = ledger
             .admit("a", "gpu0", &shape(), context(), GpuLayers::All)
             .unwrap();
-        assert_eq!(need, full / 2);
+        assert_eq!(need, full / 2 + measured_margin(full / 2));
         let err = ledger
             .admit("b", "gpu0", &shape(), context(), GpuLayers::All)
             .unwrap_err();
-        assert_eq!((err.need, err.free), (full, full + 10 - full / 2));
+        assert_eq!((err.need, err.free), (full, full + 10 - need));
+        // Measured on a worker that offloaded nothing, the backend's buffers still count.
+        ledger.release("a");
+        ledger.record_measured("z", 0, context(), 7 << 20);
+        assert_eq!(ledger.reserved(), 7 << 20);
     }
 }

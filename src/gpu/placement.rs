@@ -35,14 +35,23 @@ pub struct Holder<T> {
     pub bytes: u64,
     /// Idle, not pinned and not loading: eviction may take it.
     pub evictable: bool,
+    /// Being unloaded already: its memory is on its way back.
+    pub releasing: bool,
     /// When it was last used (older goes first).
     pub last_used: Option<T>,
 }
 
-/// The least recently used idle holders whose memory, with `free`, covers
-/// `need`: empty when it fits already, `None` when even evicting every idle
-/// holder would not make room (then nothing should be evicted).
+/// The least recently used idle holders whose memory, with `free` and what
+/// holders being unloaded already give back, covers `need`: empty when that
+/// suffices, `None` when even evicting every idle holder would not make room
+/// (then nothing should be evicted).
 pub fn victims<T: Ord + Copy>(need: u64, free: u64, holders: &[Holder<T>]) -> Option<Vec<String>> {
+    let coming: u64 = holders
+        .iter()
+        .filter(|h| h.releasing)
+        .map(|h| h.bytes)
+        .sum();
+    let free = free.saturating_add(coming);
     if need <= free {
         return Some(Vec::new());
     }
@@ -69,6 +78,7 @@ mod tests {
             id: id.into(),
             bytes,
             evictable,
+            releasing: false,
             last_used: Some(last_used),
         }
     }
@@ -89,5 +99,11 @@ mod tests {
         );
         // The busy one is never taken: without it there is not enough, so nobody goes.
         assert_eq!(victims(1300, 200, &holders), None);
+        // Memory on its way back counts: nobody needs to go.
+        let leaving = [Holder {
+            releasing: true,
+            ..holder("leaving", 500, false, 0)
+        }];
+        assert_eq!(victims(600, 200, &leaving), Some(vec![]));
     }
 }

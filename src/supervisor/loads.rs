@@ -250,6 +250,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
         model.resident_bytes = 0;
         model.worker = WorkerState::Stopped;
         model.gpu = None;
+        model.note = None;
         if model.state != ModelState::Failed {
             model.crashes.reset();
         }

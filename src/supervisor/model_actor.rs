@@ -268,14 +268,15 @@ impl Actor {
             let deadline = tokio::time::sleep(ROOM_WAIT);
             tokio::pin!(deadline);
             loop {
+                // Room may be there already (given back since we asked).
+                match gpu.admit(&self.id, &shape, context, whole) {
+                    Ok(r) => return Placed::Here(Some(r)),
+                    Err(e) => no_room = e,
+                }
                 tokio::select! {
                     changed = releases.changed() => {
                         if changed.is_err() {
                             break;
-                        }
-                        match gpu.admit(&self.id, &shape, context, whole) {
-                            Ok(r) => return Placed::Here(Some(r)),
-                            Err(e) => no_room = e,
                         }
                     }
                     _ = &mut deadline => break,
@@ -310,6 +311,11 @@ impl Actor {
                 return;
             }
         };
+        // Without a reservation the worker runs on the CPU: llama.cpp must not
+        // offload what the ledger does not hold (a model whose shape is unknown).
+        if reservation.is_none() {
+            settings.params.gpu_layers = GpuLayers::Count(0);
+        }
         // One upload per device at a time; the turn ends when the worker is ready.
         let mut turn = None;
         if let Some(r) = &reservation {

@@ -34,6 +34,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                     id: id.clone(),
                     bytes: gpu.reserved_bytes,
                     evictable: m.evictable(),
+                    releasing: m.state == ModelState::Unloading,
                     last_used: m.last_used.map(|t| t.mono),
                 };
                 Some((gpu.device.clone(), holder))
@@ -43,7 +44,8 @@ impl<R: ModelRuntime> SupervisorState<R> {
 
     /// `id`'s offload needs `need` bytes on `device`, where `free` are free:
     /// evicts the least recently used idle models there if that makes room
-    /// (none if it cannot), and tells `id`'s runtime whether it did.
+    /// (none if it cannot), and tells `id`'s runtime whether room is coming
+    /// (evicted now, or being given back by models already unloading).
     pub(super) fn on_needs_room(
         &mut self,
         id: &str,
@@ -58,7 +60,9 @@ impl<R: ModelRuntime> SupervisorState<R> {
             .filter(|(d, _)| d == device)
             .map(|(_, h)| h)
             .collect();
-        let chosen = victims(need, free, &on_device).unwrap_or_default();
+        let chosen = victims(need, free, &on_device);
+        let coming = chosen.is_some();
+        let chosen = chosen.unwrap_or_default();
         for victim in &chosen {
             tracing::info!(
                 model = %victim,
@@ -75,7 +79,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
             self.begin_unload(victim, cause, now);
         }
         if let Some(running) = self.models.get_mut(id).and_then(|m| m.running.as_mut()) {
-            running.room(!chosen.is_empty());
+            running.room(coming);
         }
     }
 

@@ -24,6 +24,10 @@ pub(super) struct Crashed<'a> {
 /// Frames the journal event names.
 const TOP_FRAMES: usize = 5;
 
+/// How long symbolizing a minidump may take (it runs after the model has
+/// been told how its worker ended; the report is completed then).
+const ANALYSIS_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How `exit` reads in a report; None when it is no crash a report is kept
 /// for (a kill from outside, a hang, a clean exit).
 fn crash_exit(exit: &WorkerExit, reason: String) -> Option<CrashExit> {
@@ -50,30 +54,14 @@ fn crash_exit(exit: &WorkerExit, reason: String) -> Option<CrashExit> {
     report.is_crash().then_some(report)
 }
 
-/// Writes the report of `crashed` to `store` (its minidump symbolized and
-/// the file written off the async threads) and returns its id and top
-/// frames; a report that cannot be written is logged, never fatal.
-pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<(String, String)> {
+/// Writes the report of `crashed` to `store` at once, with what capture
+/// told about the signal but without its backtrace, and returns it (None
+/// when it is no crash a report is kept for, or it cannot be written: that
+/// is logged, never fatal). [`symbolize`] completes it.
+pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<CrashReport> {
     let exit = crash_exit(crashed.exit, crashed.reason)?;
-    // A fault's address; none for a signal another process sent.
-    let fault_address = crashed
-        .captured
-        .siginfo
-        .filter(|s| s.code > 0)
-        .map(|s| s.addr);
-    let analysis = match &crashed.captured.minidump {
-        Some(Ok(path)) => {
-            let path = path.clone();
-            let runtime = tokio::runtime::Handle::current();
-            let analyzed = tokio::task::spawn_blocking(move || {
-                runtime.block_on(crate::crashes::analyze::analyze(&path, fault_address))
-            })
-            .await;
-            Some(analyzed.unwrap_or_else(|e| Err(format!("the analysis panicked: {e}"))))
-        }
-        _ => None,
-    };
-    let report = CrashReport::from_facts(CrashFacts {
+    let has_dump = matches!(crashed.captured.minidump, Some(Ok(_)));
+    let mut report = CrashReport::from_facts(CrashFacts {
         model: crashed.model.to_owned(),
         files: crashed.files.to_vec(),
         worker_pid: crashed.pid,
@@ -83,16 +71,59 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<(
         requests: crashed.requests,
         at: SystemTime::now(),
     })
-    .with_capture(crashed.captured, analysis);
-    let id = report.id.clone();
-    let top = report.top_frames(TOP_FRAMES);
-    match store.off_thread(move |s| s.write(&report)).await {
-        Ok(()) => Some((id, top)),
+    .with_capture(crashed.captured, None);
+    if has_dump {
+        report.capture =
+            "captured in the worker (minidump); its stacks are being symbolized".into();
+    }
+    let stored = report.clone();
+    match store.off_thread(move |s| s.write(&stored)).await {
+        Ok(()) => Some(report),
         Err(e) => {
             tracing::error!(model = %crashed.model, error = %e, "cannot store the crash report of {}'s worker: {e}", crashed.model);
             None
         }
     }
+}
+
+/// Completes `report` with its worker's minidump (stacks unwound and
+/// symbolized, bounded by [`ANALYSIS_LIMIT`]), rewrites it, and returns its
+/// top frames for the journal.
+pub(super) async fn symbolize(
+    store: &CrashStore,
+    report: CrashReport,
+    captured: Captured,
+) -> String {
+    let Some(Ok(dump)) = captured.minidump.clone() else {
+        return String::new();
+    };
+    // A fault's address; none for a signal another process sent.
+    let fault_address = captured.siginfo.filter(|s| s.code > 0).map(|s| s.addr);
+    let runtime = tokio::runtime::Handle::current();
+    let analyzed = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async {
+            tokio::time::timeout(
+                ANALYSIS_LIMIT,
+                crate::crashes::analyze::analyze(dump, fault_address),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "symbolizing took longer than {} s",
+                    ANALYSIS_LIMIT.as_secs()
+                ))
+            })
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the analysis panicked: {e}")));
+    let report = report.with_capture(captured, Some(analyzed));
+    let top = report.top_frames(TOP_FRAMES);
+    let model = report.model.clone();
+    if let Err(e) = store.off_thread(move |s| s.update(&report)).await {
+        tracing::error!(model = %model, error = %e, "cannot complete the crash report of {model}'s worker: {e}");
+    }
+    top
 }
 
 #[cfg(test)]

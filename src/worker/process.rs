@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
-use super::crash::{Crashed, record};
+use super::crash::{Crashed, record, symbolize};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::in_flight::InFlight;
 use super::liveness::liveness;
@@ -339,7 +339,6 @@ impl WorkerProcess {
             exit = WorkerExit::Flooded(flood);
         }
         let mut ended = WorkerEnded::from(exit);
-        let mut top_frames = String::new();
         if ended.crashed() {
             // Its last words may still be in the pipe: let the relay read
             // them (bounded: a grandchild may hold the pipe open).
@@ -358,11 +357,14 @@ impl WorkerProcess {
                 .rev()
                 .map(|l| quote(l))
                 .collect();
+            let mut completion = None;
             if let Some(store) = &self.crashes {
                 let captured = match self.capture.as_mut() {
                     Some(capture) => capture.finish(CAPTURE_WAIT).await,
                     None => Default::default(),
                 };
+                let minidump = captured.minidump.clone();
+                let siginfo = captured.siginfo;
                 let crashed = Crashed {
                     model: &self.model_id,
                     files: &self.shards,
@@ -374,23 +376,34 @@ impl WorkerProcess {
                     requests: self.link.in_flight.snapshot(),
                     captured,
                 };
-                if let Some((id, top)) = record(store, crashed).await {
-                    ended.crash_id = Some(id);
-                    top_frames = top;
+                if let Some(report) = record(store, crashed).await {
+                    ended.crash_id = Some(report.id.clone());
+                    let captured = crate::crashes::Captured { minidump, siginfo };
+                    completion = Some((store.clone(), report, captured));
                 }
             }
-            let stderr = tail.join("\n");
-            let signal = ended.exit.signal_name().unwrap_or_default();
-            tracing::error!(
-                model = %self.model_id,
-                worker_pid = self.pid,
-                error = %ended,
-                stderr = %stderr,
-                crash_id = ended.crash_id.as_deref().unwrap_or_default(),
-                signal,
-                top_frames = %top_frames,
-                "worker for {} failed: {ended}", self.model_id
-            );
+            // The model learns how its worker ended now; symbolizing the
+            // dump (a second or more) completes the report after, and the
+            // one ERROR event carries its top frames.
+            let (model, pid, stderr) = (self.model_id.clone(), self.pid, tail.join("\n"));
+            let failed = ended.clone();
+            tokio::spawn(async move {
+                let top_frames = match completion {
+                    Some((store, report, captured)) => symbolize(&store, report, captured).await,
+                    None => String::new(),
+                };
+                let signal = failed.exit.signal_name().unwrap_or_default();
+                tracing::error!(
+                    model = %model,
+                    worker_pid = pid,
+                    error = %failed,
+                    stderr = %stderr,
+                    crash_id = failed.crash_id.as_deref().unwrap_or_default(),
+                    signal,
+                    top_frames = %top_frames,
+                    "worker for {model} failed: {failed}"
+                );
+            });
         }
         let level = if ended.crashed() { "ERROR" } else { "INFO" };
         self.logs.push(

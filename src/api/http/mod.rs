@@ -29,6 +29,7 @@ pub mod origin;
 mod responses;
 pub mod router_models;
 mod status;
+mod structured;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

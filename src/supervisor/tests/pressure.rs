@@ -123,3 +123,22 @@ fn the_preview_names_models_max_victims_and_gpu_holders_and_changes_nothing() {
         "a is loaded already"
     );
 }
+
+#[test]
+fn memory_on_its_way_back_is_waited_for_not_refused_and_nobody_else_goes() {
+    let mut h = Harness::with(0, &["leaving", "idle", "new"]);
+    running_on_gpu(&mut h, "leaving", 500);
+    running_on_gpu(&mut h, "idle", 500);
+    h.state
+        .begin_unload("leaving", UnloadCause::Requested, h.now);
+    let _lease = h.acquire("new");
+    h.resident("new");
+    h.take_calls();
+    needs_room(&mut h, "new", 600, 200);
+    assert_eq!(
+        h.take_calls(),
+        [Call::Room("new".into(), true)],
+        "the unloading model's memory suffices: wait for it, evict no one"
+    );
+    assert_eq!(h.state_of("idle"), ModelState::Ready);
+}

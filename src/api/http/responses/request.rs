@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::http::error::ApiError;
-use crate::api::http::openai::{Stop, constrain, output_constraint};
+use crate::api::http::openai::Stop;
+use crate::api::http::structured::{constrain, output_constraint};
 use crate::engine::limits::{check_blocks, check_messages};
 use crate::proto::pb;
 

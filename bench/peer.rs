@@ -1,0 +1,264 @@
+//! llama-router against llama.cpp's own `llama-server` in router mode, side
+//! by side in one run, on the same models, cores, parallelism and context,
+//! over the same OpenAI HTTP API (`/v1/completions`, greedy):
+//!
+//! - TTFT: a one-token completion of a warm model;
+//! - 1 stream: tokens per second of one 64-token completion;
+//! - 8 streams: aggregate tokens per second of 8 at once;
+//! - swap: with `--models-max 1` and two models alternating, from the request
+//!   for the one not running to its first token (the page cache warm).
+//!
+//! Each figure is the median of several runs; the table prints ours, the
+//! peer's and the ratio. `make bench-peer` builds the peer once
+//! (`scripts/build-peer.sh`) and runs this with `PEER_BIN` set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../integration/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CTX: u32 = 512;
+const PARALLEL: u32 = 8;
+const ROUNDS: usize = 5;
+const TOKENS: u32 = 64;
+const PROMPT: &str = "Once upon a time, in a small village by the sea,";
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One server under test.
+struct Server {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn threads() -> String {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .to_string()
+}
+
+fn ours(models: &Path, state: &Path) -> Server {
+    let port = support::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_llama-router"))
+        .args(["serve", "--models-dir"])
+        .arg(models)
+        .arg("--socket")
+        .arg(state.join("router.sock"))
+        .args(["--http-port", &port.to_string(), "--models-max", "1"])
+        .args([
+            "--ctx-size",
+            &CTX.to_string(),
+            "--parallel",
+            &PARALLEL.to_string(),
+        ])
+        .args(["--threads", &threads(), "--gpu-layers", "0"])
+        .env("STATE_DIRECTORY", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(Server {
+        name: "llama-router",
+        port,
+        child,
+    })
+}
+
+fn peer(bin: &Path, models: &Path) -> Server {
+    let port = support::free_port();
+    // llama-server's -c is the context of all slots together.
+    let child = Command::new(bin)
+        .arg("--models-dir")
+        .arg(models)
+        .args([
+            "--models-max",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args([
+            "-c",
+            &(CTX * PARALLEL).to_string(),
+            "-np",
+            &PARALLEL.to_string(),
+        ])
+        .args(["-t", &threads(), "-ngl", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(Server {
+        name: "llama-server",
+        port,
+        child,
+    })
+}
+
+fn wait_up(server: Server) -> Server {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) =
+            support::http(server.port, "GET", "/health", "", Duration::from_secs(2))
+        {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} did not come up on port {}", server.name, server.port);
+}
+
+/// One greedy completion: its wall time and the tokens it generated.
+fn complete(server: &Server, model: &str, max_tokens: u32) -> (Duration, u64) {
+    let body = serde_json::json!({
+        "model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+    })
+    .to_string();
+    let start = Instant::now();
+    let (code, text) = support::http(server.port, "POST", "/v1/completions", &body, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+    let took = start.elapsed();
+    assert_eq!(code, 200, "{}: {text}", server.name);
+    // Chunked or not, the JSON object is the body's outermost braces.
+    let json = text
+        .find('{')
+        .zip(text.rfind('}'))
+        .and_then(|(a, b)| text.get(a..=b))
+        .unwrap_or("{}");
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let tokens = value
+        .pointer("/usage/completion_tokens")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    (took, tokens)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The figures of one server.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    ttft_ms: f64,
+    one_stream: f64,
+    eight_streams: f64,
+    swap_ms: f64,
+}
+
+fn measure(server: &Server) -> Figures {
+    // Warm both models once (first loads, kernel and page caches).
+    complete(server, "a", 4);
+    complete(server, "b", 4);
+    complete(server, "a", 4);
+    let ttft = median(
+        (0..ROUNDS)
+            .map(|_| complete(server, "a", 1).0.as_secs_f64() * 1e3)
+            .collect(),
+    );
+    let one = median(
+        (0..ROUNDS)
+            .map(|_| {
+                let (took, tokens) = complete(server, "a", TOKENS);
+                tokens as f64 / took.as_secs_f64()
+            })
+            .collect(),
+    );
+    let eight = median(
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                let tokens: u64 = std::thread::scope(|s| {
+                    let runs: Vec<_> = (0..PARALLEL)
+                        .map(|_| s.spawn(|| complete(server, "a", TOKENS).1))
+                        .collect();
+                    runs.into_iter().map(|r| r.join().unwrap()).sum()
+                });
+                tokens as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    // Alternate: each request is for the model that is not running.
+    let mut swaps = Vec::new();
+    for round in 0..ROUNDS {
+        let to = if round % 2 == 0 { "b" } else { "a" };
+        swaps.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
+    }
+    Figures {
+        ttft_ms: ttft,
+        one_stream: one,
+        eight_streams: eight,
+        swap_ms: median(swaps),
+    }
+}
+
+fn main() {
+    let Some(peer_bin) = std::env::var_os("PEER_BIN") else {
+        println!(
+            "bench peer: set PEER_BIN to a llama-server binary (`make bench-peer` builds one)"
+        );
+        return;
+    };
+    let demo = support::demo_model_from_env();
+    let models = tempfile::tempdir().unwrap();
+    // Two distinct files (hard links would share one page cache).
+    for id in ["a", "b"] {
+        std::fs::copy(&demo, models.path().join(format!("{id}.gguf"))).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let us = {
+        let server = ours(models.path(), state.path());
+        measure(&server)
+    };
+    let them = {
+        let server = peer(Path::new(&peer_bin), models.path());
+        measure(&server)
+    };
+    println!(
+        "peer: {} vs {}; {} cores, --parallel {PARALLEL}, ctx {CTX} per slot, median of {ROUNDS}",
+        llama_router::cli::VERSION,
+        Path::new(&peer_bin).display(),
+        threads()
+    );
+    println!(
+        "{:<14} {:>10} {:>18} {:>20} {:>8} {:>22}",
+        "", "TTFT ms", "tok/s (1 stream)", "8 streams aggregate", "x8/x1", "swap -> first token ms"
+    );
+    for (name, f) in [("llama-router", us), ("llama-server", them)] {
+        println!(
+            "{name:<14} {:>10.1} {:>18.1} {:>20.1} {:>8.2} {:>22.1}",
+            f.ttft_ms,
+            f.one_stream,
+            f.eight_streams,
+            f.eight_streams / f.one_stream,
+            f.swap_ms
+        );
+    }
+    println!(
+        "{:<14} {:>10.2} {:>18.2} {:>20.2} {:>8} {:>22.2}",
+        "ratio",
+        us.ttft_ms / them.ttft_ms,
+        us.one_stream / them.one_stream,
+        us.eight_streams / them.eight_streams,
+        "",
+        us.swap_ms / them.swap_ms
+    );
+}
