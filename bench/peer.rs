@@ -205,6 +205,78 @@ fn measure(server: &Server) -> Figures {
     }
 }
 
+/// A model's recent log lines (ours: `GET /models/{id}/logs`), as
+/// (unix ms, text), oldest first.
+fn log_lines(server: &Server, model: &str) -> Vec<(u64, String)> {
+    let path = format!("/models/{model}/logs?lines=500");
+    let Ok((200, body)) = support::http(server.port, "GET", &path, "", TIMEOUT) else {
+        return Vec::new();
+    };
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    value
+        .get("lines")
+        .and_then(serde_json::Value::as_array)
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| {
+                    let at = l.get("at_unix_ms")?.as_u64()?;
+                    Some((at, l.get("text")?.as_str()?.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where our swap's time goes, from the daemon's own log lines (their
+/// arrival times, to the millisecond): the old worker's stop, the new one's
+/// spawn up to llama.cpp's first line, the model load (with the CPU weight
+/// repack), context and KV allocation up to READY, then prompt and first token.
+fn swap_breakdown(server: &Server) {
+    complete(server, "a", 1);
+    let asked = unix_ms();
+    let (took, _) = complete(server, "b", 1);
+    let done = asked + u64::try_from(took.as_millis()).unwrap_or(0);
+    let old = log_lines(server, "a");
+    let new = log_lines(server, "b");
+    // The times, after the request, of the lines that contain `what`.
+    let after = |lines: &[(u64, String)], what: &str| -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|(at, text)| *at >= asked && text.contains(what))
+            .map(|(at, _)| *at)
+            .collect()
+    };
+    let stopped = after(&old, "ended").first().copied();
+    let spawned = after(&new, "worker started").first().copied();
+    let first_line = after(&new, "llama.cpp::").first().copied();
+    let loaded = after(&new, "load_tensors").last().copied();
+    let ready = after(&new, "worker ready").first().copied();
+    let (Some(stopped), Some(spawned), Some(first), Some(loaded), Some(ready)) =
+        (stopped, spawned, first_line, loaded, ready)
+    else {
+        println!("swap breakdown: the daemon's log lines were not all found");
+        return;
+    };
+    let ms = |a: u64, b: u64| b.saturating_sub(a);
+    println!(
+        "swap breakdown (llama-router, ms): request -> old worker stopped {}, -> new worker spawned {}, -> llama.cpp's first line {}, model load (with repack) {}, context + KV + warm-up to READY {}, READY -> first token {}; total {}",
+        ms(asked, stopped),
+        ms(stopped.min(spawned), spawned),
+        ms(spawned, first),
+        ms(first, loaded),
+        ms(loaded, ready),
+        ms(ready, done),
+        ms(asked, done)
+    );
+}
+
 fn main() {
     let Some(peer_bin) = std::env::var_os("PEER_BIN") else {
         println!(
@@ -226,7 +298,9 @@ fn main() {
     .unwrap();
     let us = {
         let server = ours(models.path(), state.path());
-        measure(&server)
+        let figures = measure(&server);
+        swap_breakdown(&server);
+        figures
     };
     let them = {
         let server = peer(Path::new(&peer_bin), models.path());
