@@ -81,6 +81,14 @@ async fn a_segfaulted_worker_leaves_a_report_that_is_listed_shown_counted_and_ke
         "{report}"
     );
     assert!(report["settings"]["ctx_size"].as_u64().unwrap() > 0);
+    // The devices the daemon saw: here ggml's CPU device, not an offload target.
+    let devices = report["devices"].as_array().unwrap();
+    assert!(
+        devices
+            .iter()
+            .any(|d| d.as_str().unwrap().starts_with("cpu:0")),
+        "{report:#}"
+    );
     assert!(
         !report["stderr"].as_array().unwrap().is_empty(),
         "the worker's last stderr lines are kept"

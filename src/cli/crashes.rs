@@ -116,6 +116,9 @@ fn describe(r: &CrashReport) -> String {
         r.build,
         r.exit.reason,
     );
+    if !r.devices.is_empty() {
+        text.push_str(&format!("devices:  {}\n", r.devices.join("; ")));
+    }
     if let Some(detail) = &r.signal_detail {
         text.push_str(&format!("signal:   {detail}\n"));
     }

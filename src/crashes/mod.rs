@@ -89,6 +89,9 @@ pub struct CrashReport {
     /// The other threads' stacks.
     #[serde(default)]
     pub threads: Vec<ThreadStack>,
+    /// The devices the daemon saw (backend, kind, whether llama.cpp offloads to it).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// Who sent a signal.
@@ -166,6 +169,8 @@ pub struct CrashFacts {
     pub stderr: Vec<String>,
     /// The requests it was serving.
     pub requests: Vec<CrashRequest>,
+    /// The devices discovery found (`vulkan:0 (llvmpipe ...), discrete, usable`).
+    pub devices: Vec<String>,
     /// When it ended.
     pub at: SystemTime,
 }
@@ -201,6 +206,7 @@ impl CrashReport {
             fault: None,
             backtrace: Vec::new(),
             threads: Vec::new(),
+            devices: facts.devices,
         }
     }
 

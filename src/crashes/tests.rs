@@ -17,6 +17,7 @@ fn facts(pid: u32, at_secs: u64) -> CrashFacts {
         },
         stderr: (0..100).map(|i| format!("line {i}")).collect(),
         requests: Vec::new(),
+        devices: vec!["cpu:0 (host), cpu".into()],
         at: SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs),
     }
 }

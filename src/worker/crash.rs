@@ -19,6 +19,7 @@ pub(super) struct Crashed<'a> {
     pub(super) stderr: Vec<String>,
     pub(super) requests: Vec<crate::crashes::CrashRequest>,
     pub(super) captured: Captured,
+    pub(super) devices: Vec<String>,
 }
 
 /// Frames the journal event names.
@@ -69,6 +70,7 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<C
         exit,
         stderr: crashed.stderr,
         requests: crashed.requests,
+        devices: crashed.devices,
         at: SystemTime::now(),
     })
     .with_capture(crashed.captured, None);

@@ -104,6 +104,8 @@ pub struct WorkerProcess {
     crashes: Option<CrashStore>,
     /// Its crash capture server, while it runs.
     capture: Option<CaptureServer>,
+    /// The devices discovery found, as its crash report names them.
+    devices: Vec<String>,
 }
 
 impl WorkerProcess {
@@ -205,6 +207,24 @@ impl WorkerProcess {
             shards,
             crashes: env.crashes.clone(),
             capture,
+            devices: env
+                .gpus
+                .devices()
+                .iter()
+                .map(|g| {
+                    let d = &g.device;
+                    format!(
+                        "{}, {}, {}",
+                        g.label(),
+                        d.kind.name(),
+                        if d.usable {
+                            "offload target"
+                        } else {
+                            "not an offload target"
+                        }
+                    )
+                })
+                .collect(),
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
@@ -375,6 +395,7 @@ impl WorkerProcess {
                     stderr: tail.clone(),
                     requests: self.link.in_flight.snapshot(),
                     captured,
+                    devices: self.devices.clone(),
                 };
                 if let Some(report) = record(store, crashed).await {
                     ended.crash_id = Some(report.id.clone());
