@@ -214,7 +214,7 @@ impl CrashReport {
     /// symbolized minidump (or why there is none, which `capture` then says).
     pub fn with_capture(
         mut self,
-        captured: Captured,
+        captured: &Captured,
         analysis: Option<Result<Analysis, String>>,
     ) -> Self {
         if let Some(info) = captured.siginfo {
@@ -250,7 +250,7 @@ impl CrashReport {
             }
             self.signal_detail = Some(detail);
         }
-        self.capture = match (captured.minidump, analysis) {
+        self.capture = match (&captured.minidump, analysis) {
             (None, _) => "not captured in the worker: it asked for no minidump (it crashed \
                           before its crash handler was set up, or the handler could not reach \
                           the daemon); this report holds what the daemon saw"

@@ -151,7 +151,7 @@ fn sig(code: i32, pid: u32, addr: u64) -> Captured {
 #[test]
 fn how_the_signal_came_reads_in_words_and_only_a_fault_has_an_address() {
     // abort() in the worker: raised by itself, no sender, no fault address.
-    let own = CrashReport::from_facts(facts(4242, 0)).with_capture(sig(-6, 4242, 0), None);
+    let own = CrashReport::from_facts(facts(4242, 0)).with_capture(&sig(-6, 4242, 0), None);
     assert_eq!(
         own.signal_detail.as_deref(),
         Some("raised by the worker itself (abort or raise)")
@@ -164,7 +164,7 @@ fn how_the_signal_came_reads_in_words_and_only_a_fault_has_an_address() {
         own.capture
     );
     // kill from another process: the sender, still no fault address.
-    let sent = CrashReport::from_facts(facts(4242, 0)).with_capture(sig(0, 1, 0), None);
+    let sent = CrashReport::from_facts(facts(4242, 0)).with_capture(&sig(0, 1, 0), None);
     assert_eq!(sent.sender.as_ref().map(|s| s.pid), Some(1));
     assert!(
         sent.signal_detail
@@ -173,10 +173,10 @@ fn how_the_signal_came_reads_in_words_and_only_a_fault_has_an_address() {
     );
     assert!(sent.fault.is_none());
     // A fault: its address.
-    let fault = CrashReport::from_facts(facts(4242, 0)).with_capture(sig(2, 0, 0x1000), None);
+    let fault = CrashReport::from_facts(facts(4242, 0)).with_capture(&sig(2, 0, 0x1000), None);
     assert_eq!(fault.fault.map(|f| f.address), Some("0x1000".to_owned()));
     // Nothing captured at all: said so.
-    let none = CrashReport::from_facts(facts(4242, 0)).with_capture(Captured::default(), None);
+    let none = CrashReport::from_facts(facts(4242, 0)).with_capture(&Captured::default(), None);
     assert!(
         none.capture.contains("asked for no minidump"),
         "{}",

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::exit::WorkerExit;
-use crate::crashes::{Captured, CrashExit, CrashFacts, CrashReport, CrashStore};
+use super::exit::{WorkerEnded, WorkerExit};
+use crate::crashes::{CaptureServer, Captured, CrashExit, CrashFacts, CrashReport, CrashStore};
 use crate::params::ModelParams;
 
 /// The worker a report is about.
@@ -18,7 +18,7 @@ pub(super) struct Crashed<'a> {
     pub(super) reason: String,
     pub(super) stderr: Vec<String>,
     pub(super) requests: Vec<crate::crashes::CrashRequest>,
-    pub(super) captured: Captured,
+    pub(super) captured: &'a Captured,
     pub(super) devices: Vec<String>,
 }
 
@@ -88,6 +88,66 @@ pub(super) async fn record(store: &CrashStore, crashed: Crashed<'_>) -> Option<C
     }
 }
 
+/// The crash capture server of one worker start (its socket and dump
+/// paths given); none, with a warning, when it cannot listen.
+pub(super) fn capture_server(model: &str, socket: PathBuf, dump: PathBuf) -> Option<CaptureServer> {
+    CaptureServer::start(socket, dump)
+        .map_err(|e| tracing::warn!(model = %model, error = %e, "no crash capture for {model}'s worker: {e}"))
+        .ok()
+}
+
+/// The devices discovery found, as a crash report names them.
+pub(super) fn device_names(gpus: &crate::gpu::devices::GpuSet) -> Vec<String> {
+    gpus.devices()
+        .iter()
+        .map(|g| {
+            let d = &g.device;
+            let target = if d.usable {
+                "offload target"
+            } else {
+                "not an offload target"
+            };
+            format!("{}, {}, {target}", g.label(), d.kind.name())
+        })
+        .collect()
+}
+
+/// A stored report still to be completed with its worker's minidump.
+pub(super) struct Pending {
+    pub(super) store: CrashStore,
+    pub(super) report: CrashReport,
+    pub(super) captured: Captured,
+}
+
+/// The crash's one ERROR event, logged once `pending` (if any) is
+/// symbolized, so that it carries the top frames; off the caller's path:
+/// the model has already learned how its worker ended.
+pub(super) fn log_when_symbolized(
+    pending: Option<Pending>,
+    failed: WorkerEnded,
+    model: String,
+    pid: u32,
+    stderr: String,
+) {
+    tokio::spawn(async move {
+        let top_frames = match pending {
+            Some(p) => symbolize(&p.store, p.report, p.captured).await,
+            None => String::new(),
+        };
+        let signal = failed.exit.signal_name().unwrap_or_default();
+        tracing::error!(
+            model = %model,
+            worker_pid = pid,
+            error = %failed,
+            stderr = %stderr,
+            crash_id = failed.crash_id.as_deref().unwrap_or_default(),
+            signal,
+            top_frames = %top_frames,
+            "worker for {model} failed: {failed}"
+        );
+    });
+}
+
 /// Completes `report` with its worker's minidump (stacks unwound and
 /// symbolized, bounded by [`ANALYSIS_LIMIT`]), rewrites it, and returns its
 /// top frames for the journal.
@@ -96,9 +156,11 @@ pub(super) async fn symbolize(
     report: CrashReport,
     captured: Captured,
 ) -> String {
-    let Some(Ok(dump)) = captured.minidump.clone() else {
+    let Some(Ok(dump)) = &captured.minidump else {
         return String::new();
     };
+    // The blocking task owns its copy; `captured` still says how it went.
+    let dump = dump.clone();
     // A fault's address; none for a signal another process sent.
     let fault_address = captured.siginfo.filter(|s| s.code > 0).map(|s| s.addr);
     let runtime = tokio::runtime::Handle::current();
@@ -119,7 +181,7 @@ pub(super) async fn symbolize(
     })
     .await
     .unwrap_or_else(|e| Err(format!("the analysis panicked: {e}")));
-    let report = report.with_capture(captured, Some(analyzed));
+    let report = report.with_capture(&captured, Some(analyzed));
     let top = report.top_frames(TOP_FRAMES);
     let model = report.model.clone();
     if let Err(e) = store.off_thread(move |s| s.update(&report)).await {

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::args::{READY_LINE, WorkerArgs};
 use super::command::{describe_program, worker_command};
-use super::crash::{Crashed, record, symbolize};
+use super::crash::{Crashed, Pending, capture_server, device_names, log_when_symbolized, record};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::in_flight::InFlight;
 use super::liveness::liveness;
@@ -120,19 +120,17 @@ impl WorkerProcess {
         env: &WorkerEnv,
         extras: &WorkerExtras,
     ) -> Result<Self, WorkerEnded> {
-        let socket = env
-            .socket_dir
-            .join(format!("worker-{}-{generation}.sock", std::process::id()));
+        // One name per worker start: its socket, crash capture socket and dump.
+        let name = |ext: &str| {
+            env.socket_dir
+                .join(format!("worker-{}-{generation}.{ext}", std::process::id()))
+        };
+        let socket = name("sock");
         // Crash capture: without it a crash still gets the daemon's report.
-        let capture = env.crashes.as_ref().and_then(|_| {
-            let name = |ext: &str| {
-                env.socket_dir
-                    .join(format!("worker-{}-{generation}.{ext}", std::process::id()))
-            };
-            CaptureServer::start(name("crash"), name("dmp"))
-                .map_err(|e| tracing::warn!(model = %model_id, error = %e, "no crash capture for {model_id}'s worker: {e}"))
-                .ok()
-        });
+        let capture = env
+            .crashes
+            .as_ref()
+            .and_then(|_| capture_server(model_id, name("crash"), name("dmp")));
         let mut params = settings.params;
         // 0 = one per core of the daemon's machine, counted here so that the
         // worker's argv says what it runs with.
@@ -207,24 +205,7 @@ impl WorkerProcess {
             shards,
             crashes: env.crashes.clone(),
             capture,
-            devices: env
-                .gpus
-                .devices()
-                .iter()
-                .map(|g| {
-                    let d = &g.device;
-                    format!(
-                        "{}, {}, {}",
-                        g.label(),
-                        d.kind.name(),
-                        if d.usable {
-                            "offload target"
-                        } else {
-                            "not an offload target"
-                        }
-                    )
-                })
-                .collect(),
+            devices: device_names(&env.gpus),
         };
         let ready = tokio::time::timeout(settings.start_timeout, process.wait_ready()).await;
         let failure = match ready {
@@ -377,14 +358,12 @@ impl WorkerProcess {
                 .rev()
                 .map(|l| quote(l))
                 .collect();
-            let mut completion = None;
+            let mut pending = None;
             if let Some(store) = &self.crashes {
                 let captured = match self.capture.as_mut() {
                     Some(capture) => capture.finish(CAPTURE_WAIT).await,
                     None => Default::default(),
                 };
-                let minidump = captured.minidump.clone();
-                let siginfo = captured.siginfo;
                 let crashed = Crashed {
                     model: &self.model_id,
                     files: &self.shards,
@@ -394,37 +373,27 @@ impl WorkerProcess {
                     reason: ended.to_string(),
                     stderr: tail.clone(),
                     requests: self.link.in_flight.snapshot(),
-                    captured,
+                    captured: &captured,
                     devices: self.devices.clone(),
                 };
                 if let Some(report) = record(store, crashed).await {
                     ended.crash_id = Some(report.id.clone());
-                    let captured = crate::crashes::Captured { minidump, siginfo };
-                    completion = Some((store.clone(), report, captured));
+                    pending = Some(Pending {
+                        store: store.clone(),
+                        report,
+                        captured,
+                    });
                 }
             }
             // The model learns how its worker ended now; symbolizing the
-            // dump (a second or more) completes the report after, and the
-            // one ERROR event carries its top frames.
-            let (model, pid, stderr) = (self.model_id.clone(), self.pid, tail.join("\n"));
-            let failed = ended.clone();
-            tokio::spawn(async move {
-                let top_frames = match completion {
-                    Some((store, report, captured)) => symbolize(&store, report, captured).await,
-                    None => String::new(),
-                };
-                let signal = failed.exit.signal_name().unwrap_or_default();
-                tracing::error!(
-                    model = %model,
-                    worker_pid = pid,
-                    error = %failed,
-                    stderr = %stderr,
-                    crash_id = failed.crash_id.as_deref().unwrap_or_default(),
-                    signal,
-                    top_frames = %top_frames,
-                    "worker for {model} failed: {failed}"
-                );
-            });
+            // dump completes the report after.
+            log_when_symbolized(
+                pending,
+                ended.clone(),
+                self.model_id.clone(),
+                self.pid,
+                tail.join("\n"),
+            );
         }
         let level = if ended.crashed() { "ERROR" } else { "INFO" };
         self.logs.push(
