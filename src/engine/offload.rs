@@ -17,6 +17,9 @@ pub struct Buffer {
     pub bytes: u64,
 }
 
+/// Most buffers kept (a model load and its contexts log a handful).
+pub const MAX_BUFFERS: usize = 256;
+
 /// Everything one model load reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Offload {
@@ -41,7 +44,10 @@ impl Offload {
         if let Some(layers) = offloaded_layers(line) {
             self.layers = Some(layers);
         } else if let Some(buffer) = buffer_size(line) {
-            self.buffers.push(buffer);
+            // Bounded: a context recreated again and again logs again.
+            if self.buffers.len() < MAX_BUFFERS {
+                self.buffers.push(buffer);
+            }
         }
     }
 }
@@ -128,5 +134,9 @@ mod tests {
         o.observe("llama_kv_cache:        CPU KV buffer size =     6.00 MiB\n");
         assert_eq!(o.layers, Some((0, 27)));
         assert_eq!(o.bytes_on("CPU"), 6 << 20);
+        for _ in 0..2 * MAX_BUFFERS {
+            o.observe("llama_context:        CPU compute buffer size =     1.00 MiB");
+        }
+        assert_eq!(o.buffers.len(), MAX_BUFFERS);
     }
 }
