@@ -5,6 +5,12 @@
 //! minidump-writer takes from outside the crashed process (ptrace), while
 //! the worker waits in its signal handler. The report then unwinds and
 //! symbolizes that dump ([`super::analyze`]).
+//!
+//! Only the worker may reach the socket. minidumper cannot check a client's
+//! credentials when it connects, so the socket's path is removed as soon as
+//! the first client (the worker, which connects before it loads anything)
+//! is in: from then on no other process can connect at all. Before that it
+//! is 0600 in a 0700 directory of the daemon's.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +121,7 @@ impl CaptureServer {
         let shutdown = Arc::new(AtomicBool::new(false));
         let handler = Handler {
             dump: dump.clone(),
+            socket: socket.clone(),
             shared: shared.clone(),
         };
         let stop = shutdown.clone();
@@ -174,10 +181,33 @@ impl Drop for CaptureServer {
 
 struct Handler {
     dump: PathBuf,
+    /// Removed once the worker is connected.
+    socket: PathBuf,
     shared: Arc<Shared>,
 }
 
 impl minidumper::ServerHandler for Handler {
+    fn on_client_connected(&self, clients: usize) -> minidumper::LoopAction {
+        if clients == 1 {
+            // The worker is in: nothing else may connect (see the module doc).
+            if let Err(e) = std::fs::remove_file(&self.socket) {
+                tracing::warn!(error = %e, "cannot remove the crash capture socket {}: {e}", self.socket.display());
+            }
+        } else {
+            // Only a process that got in before the worker can be here: it
+            // is not the worker, so stop rather than trust what it sends.
+            tracing::warn!(
+                "a second process connected to the crash capture socket {}; capture for this worker stops",
+                self.socket.display()
+            );
+            self.finished(Err(
+                "a second process connected to the crash capture socket".into(),
+            ));
+            return minidumper::LoopAction::Exit;
+        }
+        minidumper::LoopAction::Continue
+    }
+
     fn create_minidump_file(&self) -> Result<(std::fs::File, PathBuf), std::io::Error> {
         use std::os::unix::fs::OpenOptionsExt;
         self.shared.requested.store(true, Ordering::Release);
