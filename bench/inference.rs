@@ -70,6 +70,7 @@ async fn in_process(engine: &EngineHandle) -> Run {
             stops: vec![],
             grammar: None,
             received: start,
+            logprobs: None,
         })
         .await
         .unwrap();

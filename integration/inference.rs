@@ -380,6 +380,7 @@ async fn clients_get_clear_errors() {
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
                 content: "hi".into(),
+                ..Default::default()
             }],
             max_tokens: 4,
             ..Default::default()
@@ -404,7 +405,9 @@ async fn clients_get_clear_errors() {
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
                 content: "hi".into(),
+                ..Default::default()
             }],
+            ..Default::default()
         })
         .await
         .unwrap()

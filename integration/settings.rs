@@ -244,6 +244,7 @@ async fn sampling_defaults_chat_templates_and_reloads_are_per_model() {
         messages: vec![llama_router::proto::pb::ChatMessage {
             role: "user".into(),
             content: "Hi".into(),
+            ..Default::default()
         }],
         max_tokens: 4,
         ..Default::default()

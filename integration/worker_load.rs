@@ -244,10 +244,12 @@ async fn stop_strings_are_bounded_in_count_and_length() {
         messages: vec![pb::ChatMessage {
             role: "user".into(),
             content: "hi".into(),
+            ..Default::default()
         }],
         max_tokens: 4,
         sampling: None,
         stop: vec!["y".repeat(257)],
+        ..Default::default()
     };
     let err = c.chat(chat).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");

@@ -125,8 +125,9 @@ def test_errors_are_the_sdks_exceptions(client, daemon):
     with pytest.raises(anthropic.NotFoundError):
         client.messages.count_tokens(model="nope", messages=QUESTION)
     with pytest.raises(anthropic.BadRequestError) as e:
-        create(client, tools=[{"name": "f", "input_schema": {"type": "object"}}])
-    assert "tools" in e.value.message
+        # Client tools work (test_tools.py); server tools are refused, by name.
+        create(client, tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    assert "tools[0].type" in e.value.message
     with pytest.raises(anthropic.BadRequestError) as e:
         create(client, messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}])
     assert "messages[0].content[0].type" in e.value.message

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import jsonschema
 import openai
 import pytest
 from test_inference import PROMPT, copy_model
@@ -158,7 +159,17 @@ def test_completion_whole_and_streamed(server):
                 events.append(json.loads(line[6:]))
     assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
     assert "".join(e["content"] for e in events) == whole["content"]
-    status, err = call(server[0] + "/completion", {**body, "n_probs": 3})
+    # n_probs: each token with its 3 most likely alternatives; greedy picks the first.
+    status, probs = call(server[0] + "/completion", {**body, "n_probs": 3})
+    assert status == 200, probs
+    entries = probs["completion_probabilities"]
+    assert len(entries) == 8 and probs["content"] == whole["content"]
+    assert "".join(bytes(e["bytes"]).decode(errors="replace") for e in entries) == whole["content"]
+    for e in entries:
+        assert len(e["top_logprobs"]) == 3 and e["logprob"] <= 0
+        assert e["top_logprobs"][0]["id"] == e["id"] and e["top_logprobs"][0]["logprob"] == e["logprob"]
+        assert [t["logprob"] for t in e["top_logprobs"]] == sorted((t["logprob"] for t in e["top_logprobs"]), reverse=True)
+    status, err = call(server[0] + "/completion", {**body, "n_probs": 21})
     assert status == 400 and "n_probs" in err["error"]["message"]
 
 
@@ -269,12 +280,21 @@ def check_person(text):
     assert person["pet"] in ("cat", "dog", "none"), text
 
 
+# Twenty different requests for the same shape of answer.
+PERSON_PROMPTS = [
+    f"{verb} {who}: their name, age and pet."
+    for verb in ("Invent", "Describe", "Make up", "Tell me about")
+    for who in ("a person", "a pirate", "a child", "an old farmer", "a famous chef")
+]
+
+
 def test_json_schema_answers_match_the_schema_on_every_api(server):
     client = openai.OpenAI(base_url=server[0] + "/v1", api_key="none", max_retries=0, timeout=120)
-    for seed in range(4):
+    assert len(set(PERSON_PROMPTS)) == 20
+    for seed, prompt in enumerate(PERSON_PROMPTS):
         answer = client.chat.completions.create(
             model="base",
-            messages=[{"role": "user", "content": "Invent a person: their name, age and pet."}],
+            messages=[{"role": "user", "content": prompt}],
             response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
             max_tokens=96,
             temperature=0.8,
@@ -282,6 +302,7 @@ def test_json_schema_answers_match_the_schema_on_every_api(server):
         )
         choice = answer.choices[0]
         assert choice.finish_reason == "stop", choice.message.content
+        jsonschema.validate(json.loads(choice.message.content), PERSON)
         check_person(choice.message.content)
     # llama-server's /completion takes the schema as `json_schema`.
     status, body = call(server[0] + "/completion", {"model": "base", "prompt": "A person as JSON:", "json_schema": PERSON, "n_predict": 96})

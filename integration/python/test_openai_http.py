@@ -117,6 +117,38 @@ def test_a_chat_completion_whole_and_streamed(client, daemon):
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_logprobs_on_chat_and_completions(client):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(
+        model="chatty", messages=messages, max_tokens=8, temperature=0, logprobs=True, top_logprobs=4
+    )
+    choice = whole.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == whole.usage.completion_tokens - (choice.finish_reason == "stop")
+    assert "".join(bytes(t.bytes).decode(errors="replace") for t in content) == choice.message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 4
+        # Greedy: the token taken is the most likely one.
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+        assert sum(math.exp(a.logprob) for a in t.top_logprobs) <= 1.0 + 1e-4
+    chunks = list(
+        client.chat.completions.create(
+            model="chatty", messages=messages, max_tokens=8, temperature=0, logprobs=True, top_logprobs=4, stream=True
+        )
+    )
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    # Without logprobs there are none.
+    plain = client.chat.completions.create(model="chatty", messages=messages, max_tokens=4, temperature=0)
+    assert plain.choices[0].logprobs is None
+    text = client.completions.create(model="base", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=2)
+    lp = text.choices[0].logprobs
+    assert len(lp.tokens) == 6 and "".join(lp.tokens) == text.choices[0].text
+    assert lp.text_offset[0] == 0 and all(len(top) == 2 for top in lp.top_logprobs)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(model="chatty", messages=messages, max_tokens=4, logprobs=True, top_logprobs=21)
+
+
 def test_errors_have_openai_shapes_and_statuses(client):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])

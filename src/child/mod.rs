@@ -3,9 +3,11 @@
 //! router. `server` starts it and serves its private socket, `service` is
 //! its gRPC services, `accept` lets only its daemon in. Its command line
 //! (`worker::args`) is the contract with the daemon's side in `worker/`;
-//! `capture` hands a crash to the daemon's capture server.
+//! `capture` hands a crash to the daemon's capture server; `tools` offers a
+//! chat's tools to the template and parses the calls out of the answer.
 
 pub mod accept;
 pub mod capture;
 pub mod server;
 pub mod service;
+pub mod tools;

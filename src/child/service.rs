@@ -8,9 +8,12 @@ use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::engine::chat::{ChatError, ChatTemplate, Message};
+use super::tools::{Offer, message_of};
+use crate::engine::chat::{ChatError, ChatTemplate};
 use crate::engine::grammar;
 use crate::engine::limits::check_stops;
+use crate::engine::logprobs::{MAX_TOP_LOGPROBS, TokenLogprob};
+use crate::engine::tools::{Style, generic_messages};
 use crate::engine::{
     EngineError, EngineHandle, Finish, GenerateRequest, Piece, Sampling, SamplingRequest,
 };
@@ -30,6 +33,8 @@ pub struct WorkerInference {
     engine: EngineHandle,
     /// The model's chat template, if it has one (compiled once).
     template: Arc<Result<ChatTemplate, ChatError>>,
+    /// How its template takes tools.
+    tool_style: Style,
     /// The BOS token's text: a prompt that starts with it gets no second BOS.
     bos_text: Arc<str>,
     /// This model's sampling defaults (built-in, with its config table over them).
@@ -45,8 +50,13 @@ impl WorkerInference {
     ) -> Self {
         let vocab = engine.model().vocab();
         let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into();
+        let tool_style = match &template {
+            Ok(t) if t.renders_tools() => Style::Native,
+            _ => Style::Generic,
+        };
         WorkerInference {
             engine,
+            tool_style,
             template: Arc::new(template),
             bos_text: bos,
             sampling,
@@ -60,20 +70,23 @@ impl WorkerInference {
         self.engine.tokenize(text, !has_bos, true)
     }
 
-    /// The messages through the model's chat template.
-    fn render(&self, messages: Vec<pb::ChatMessage>) -> Result<String, Status> {
+    /// The messages through the model's chat template, with the tools
+    /// `offer` makes: given to a template that renders them, or described in
+    /// a system prompt for one that does not (whose tool turns are rewritten).
+    fn render(&self, messages: Vec<pb::ChatMessage>, offer: &Offer) -> Result<String, Status> {
         let template = match self.template.as_ref() {
             Ok(t) => t,
             Err(e) => return Err(Status::failed_precondition(e.to_string())),
         };
-        let messages: Vec<Message> = messages
-            .into_iter()
-            .map(|m| Message {
-                role: m.role,
-                content: m.content,
-            })
-            .collect();
-        template.render(&messages).map_err(|e| match e {
+        let messages: Vec<_> = messages.into_iter().map(message_of).collect();
+        let offered = offer.choice.as_ref().map(|c| (offer.tools.as_slice(), c));
+        let rendered = match self.tool_style {
+            Style::Native => {
+                template.render_with_tools(&messages, offered.map_or(&[], |(tools, _)| tools))
+            }
+            Style::Generic => template.render(&generic_messages(&messages, offered)),
+        };
+        rendered.map_err(|e| match e {
             ChatError::NoMessages => Status::invalid_argument(e.to_string()),
             _ => Status::failed_precondition(e.to_string()),
         })
@@ -120,6 +133,12 @@ impl WorkerInference {
             Some(g) => Some(grammar::compile(self.engine.model(), &g).map_err(engine_status)?),
             None => None,
         };
+        let logprobs = sampling.and_then(|s| s.top_logprobs);
+        if let Some(n) = logprobs.filter(|n| *n > MAX_TOP_LOGPROBS) {
+            return Err(Status::invalid_argument(format!(
+                "top_logprobs is {n}; at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
         let sampling = sampling.map(sampling_request);
         let sampling = Sampling::from_request(sampling.as_ref(), random_seed(), &self.sampling)
             .map_err(engine_status)?;
@@ -132,6 +151,7 @@ impl WorkerInference {
                 stops,
                 grammar,
                 received,
+                logprobs,
             })
             .await
             .map_err(engine_status)?;
@@ -190,12 +210,23 @@ pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
         }
     };
     pb::GenerateResponse {
+        logprobs: piece.logprobs.into_iter().map(logprob_pb).collect(),
         text: piece.text,
         token_ids: piece.token_ids,
         finish_reason: finish_reason.into(),
         usage,
         error,
         stop_sequence,
+        tool_calls: Vec::new(),
+    }
+}
+
+fn logprob_pb(t: TokenLogprob) -> pb::TokenLogprob {
+    pb::TokenLogprob {
+        id: t.id,
+        piece: t.piece,
+        logprob: t.logprob,
+        top: t.top.into_iter().map(logprob_pb).collect(),
     }
 }
 
@@ -231,14 +262,16 @@ impl InferenceService for WorkerInference {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatStream>, Status> {
-        let r = request.into_inner();
-        let prompt = self.render(r.messages)?;
+        let mut r = request.into_inner();
+        let offer = Offer::of(&r.tools, r.tool_choice(), &r.tool_name)?;
+        offer.constrain(self.tool_style, &mut r.sampling)?;
+        let prompt = self.render(r.messages, &offer)?;
         // Templates usually write the BOS token themselves: no second one.
         let tokens = self.prompt_tokens(&prompt);
         let stream = self
             .stream(tokens, r.max_tokens, r.sampling.as_ref(), r.stop)
             .await?;
-        Ok(Response::new(stream))
+        Ok(Response::new(offer.parse_calls(self.tool_style, stream)))
     }
 
     async fn tokenize(
@@ -277,7 +310,9 @@ impl InferenceService for WorkerInference {
         &self,
         request: Request<pb::ApplyTemplateRequest>,
     ) -> Result<Response<pb::ApplyTemplateResponse>, Status> {
-        let prompt = self.render(request.into_inner().messages)?;
+        let r = request.into_inner();
+        let offer = Offer::of(&r.tools, pb::ToolChoice::Auto, "")?;
+        let prompt = self.render(r.messages, &offer)?;
         let tokens = self.prompt_tokens(&prompt).len();
         Ok(Response::new(pb::ApplyTemplateResponse {
             prompt,

@@ -133,6 +133,7 @@ pub async fn chat(args: &ChatArgs) -> Result<(), ClientError> {
         messages.push(pb::ChatMessage {
             role: "system".into(),
             content: system.clone(),
+            ..Default::default()
         });
     }
     let stdin = std::io::stdin();
@@ -149,6 +150,7 @@ pub async fn chat(args: &ChatArgs) -> Result<(), ClientError> {
         messages.push(pb::ChatMessage {
             role: "user".into(),
             content: line.to_owned(),
+            ..Default::default()
         });
         let request = pb::ChatRequest {
             model: args.model.clone(),
@@ -156,6 +158,7 @@ pub async fn chat(args: &ChatArgs) -> Result<(), ClientError> {
             max_tokens: args.sampling.max_tokens,
             sampling: Some(args.sampling.params()),
             stop: args.sampling.stop.clone(),
+            ..Default::default()
         };
         let stream = client.chat(request).await?.into_inner();
         let answer = print_stream(stream, args.sampling.usage).await?;
@@ -163,6 +166,7 @@ pub async fn chat(args: &ChatArgs) -> Result<(), ClientError> {
         messages.push(pb::ChatMessage {
             role: "assistant".into(),
             content: answer,
+            ..Default::default()
         });
     }
 }

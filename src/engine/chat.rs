@@ -2,18 +2,80 @@
 //! `tokenizer.chat_template`, a configured file or a built-in from
 //! [`super::templates`]) rendered with minijinja, as Hugging Face does.
 
-use minijinja::{Environment, ErrorKind, context};
+use minijinja::{Environment, ErrorKind, Value, context};
+
+use super::tools::Tool;
 
 /// Rendering budget: a template comes from a model file and must not spin forever.
 const TEMPLATE_FUEL: u64 = 5_000_000;
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
-    /// system, user, assistant...
+    /// system, user, assistant, tool...
     pub role: String,
     /// The text.
     pub content: String,
+    /// An assistant turn's calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool turn: the call it answers.
+    pub tool_call_id: String,
+    /// A tool turn: the tool's name.
+    pub name: String,
+}
+
+impl Message {
+    /// A plain text turn.
+    pub fn text(role: &str, content: String) -> Self {
+        Message {
+            role: role.to_owned(),
+            content,
+            ..Message::default()
+        }
+    }
+
+    /// Hugging Face's shape of the message, which templates read.
+    fn to_value(&self) -> Value {
+        use serde_json::Value as Json;
+        let mut m = serde_json::Map::new();
+        m.insert("role".into(), self.role.clone().into());
+        m.insert("content".into(), self.content.clone().into());
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Json> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    // Templates write the arguments with `| tojson`: an object.
+                    let arguments = serde_json::from_str::<Json>(&c.arguments)
+                        .unwrap_or_else(|_| Json::String(c.arguments.clone()));
+                    serde_json::json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": arguments},
+                    })
+                })
+                .collect();
+            m.insert("tool_calls".into(), calls.into());
+        }
+        if !self.tool_call_id.is_empty() {
+            m.insert("tool_call_id".into(), self.tool_call_id.clone().into());
+        }
+        if !self.name.is_empty() {
+            m.insert("name".into(), self.name.clone().into());
+        }
+        Value::from(minijinja::value::Serde(m))
+    }
+}
+
+/// One call of a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolCall {
+    /// Its id (`call_...`).
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// The arguments, JSON text.
+    pub arguments: String,
 }
 
 /// Why a chat prompt could not be built.
@@ -56,6 +118,16 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's answer starts.
     pub fn render(&self, messages: &[Message]) -> Result<String, ChatError> {
+        self.render_with_tools(messages, &[])
+    }
+
+    /// Likewise, with `tools` in the template's `tools` variable (as
+    /// Hugging Face passes them; unset when there are none).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[Tool],
+    ) -> Result<String, ChatError> {
         if messages.is_empty() {
             return Err(ChatError::NoMessages);
         }
@@ -63,18 +135,35 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| ChatError::Template(describe(&e)))?;
-        let messages: Vec<minijinja::Value> = messages
-            .iter()
-            .map(|m| context! { role => m.role.clone(), content => m.content.clone() })
-            .collect();
+        let messages: Vec<Value> = messages.iter().map(Message::to_value).collect();
+        let tools: Option<Vec<Value>> = (!tools.is_empty()).then(|| {
+            tools
+                .iter()
+                .map(|t| Value::from(minijinja::value::Serde(t.to_openai())))
+                .collect()
+        });
         template
             .render(context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => true,
                 bos_token => self.bos_token.clone(),
                 eos_token => self.eos_token.clone(),
             })
             .map_err(|e| ChatError::Template(describe(&e)))
+    }
+
+    /// Whether the template renders tools itself: a probe tool's name shows
+    /// in its prompt (as llama.cpp detects it).
+    pub fn renders_tools(&self) -> bool {
+        const PROBE: &str = "llama_router_probe_tool";
+        let tool = Tool {
+            name: PROBE.into(),
+            description: "probe".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        };
+        self.render_with_tools(&[Message::text("user", "hi".into())], &[tool])
+            .is_ok_and(|prompt| prompt.contains(PROBE))
     }
 }
 
@@ -95,10 +184,7 @@ mod tests {
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'].strip() + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message::text(role, content.into())
     }
 
     #[test]

@@ -21,6 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::embed::{EmbedTask, Embedder};
+use super::logprobs::{self, TokenLogprob};
 use super::progress::Progress;
 use super::text::{Released, TextStream};
 use super::{EngineError, Finish, GenerateJob, Job, Piece, Usage};
@@ -48,6 +49,8 @@ struct Active {
     generated: u32,
     text: TextStream,
     ids: Vec<i32>,
+    /// The log-probabilities of `ids`, when asked for.
+    probs: Vec<TokenLogprob>,
     first_token: Option<Instant>,
 }
 
@@ -83,6 +86,7 @@ impl Active {
         let _ = self.job.pieces.send(Piece {
             text: tail,
             token_ids: std::mem::take(&mut self.ids),
+            logprobs: std::mem::take(&mut self.probs),
             finish: Some((finish, usage)),
         });
     }
@@ -240,6 +244,7 @@ fn admit(
             generated: 0,
             text,
             ids: Vec::new(),
+            probs: Vec::new(),
             first_token: None,
         });
     }
@@ -345,6 +350,24 @@ fn sample(
         }
         active.ids.push(token.0);
         let bytes = vocab.token_to_piece(token, false, None);
+        if let Some(top) = active.job.request.logprobs {
+            let (logprob, best) = logprobs::of(ctx.get_logits_ith(at), token.0, top as usize);
+            let top = best
+                .into_iter()
+                .map(|(id, logprob)| TokenLogprob {
+                    id,
+                    piece: vocab.token_to_piece(LlamaToken::new(id), false, None),
+                    logprob,
+                    top: Vec::new(),
+                })
+                .collect();
+            active.probs.push(TokenLogprob {
+                id: token.0,
+                piece: bytes.clone(),
+                logprob,
+                top,
+            });
+        }
         match active.text.push(&bytes) {
             Released::Stopped(text) => {
                 let finish = active
@@ -366,6 +389,7 @@ fn sample(
                 let _ = active.job.pieces.send(Piece {
                     text,
                     token_ids: std::mem::take(&mut active.ids),
+                    logprobs: std::mem::take(&mut active.probs),
                     finish: None,
                 });
                 active.next = Some(token);

@@ -13,6 +13,10 @@ pub const MAX_CHAT_MESSAGES: usize = 4096;
 /// Most content blocks per message (text parts joined into one).
 pub const MAX_CONTENT_BLOCKS: usize = 256;
 
+/// Most tools per chat request, and most tool calls per message: each is
+/// rendered into the prompt.
+pub const MAX_TOOLS: usize = 128;
+
 /// Most bytes of a request's grammar: llama.cpp parses it for the request
 /// and walks its rules at every token.
 pub const MAX_GRAMMAR_BYTES: usize = 64 * 1024;
@@ -43,6 +47,14 @@ pub enum LimitError {
     TooManyBlocks {
         /// How many were given.
         count: usize,
+    },
+    /// Too many tools, or tool calls in one message.
+    #[error("{count} {what} given; a request takes at most {MAX_TOOLS}")]
+    TooManyTools {
+        /// How many were given.
+        count: usize,
+        /// `tools`, or `tool calls in one message`.
+        what: &'static str,
     },
     /// The grammar is too long.
     #[error("a grammar of {len} bytes given; grammars are at most {MAX_GRAMMAR_BYTES} bytes")]
@@ -98,6 +110,23 @@ pub fn check_blocks(count: usize) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// A chat request's tools, and the most tool calls one of its messages holds.
+pub fn check_tools(tools: usize, most_calls: usize) -> Result<(), LimitError> {
+    if tools > MAX_TOOLS {
+        return Err(LimitError::TooManyTools {
+            count: tools,
+            what: "tools",
+        });
+    }
+    if most_calls > MAX_TOOLS {
+        return Err(LimitError::TooManyTools {
+            count: most_calls,
+            what: "tool calls in one message",
+        });
+    }
+    Ok(())
+}
+
 /// A request's grammar, if any: how long.
 pub fn check_grammar(grammar: Option<&str>) -> Result<(), LimitError> {
     match grammar {
@@ -142,6 +171,14 @@ mod tests {
         assert!(check_messages(MAX_CHAT_MESSAGES + 1).is_err());
         assert!(check_blocks(MAX_CONTENT_BLOCKS).is_ok());
         assert!(check_blocks(MAX_CONTENT_BLOCKS + 1).is_err());
+        assert!(check_tools(MAX_TOOLS, MAX_TOOLS).is_ok());
+        assert!(check_tools(MAX_TOOLS + 1, 0).is_err());
+        assert!(
+            check_tools(1, MAX_TOOLS + 1)
+                .unwrap_err()
+                .to_string()
+                .contains("tool calls in one message")
+        );
         assert!(check_grammar(Some("root ::= \"a\"")).is_ok());
         assert!(check_grammar(Some(&"a".repeat(MAX_GRAMMAR_BYTES + 1))).is_err());
         let long = vec!["y".repeat(MAX_STOP_BYTES + 1)];

@@ -7,11 +7,13 @@ mod decode;
 mod embed;
 pub mod grammar;
 pub mod limits;
+pub mod logprobs;
 pub mod offload;
 mod progress;
 pub mod sampling;
 pub mod templates;
 pub mod text;
+pub mod tools;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -100,6 +102,8 @@ pub struct Piece {
     pub text: String,
     /// Token ids sampled since the previous piece.
     pub token_ids: Vec<i32>,
+    /// Their log-probabilities, when the request asked for them.
+    pub logprobs: Vec<logprobs::TokenLogprob>,
     /// Set on the last piece.
     pub finish: Option<(Finish, Usage)>,
 }
@@ -121,6 +125,9 @@ pub struct GenerateRequest {
     pub grammar: Option<LlamaSampler>,
     /// When the request arrived.
     pub received: Instant,
+    /// Report each token's log-probability with this many alternatives
+    /// (at most [`logprobs::MAX_TOP_LOGPROBS`]); `None`: none.
+    pub logprobs: Option<u32>,
 }
 
 /// A generation inside the engine.

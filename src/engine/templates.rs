@@ -55,10 +55,7 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message::text(role, content.into())
     }
 
     #[test]

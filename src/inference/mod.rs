@@ -26,7 +26,9 @@ use tonic::{Code, Status};
 pub use self::error::InferenceError;
 pub use self::relay::Pieces;
 use self::relay::{ActiveLease, relay};
-use crate::engine::limits::{RequestLimits, check_grammar, check_messages, check_stops};
+use crate::engine::limits::{
+    RequestLimits, check_grammar, check_messages, check_stops, check_tools,
+};
 use crate::metrics::Metrics;
 use crate::proto::pb;
 use crate::proto::pb::inference_service_client::InferenceServiceClient;
@@ -96,6 +98,8 @@ impl Inference {
 
     /// Chats: the messages through the model's template, then as `generate`.
     pub async fn chat(&self, request: pb::ChatRequest) -> Result<Pieces, InferenceError> {
+        check_messages(request.messages.len())?;
+        check_tools(request.tools.len(), most_calls(&request.messages))?;
         check_stops(&request.stop)?;
         check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();
@@ -112,6 +116,7 @@ impl Inference {
         request: pb::ApplyTemplateRequest,
     ) -> Result<pb::ApplyTemplateResponse, InferenceError> {
         check_messages(request.messages.len())?;
+        check_tools(request.tools.len(), most_calls(&request.messages))?;
         let model = request.model.clone();
         let (_, reply) = self
             .on_worker(&model, "apply_template", |mut c| async move {
@@ -197,6 +202,15 @@ impl Inference {
 /// A request's grammar, if it has one.
 /// The request's constraint (a GBNF grammar, else a JSON schema), whose
 /// length is bounded here before it reaches a worker.
+/// The most tool calls one message of a conversation holds.
+fn most_calls(messages: &[pb::ChatMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| m.tool_calls.len())
+        .max()
+        .unwrap_or(0)
+}
+
 fn grammar(sampling: Option<&pb::SamplingParams>) -> Option<&str> {
     let grammar = sampling.and_then(|s| s.grammar.as_deref());
     let schema = sampling.and_then(|s| s.json_schema.as_deref());

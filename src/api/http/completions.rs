@@ -18,7 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::autoload::Autoload;
 use super::error::ApiError;
 use super::generation::{piece_error, worker_gone};
+use super::logprobs::{chat_content, text_completion};
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
+use super::tools::{calls_delta, calls_json};
 use super::{HttpState, parse_json};
 use crate::inference::Pieces;
 use crate::proto::pb::{self, FinishReason};
@@ -83,16 +85,31 @@ impl Header {
 
     /// A streamed chunk of `text` (chat: a delta), or the last one with its finish reason.
     fn chunk(&self, text: Option<&str>, finish: Option<&str>) -> Value {
+        self.chunk_with(text, Value::Null, finish)
+    }
+
+    /// Likewise, with the log-probabilities of its tokens (in this API's shape).
+    fn chunk_with(&self, text: Option<&str>, logprobs: Value, finish: Option<&str>) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
             Kind::Text => {
-                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})
             }
         };
         self.envelope(true, json!([choice]), Value::Null)
+    }
+
+    /// `probs` in this API's shape (`offset`: where their text starts), or
+    /// null when none were asked for.
+    fn logprobs(&self, asked: bool, probs: &[pb::TokenLogprob], offset: usize) -> Value {
+        match (asked, self.kind) {
+            (false, _) => Value::Null,
+            (true, Kind::Chat) => json!({"content": chat_content(probs)}),
+            (true, Kind::Text) => text_completion(probs, offset),
+        }
     }
 }
 
@@ -110,6 +127,7 @@ fn finish_name(finish: FinishReason) -> Option<&'static str> {
     match finish {
         FinishReason::Stop => Some("stop"),
         FinishReason::Length => Some("length"),
+        FinishReason::ToolCalls => Some("tool_calls"),
         FinishReason::Unspecified | FinishReason::Cancelled | FinishReason::Error => None,
     }
 }
@@ -173,10 +191,11 @@ pub async fn completions(
 }
 
 async fn answer(header: Header, sampling: &Sampling, pieces: Pieces) -> Response {
+    let logprobs = matches!(sampling.top_logprobs(), Ok(Some(_)));
     if sampling.stream {
-        stream(header, sampling.include_usage(), pieces).into_response()
+        stream(header, sampling.include_usage(), logprobs, pieces).into_response()
     } else {
-        match whole(&header, pieces).await {
+        match whole(&header, logprobs, pieces).await {
             Ok(body) => axum::Json(body).into_response(),
             Err(e) => e.into_response(),
         }
@@ -185,11 +204,13 @@ async fn answer(header: Header, sampling: &Sampling, pieces: Pieces) -> Response
 
 /// Collects the pieces into one answer. Dropped with the request when the
 /// client leaves, which drops the stream and cancels the generation.
-async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
+async fn whole(header: &Header, logprobs: bool, mut pieces: Pieces) -> Result<Value, ApiError> {
     let mut text = String::new();
+    let mut probs = Vec::new();
     while let Some(piece) = pieces.next().await {
-        let piece = piece?;
+        let mut piece = piece?;
         text.push_str(&piece.text);
+        probs.append(&mut piece.logprobs);
         let finish = piece.finish_reason();
         if finish == FinishReason::Unspecified {
             continue;
@@ -198,14 +219,28 @@ async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
             return Err(piece_error(&piece));
         };
         let choice = match header.kind {
-            Kind::Chat => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": reason,
-            }),
+            Kind::Chat => {
+                let message = if piece.tool_calls.is_empty() {
+                    json!({"role": "assistant", "content": text})
+                } else {
+                    // OpenAI's shape: no text beside the calls is null content.
+                    let content = Some(text.as_str()).filter(|t| !t.is_empty());
+                    json!({
+                        "role": "assistant",
+                        "content": content,
+                        "tool_calls": calls_json(&piece.tool_calls),
+                    })
+                };
+                json!({
+                    "index": 0,
+                    "message": message,
+                    "logprobs": header.logprobs(logprobs, &probs, 0),
+                    "finish_reason": reason,
+                })
+            }
             Kind::Text => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
+                let logprobs = header.logprobs(logprobs, &probs, 0);
+                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason})
             }
         };
         return Ok(header.envelope(false, json!([choice]), usage_json(piece.usage.as_ref())));
@@ -220,7 +255,12 @@ fn event(value: &Value) -> Event {
 /// Server-sent events: a role chunk (chat), a chunk per piece of text, the
 /// finish chunk, the usage chunk when asked for, then `[DONE]`. An error
 /// mid-stream is sent as `{"error": ...}` and ends the stream.
-fn stream(header: Header, include_usage: bool, mut pieces: Pieces) -> impl IntoResponse {
+fn stream(
+    header: Header,
+    include_usage: bool,
+    logprobs: bool,
+    mut pieces: Pieces,
+) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(32);
     tokio::spawn(async move {
         let send = |value: Value| {
@@ -238,6 +278,8 @@ fn stream(header: Header, include_usage: bool, mut pieces: Pieces) -> impl IntoR
                 return;
             }
         }
+        // Bytes of the answer sent so far (text completions' `text_offset`).
+        let mut offset = 0;
         loop {
             let next = tokio::select! {
                 // The client left: dropping `pieces` cancels the generation.
@@ -255,8 +297,24 @@ fn stream(header: Header, include_usage: bool, mut pieces: Pieces) -> impl IntoR
                     return;
                 }
             };
-            if !piece.text.is_empty() && !send(header.chunk(Some(&piece.text), None)).await {
-                return;
+            let has_probs = logprobs && !piece.logprobs.is_empty();
+            if !piece.text.is_empty() || has_probs {
+                let probs = header.logprobs(has_probs, &piece.logprobs, offset);
+                offset += piece.text.len();
+                if !send(header.chunk_with(Some(&piece.text), probs, None)).await {
+                    return;
+                }
+            }
+            if !piece.tool_calls.is_empty() {
+                let delta = json!([{
+                    "index": 0,
+                    "delta": calls_delta(&piece.tool_calls),
+                    "logprobs": null,
+                    "finish_reason": null,
+                }]);
+                if !send(header.envelope(true, delta, Value::Null)).await {
+                    return;
+                }
             }
             let finish = piece.finish_reason();
             if finish == FinishReason::Unspecified {

@@ -52,7 +52,9 @@ pub async fn next(pieces: &mut Pieces) -> Result<Next, ApiError> {
     };
     match piece.finish_reason() {
         FinishReason::Unspecified => Ok(Next::Text(piece.text)),
-        FinishReason::Stop | FinishReason::Length => Ok(Next::Last(piece)),
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => {
+            Ok(Next::Last(piece))
+        }
         FinishReason::Cancelled | FinishReason::Error => Err(piece_error(&piece)),
     }
 }

@@ -172,6 +172,8 @@ struct ApplyTemplateBody {
     #[serde(default)]
     model: String,
     messages: Vec<super::openai::Message>,
+    #[serde(default)]
+    tools: Option<Vec<super::tools::ToolDef>>,
 }
 
 /// `POST /apply-template`: `{"prompt": ...}`, what the model's chat template
@@ -190,6 +192,7 @@ pub async fn apply_template(
             .apply_template(pb::ApplyTemplateRequest {
                 model: r.model,
                 messages,
+                tools: super::tools::tools_pb(r.tools.as_deref())?,
             })
             .await?;
         Ok(json!({"prompt": reply.prompt}))

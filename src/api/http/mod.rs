@@ -22,6 +22,7 @@ mod events;
 mod extract;
 mod generation;
 mod llama_server;
+mod logprobs;
 mod models;
 mod native_completion;
 pub mod openai;
@@ -30,6 +31,7 @@ mod responses;
 pub mod router_models;
 mod status;
 mod structured;
+mod tools;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

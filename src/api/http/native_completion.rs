@@ -2,9 +2,10 @@
 //! `stream` and the sampling fields by llama-server's names, answered in its
 //! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
 //! streamed as server-sent events of the same objects (no `[DONE]`, as
-//! llama-server). `grammar` (GBNF) constrains the answer; fields we know
-//! but cannot honour (`n_probs`) are a 400 naming them; `json_schema`
-//! constrains it by llama.cpp's own schema-to-grammar converter.
+//! llama-server). `grammar` (GBNF) constrains the answer; `json_schema`
+//! constrains it by llama.cpp's own schema-to-grammar converter; `n_probs`
+//! adds `completion_probabilities` (each token with its most likely
+//! alternatives).
 
 use std::convert::Infallible;
 
@@ -21,8 +22,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::autoload::Autoload;
 use super::error::ApiError;
 use super::generation::{piece_error, worker_gone};
+use super::logprobs::llama_server;
 use super::openai::Stop;
 use super::{HttpState, parse_json};
+use crate::engine::logprobs::MAX_TOP_LOGPROBS;
 use crate::inference::Pieces;
 use crate::proto::pb::{self, FinishReason};
 
@@ -57,11 +60,15 @@ struct CompletionBody {
 
 impl CompletionBody {
     fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
-        if self.n_probs > 0 {
-            return Err(ApiError::bad_request(
-                "n_probs is not supported yet by llama-router's /completion",
-            ));
-        }
+        let top_logprobs = match self.n_probs {
+            0 => None,
+            n if n <= MAX_TOP_LOGPROBS => Some(n),
+            n => {
+                return Err(ApiError::bad_request(format!(
+                    "n_probs is {n}; at most {MAX_TOP_LOGPROBS}"
+                )));
+            }
+        };
         let json_schema = self
             .json_schema
             .as_ref()
@@ -99,6 +106,7 @@ impl CompletionBody {
                 seed: self.seed.filter(|s| *s >= 0).map(|s| s as u32),
                 grammar,
                 json_schema,
+                top_logprobs,
             }),
             stop,
         })
@@ -110,6 +118,8 @@ struct Header {
     model: String,
     return_tokens: bool,
     n_predict: i64,
+    /// `n_probs` > 0: answers carry `completion_probabilities`.
+    probs: bool,
 }
 
 /// llama-server's `stop_type` for how the generation ended.
@@ -122,9 +132,15 @@ fn stop_type(piece: &pb::GenerateResponse) -> &'static str {
 }
 
 /// The last object: the whole `content` (or the last piece when streaming), with timings.
-fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResponse) -> Value {
+fn last(
+    header: &Header,
+    content: &str,
+    tokens: &[i32],
+    probs: &[pb::TokenLogprob],
+    piece: &pb::GenerateResponse,
+) -> Value {
     let usage = piece.usage.unwrap_or_default();
-    json!({
+    let mut last = json!({
         "index": 0,
         "content": content,
         "tokens": if header.return_tokens { tokens } else { &[] },
@@ -145,26 +161,31 @@ fn last(header: &Header, content: &str, tokens: &[i32], piece: &pb::GenerateResp
             "predicted_per_second": usage.tokens_per_second,
             "prompt_ms": usage.time_to_first_token_ms,
         },
-    })
+    });
+    if let Some(fields) = last.as_object_mut().filter(|_| header.probs) {
+        fields.insert("completion_probabilities".into(), llama_server(probs));
+    }
+    last
 }
 
 fn finished(piece: &pb::GenerateResponse) -> Option<Result<(), ApiError>> {
     match piece.finish_reason() {
         FinishReason::Unspecified => None,
-        FinishReason::Stop | FinishReason::Length => Some(Ok(())),
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => Some(Ok(())),
         FinishReason::Cancelled | FinishReason::Error => Some(Err(piece_error(piece))),
     }
 }
 
 async fn whole(header: &Header, mut pieces: Pieces) -> Result<Value, ApiError> {
-    let (mut text, mut tokens) = (String::new(), Vec::new());
+    let (mut text, mut tokens, mut probs) = (String::new(), Vec::new(), Vec::new());
     while let Some(piece) = pieces.next().await {
-        let piece = piece?;
+        let mut piece = piece?;
         text.push_str(&piece.text);
         tokens.extend_from_slice(&piece.token_ids);
+        probs.append(&mut piece.logprobs);
         if let Some(done) = finished(&piece) {
             done?;
-            return Ok(last(header, &text, &tokens, &piece));
+            return Ok(last(header, &text, &tokens, &probs, &piece));
         }
     }
     Err(worker_gone())
@@ -199,16 +220,21 @@ fn stream(header: Header, mut pieces: Pieces) -> impl IntoResponse {
             };
             match finished(&piece) {
                 None => {
-                    let chunk = json!({
+                    let mut chunk = json!({
                         "index": 0, "content": piece.text, "tokens": piece.token_ids,
                         "stop": false, "id_slot": -1, "tokens_predicted": 0, "tokens_evaluated": 0,
                     });
+                    if let Some(fields) = chunk.as_object_mut().filter(|_| header.probs) {
+                        let probs = llama_server(&piece.logprobs);
+                        fields.insert("completion_probabilities".into(), probs);
+                    }
                     if !send(chunk).await {
                         return;
                     }
                 }
                 Some(Ok(())) => {
-                    let _ = send(last(&header, &piece.text, &piece.token_ids, &piece)).await;
+                    let tokens = &piece.token_ids;
+                    let _ = send(last(&header, &piece.text, tokens, &piece.logprobs, &piece)).await;
                     return;
                 }
                 Some(Err(e)) => {
@@ -240,6 +266,7 @@ pub async fn completion(
         model: request.model.clone(),
         return_tokens: request.return_tokens,
         n_predict: request.n_predict.unwrap_or(-1),
+        probs: request.n_probs > 0,
     };
     let pieces = match state.inference.generate(generate).await {
         Ok(p) => p,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::structured::{constrain, response_format};
+use super::tools::{CallDef, ToolDef, calls_pb, tool_choice, tools_pb};
 use crate::proto::pb;
 
 /// `stop`: one string or several.
@@ -53,6 +54,11 @@ pub struct Sampling {
     pub stream_options: Option<StreamOptions>,
     /// llama.cpp extension: a GBNF grammar the answer must match.
     pub grammar: Option<String>,
+    /// Chat: `true` reports each token's log-probability; text
+    /// completions: how many alternatives to report with it.
+    pub logprobs: Option<serde_json::Value>,
+    /// Chat: how many alternatives (0 to 20) with `logprobs: true`.
+    pub top_logprobs: Option<u32>,
 }
 
 /// `stream_options`.
@@ -65,12 +71,18 @@ pub struct StreamOptions {
 
 impl Sampling {
     fn check(&self) -> Result<(), ApiError> {
+        self.top_logprobs()?;
         match self.n {
             None | Some(1) => Ok(()),
             Some(n) => Err(ApiError::bad_request(format!(
                 "n = {n} is not supported: each request returns one choice (send n = 1)"
             ))),
         }
+    }
+
+    /// How many alternatives `logprobs` asks for, if it does.
+    pub fn top_logprobs(&self) -> Result<Option<u32>, ApiError> {
+        super::logprobs::requested(self.logprobs.as_ref(), self.top_logprobs)
     }
 
     fn max_tokens(&self) -> u32 {
@@ -91,6 +103,8 @@ impl Sampling {
             seed: self.seed.map(|s| s as u32),
             grammar: self.grammar.clone(),
             json_schema: None,
+            // Checked by `check`.
+            top_logprobs: self.top_logprobs().ok().flatten(),
         }
     }
 
@@ -131,10 +145,19 @@ pub struct ContentPart {
 /// A chat message.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Message {
-    /// system, user, assistant.
+    /// system, user, assistant, tool.
     pub role: String,
     /// Its content (null for an assistant turn that only called tools).
     pub content: Option<Content>,
+    /// An assistant turn's calls.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<CallDef>>,
+    /// A tool turn: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// A tool turn: the function's name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -174,6 +197,12 @@ pub struct ChatCompletionRequest {
     /// `{"type": "text"}`, `{"type": "json_object"}` or
     /// `{"type": "json_schema", "json_schema": {"schema": {...}}}`.
     pub response_format: Option<serde_json::Value>,
+    /// Functions the model may call.
+    #[serde(default)]
+    pub tools: Option<Vec<ToolDef>>,
+    /// `auto`, `none`, `required` or a named function.
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// The v1 messages of OpenAI chat messages (text only; other parts are a 400).
@@ -184,6 +213,9 @@ pub fn chat_messages(messages: &[Message]) -> Result<Vec<pb::ChatMessage>, ApiEr
             Ok(pb::ChatMessage {
                 role: m.role.clone(),
                 content: m.text()?,
+                tool_calls: calls_pb(m.tool_calls.as_deref()),
+                tool_call_id: m.tool_call_id.clone().unwrap_or_default(),
+                name: m.name.clone().unwrap_or_default(),
             })
         })
         .collect()
@@ -200,13 +232,19 @@ impl ChatCompletionRequest {
         let mut sampling = self.sampling.params();
         let constraint = response_format(self.response_format.as_ref())?;
         constrain(&mut sampling, constraint, "response_format")?;
-        Ok(pb::ChatRequest {
+        let (choice, tool_name) = tool_choice(self.tool_choice.as_ref())?;
+        let mut request = pb::ChatRequest {
             model: self.model.clone(),
             messages,
             max_tokens: self.sampling.max_tokens(),
             sampling: Some(sampling),
             stop: self.sampling.stops(),
-        })
+            tools: tools_pb(self.tools.as_deref())?,
+            tool_name,
+            ..Default::default()
+        };
+        request.set_tool_choice(choice);
+        Ok(request)
     }
 }
 

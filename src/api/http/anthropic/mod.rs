@@ -80,6 +80,7 @@ impl IntoResponse for AnthropicError {
 fn stop_reason(last: &pb::GenerateResponse) -> (&'static str, Value) {
     match last.finish_reason() {
         FinishReason::Length => ("max_tokens", Value::Null),
+        FinishReason::ToolCalls => ("tool_use", Value::Null),
         _ if !last.stop_sequence.is_empty() => ("stop_sequence", json!(last.stop_sequence)),
         _ => ("end_turn", Value::Null),
     }
@@ -92,7 +93,13 @@ fn message(
     text: Option<&str>,
     last: Option<&pb::GenerateResponse>,
 ) -> Value {
-    let content = text.map_or_else(|| json!([]), |t| json!([{"type": "text", "text": t}]));
+    let calls = last.map_or(&[][..], |l| l.tool_calls.as_slice());
+    let mut content: Vec<Value> = text
+        .filter(|t| !t.is_empty() || calls.is_empty())
+        .map(|t| json!({"type": "text", "text": t}))
+        .into_iter()
+        .collect();
+    content.extend(calls.iter().map(tool_use));
     let (reason, sequence) = last.map_or((Value::Null, Value::Null), |l| {
         let (r, s) = stop_reason(l);
         (json!(r), s)
@@ -108,6 +115,16 @@ fn message(
         "stop_sequence": sequence,
         "usage": {"input_tokens": input, "output_tokens": output},
     })
+}
+
+/// A call as a `tool_use` block.
+fn tool_use(call: &pb::ToolCall) -> Value {
+    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call)})
+}
+
+/// A call's arguments as a `tool_use` block's `input` (an object).
+fn tool_input(call: &pb::ToolCall) -> Value {
+    serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({}))
 }
 
 /// `POST /v1/messages`.
@@ -225,15 +242,36 @@ async fn delta(tx: &EventSender, text: &str) -> bool {
     send(tx, "content_block_delta", &data).await
 }
 
-/// `content_block_stop`, `message_delta`, `message_stop`.
+/// `content_block_stop`, a `tool_use` block per call (its input as one
+/// `input_json_delta`), `message_delta`, `message_stop`.
 async fn closing(tx: &EventSender, last: &pb::GenerateResponse) {
     let (reason, sequence) = stop_reason(last);
     let (input, output) = counts(last);
-    let events = [
-        (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
+    let mut events = vec![(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    )];
+    for (i, call) in last.tool_calls.iter().enumerate() {
+        let index = i + 1;
+        let block = json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}});
+        // The block starts with empty input; the whole input comes as one delta.
+        let arguments = tool_input(call).to_string();
+        events.extend([
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": block}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ),
+        ]);
+    }
+    events.extend([
         (
             "message_delta",
             json!({
@@ -243,7 +281,7 @@ async fn closing(tx: &EventSender, last: &pb::GenerateResponse) {
             }),
         ),
         ("message_stop", json!({"type": "message_stop"})),
-    ];
+    ]);
     for (name, data) in &events {
         if !send(tx, name, data).await {
             return;

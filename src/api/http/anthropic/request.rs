@@ -1,9 +1,11 @@
 //! Anthropic's Messages request body and how it becomes the v1 chat request:
 //! `system` (text or text blocks), `messages` of text (a string or text
 //! blocks), `max_tokens`, `temperature`, `top_p`, `top_k`,
-//! `stop_sequences`, `stream`. Fields Anthropic defines that we cannot
-//! honour yet (tools, images, documents, thinking) are a 400 naming them;
-//! fields we do not know are ignored, as Anthropic's API does for `metadata`.
+//! `stop_sequences`, `stream`, and client tools: `tools`, `tool_choice`,
+//! `tool_use` blocks in assistant turns and `tool_result` blocks in user
+//! turns. Fields Anthropic defines that we cannot honour yet (server tools,
+//! images, documents, thinking) are a 400 naming them; fields we do not
+//! know are ignored, as Anthropic's API does for `metadata`.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,6 +13,20 @@ use serde_json::Value;
 use crate::api::http::error::ApiError;
 use crate::engine::limits::{check_blocks, check_messages};
 use crate::proto::pb;
+
+/// A client tool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolDef {
+    /// Absent or `custom`; server tools (`web_search_...`) are refused.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Its input's JSON schema.
+    pub input_schema: Option<Value>,
+}
 
 /// Text, or content blocks of which only `text` ones are supported.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,11 +41,32 @@ pub enum Content {
 /// One content block.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Block {
-    /// `text`, `image`, `tool_use`, ...
+    /// `text`, `tool_use`, `tool_result`, `image`, ...
     #[serde(rename = "type")]
     pub kind: String,
     /// The text of a `text` block.
     pub text: Option<String>,
+    /// A `tool_use` block's id.
+    pub id: Option<String>,
+    /// A `tool_use` block's tool.
+    pub name: Option<String>,
+    /// A `tool_use` block's input.
+    pub input: Option<Value>,
+    /// The `tool_use` a `tool_result` answers.
+    pub tool_use_id: Option<String>,
+    /// A `tool_result`'s content: text or text blocks.
+    pub content: Option<Content>,
+    /// A `tool_result` that reports a failure.
+    pub is_error: Option<bool>,
+}
+
+/// What one turn's blocks hold.
+#[derive(Debug, Default)]
+struct Turn {
+    text: String,
+    calls: Vec<pb::ToolCall>,
+    /// `tool_result`s: the call's id, the result's text.
+    results: Vec<(String, String)>,
 }
 
 /// One turn.
@@ -63,8 +100,10 @@ pub struct MessagesRequest {
     /// Stream server-sent events.
     #[serde(default)]
     pub stream: bool,
-    tools: Option<Value>,
-    tool_choice: Option<Value>,
+    /// Client tools the model may call.
+    pub tools: Option<Vec<ToolDef>>,
+    /// `{"type": "auto" | "any" | "tool" | "none", "name"}`.
+    pub tool_choice: Option<Value>,
     thinking: Option<Value>,
     mcp_servers: Option<Value>,
     container: Option<Value>,
@@ -73,37 +112,112 @@ pub struct MessagesRequest {
 
 /// The text of `content`; `at` names it in errors (`messages[2].content`).
 fn text_of(content: &Content, at: &str) -> Result<String, ApiError> {
-    match content {
-        Content::Text(t) => Ok(t.clone()),
-        Content::Blocks(blocks) => {
-            check_blocks(blocks.len()).map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?;
-            let mut parts = Vec::with_capacity(blocks.len());
-            for (j, block) in blocks.iter().enumerate() {
-                match (block.kind.as_str(), &block.text) {
-                    ("text", Some(t)) => parts.push(t.as_str()),
-                    ("text", None) => {
-                        return Err(ApiError::bad_request(format!(
-                            "{at}[{j}]: a text block needs `text`"
-                        )));
-                    }
-                    (kind, _) => {
-                        return Err(ApiError::bad_request(format!(
-                            "{at}[{j}].type: content blocks of type {kind:?} are not supported yet by llama-router: send text"
-                        )));
-                    }
+    let turn = turn_of(content, at)?;
+    if !turn.calls.is_empty() || !turn.results.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{at}: tool blocks belong in messages"
+        )));
+    }
+    Ok(turn.text)
+}
+
+/// The text, calls and tool results of `content`.
+fn turn_of(content: &Content, at: &str) -> Result<Turn, ApiError> {
+    let blocks = match content {
+        Content::Text(t) => {
+            return Ok(Turn {
+                text: t.clone(),
+                ..Turn::default()
+            });
+        }
+        Content::Blocks(blocks) => blocks,
+    };
+    check_blocks(blocks.len()).map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?;
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut turn = Turn::default();
+    for (j, block) in blocks.iter().enumerate() {
+        let missing = |field: &str| {
+            ApiError::bad_request(format!("{at}[{j}]: a {} block needs `{field}`", block.kind))
+        };
+        match block.kind.as_str() {
+            "text" => parts.push(block.text.as_deref().ok_or_else(|| missing("text"))?),
+            "tool_use" => turn.calls.push(pb::ToolCall {
+                id: block.id.clone().ok_or_else(|| missing("id"))?,
+                name: block.name.clone().ok_or_else(|| missing("name"))?,
+                arguments: block
+                    .input
+                    .as_ref()
+                    .map_or_else(|| "{}".into(), Value::to_string),
+            }),
+            "tool_result" => {
+                let id = block
+                    .tool_use_id
+                    .clone()
+                    .ok_or_else(|| missing("tool_use_id"))?;
+                let mut result = match &block.content {
+                    None => String::new(),
+                    Some(c) => text_of(c, &format!("{at}[{j}].content"))?,
+                };
+                if block.is_error == Some(true) {
+                    result = format!("Error: {result}");
                 }
+                turn.results.push((id, result));
             }
-            Ok(parts.join("\n"))
+            kind => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}[{j}].type: content blocks of type {kind:?} are not supported yet by llama-router: send text"
+                )));
+            }
         }
     }
+    turn.text = parts.join("\n");
+    Ok(turn)
+}
+
+/// The v1 tools and choice of a request's `tools` and `tool_choice`.
+fn tools_of(
+    tools: Option<&[ToolDef]>,
+    choice: Option<&Value>,
+) -> Result<(Vec<pb::Tool>, pb::ToolChoice, String), ApiError> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().iter().enumerate() {
+        if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
+            return Err(ApiError::bad_request(format!(
+                "tools[{i}].type: server tools ({kind:?}) are not supported by llama-router: define client tools"
+            )));
+        }
+        out.push(pb::Tool {
+            name: t.name.clone(),
+            description: t.description.clone().unwrap_or_default(),
+            parameters: t
+                .input_schema
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        });
+    }
+    let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
+    let (choice, name) = match kind {
+        None | Some("auto") => (pb::ToolChoice::Auto, String::new()),
+        Some("none") => (pb::ToolChoice::None, String::new()),
+        Some("any") => (pb::ToolChoice::Required, String::new()),
+        Some("tool") => match choice.and_then(|c| c.get("name")).and_then(Value::as_str) {
+            Some(name) => (pb::ToolChoice::Named, name.to_owned()),
+            None => return Err(ApiError::bad_request("tool_choice: type tool needs `name`")),
+        },
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "tool_choice.type {other:?} is not one of auto, any, tool, none"
+            )));
+        }
+    };
+    Ok((out, choice, name))
 }
 
 impl MessagesRequest {
     /// Refuses what we cannot honour, naming the field.
     fn check(&self) -> Result<(), ApiError> {
         let unsupported = [
-            (self.tools.is_some(), "tools"),
-            (self.tool_choice.is_some(), "tool_choice"),
             (self.thinking.is_some(), "thinking"),
             (self.mcp_servers.is_some(), "mcp_servers"),
             (self.container.is_some(), "container"),
@@ -129,7 +243,8 @@ impl MessagesRequest {
     }
 
     /// The conversation as v1 messages: the system prompt first; consecutive
-    /// turns of one role are joined, as Anthropic combines them.
+    /// turns of one role are joined, as Anthropic combines them; a
+    /// `tool_result` becomes a tool turn, named after the call it answers.
     pub fn chat_messages(&self) -> Result<Vec<pb::ChatMessage>, ApiError> {
         self.check()?;
         let mut out: Vec<pb::ChatMessage> = Vec::with_capacity(self.messages.len() + 1);
@@ -139,6 +254,7 @@ impl MessagesRequest {
                 out.push(pb::ChatMessage {
                     role: "system".into(),
                     content,
+                    ..Default::default()
                 });
             }
         }
@@ -149,15 +265,41 @@ impl MessagesRequest {
                     m.role
                 )));
             }
-            let content = text_of(&m.content, &format!("messages[{i}].content"))?;
+            let turn = turn_of(&m.content, &format!("messages[{i}].content"))?;
+            for (id, result) in turn.results {
+                let name = out
+                    .iter()
+                    .flat_map(|m| &m.tool_calls)
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                out.push(pb::ChatMessage {
+                    role: "tool".into(),
+                    content: result,
+                    tool_call_id: id,
+                    name,
+                    ..Default::default()
+                });
+            }
+            if turn.text.is_empty()
+                && turn.calls.is_empty()
+                && out.last().is_some_and(|l| l.role == "tool")
+            {
+                continue;
+            }
             match out.last_mut() {
                 Some(last) if last.role == m.role => {
-                    last.content.push_str("\n\n");
-                    last.content.push_str(&content);
+                    if !turn.text.is_empty() {
+                        last.content.push_str("\n\n");
+                        last.content.push_str(&turn.text);
+                    }
+                    last.tool_calls.extend(turn.calls);
                 }
                 _ => out.push(pb::ChatMessage {
                     role: m.role.clone(),
-                    content,
+                    content: turn.text,
+                    tool_calls: turn.calls,
+                    ..Default::default()
                 }),
             }
         }
@@ -171,7 +313,9 @@ impl MessagesRequest {
             Some(0) => return Err(ApiError::bad_request("max_tokens: must be at least 1")),
             Some(n) => n,
         };
-        Ok(pb::ChatRequest {
+        let (tools, choice, tool_name) =
+            tools_of(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        let mut chat = pb::ChatRequest {
             model: self.model.clone(),
             messages: self.chat_messages()?,
             max_tokens,
@@ -182,14 +326,21 @@ impl MessagesRequest {
                 ..Default::default()
             }),
             stop: self.stop_sequences.clone().unwrap_or_default(),
-        })
+            tools,
+            tool_name,
+            ..Default::default()
+        };
+        chat.set_tool_choice(choice);
+        Ok(chat)
     }
 
     /// The template request `count_tokens` counts.
     pub fn to_template(&self) -> Result<pb::ApplyTemplateRequest, ApiError> {
+        let (tools, _, _) = tools_of(self.tools.as_deref(), self.tool_choice.as_ref())?;
         Ok(pb::ApplyTemplateRequest {
             model: self.model.clone(),
             messages: self.chat_messages()?,
+            tools,
         })
     }
 }
@@ -236,6 +387,51 @@ mod tests {
     }
 
     #[test]
+    fn tool_use_and_tool_result_blocks_become_calls_and_tool_turns() {
+        let r = parse(json!({
+            "model": "m", "max_tokens": 5,
+            "tools": [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any"},
+            "messages": [
+                {"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "-3 C"}]},
+                    {"type": "text", "text": "And tomorrow?"}
+                ]}
+            ]
+        }))
+        .to_chat()
+        .unwrap();
+        assert_eq!(r.tool_choice(), pb::ToolChoice::Required);
+        assert_eq!(r.tools[0].parameters, r#"{"type":"object"}"#);
+        let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "user"]);
+        let call = &r.messages[1].tool_calls[0];
+        assert_eq!(
+            (
+                call.id.as_str(),
+                call.name.as_str(),
+                call.arguments.as_str()
+            ),
+            ("toolu_1", "get_weather", r#"{"city":"Oslo"}"#)
+        );
+        assert_eq!(r.messages[1].content, "Checking.");
+        let result = &r.messages[2];
+        assert_eq!(
+            (
+                result.content.as_str(),
+                result.tool_call_id.as_str(),
+                result.name.as_str()
+            ),
+            ("-3 C", "toolu_1", "get_weather")
+        );
+    }
+
+    #[test]
     fn what_we_cannot_honour_is_named() {
         let base =
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
@@ -244,7 +440,9 @@ mod tests {
             b.as_object_mut().unwrap().insert(k.into(), v);
             parse(b).to_chat().unwrap_err().message
         };
-        assert!(with("tools", json!([])).starts_with("tools:"));
+        let server_tool = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+        assert!(with("tools", server_tool).starts_with("tools[0].type"));
+        assert!(with("tool_choice", json!({"type": "tool"})).contains("name"));
         assert!(with("thinking", json!({"type": "enabled"})).starts_with("thinking:"));
         let format = json!({"format": {"type": "json_schema", "schema": {}}});
         assert!(with("output_config", format).starts_with("output_config.format:"));

@@ -118,12 +118,14 @@ impl ResponsesRequest {
             out.push(pb::ChatMessage {
                 role: "system".into(),
                 content: instructions.clone(),
+                ..Default::default()
             });
         }
         match &self.input {
             Input::Text(t) => out.push(pb::ChatMessage {
                 role: "user".into(),
                 content: t.clone(),
+                ..Default::default()
             }),
             Input::Items(items) => {
                 check_messages(items.len()).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -165,6 +167,7 @@ impl ResponsesRequest {
                 Some(Stop::One(s)) => vec![s.clone()],
                 Some(Stop::Many(v)) => v.clone(),
             },
+            ..Default::default()
         })
     }
 }
@@ -195,6 +198,7 @@ fn message(item: &Item, i: usize) -> Result<pb::ChatMessage, ApiError> {
     Ok(pb::ChatMessage {
         role: role.into(),
         content,
+        ..Default::default()
     })
 }
 
