@@ -118,6 +118,20 @@ def test_count_tokens_is_the_prompt_a_message_is_generated_from(client):
     assert longer.input_tokens > counted.input_tokens
 
 
+def test_a_last_assistant_turn_is_a_prefill_the_answer_continues(client):
+    prefill = "The first colour is"
+    with_prefill = [*QUESTION, {"role": "assistant", "content": prefill}]
+    counted = client.messages.count_tokens(model="chatty", messages=with_prefill).input_tokens
+    plain = client.messages.count_tokens(model="chatty", messages=QUESTION).input_tokens
+    # The prefill's 4 tokens follow the prompt, with no end of turn and no
+    # second answer start after them (those would be 5 more).
+    assert plain < counted <= plain + 5, (plain, counted)
+    m = create(client, messages=with_prefill, max_tokens=6)
+    assert m.usage.input_tokens == counted
+    # The answer is the continuation only, as Anthropic's API returns it.
+    assert m.content[0].text and not m.content[0].text.startswith(prefill)
+
+
 def test_errors_are_the_sdks_exceptions(client, daemon):
     with pytest.raises(anthropic.NotFoundError) as e:
         create(client, model="nope")

@@ -21,10 +21,11 @@ GEMMA3_TEMPLATE = (
 )
 
 
-def copy_model(source, dest, split_max_tensors=0, extra=None, drop=()):
+def copy_model(source, dest, split_max_tensors=0, extra=None, drop=(), extra_ints=None):
     """Rewrites `source` (every key but those in `drop`, and every tensor) to
-    `dest`, optionally split gguf-split style into shards of at most
-    `split_max_tensors` tensors."""
+    `dest`, with the string keys of `extra` and the uint32 keys of
+    `extra_ints` added, optionally split gguf-split style into shards of at
+    most `split_max_tensors` tensors."""
     reader = GGUFReader(source)
     arch = reader.fields["general.architecture"].contents()
     writer = GGUFWriter(dest, arch, split_max_tensors=split_max_tensors)
@@ -38,6 +39,8 @@ def copy_model(source, dest, split_max_tensors=0, extra=None, drop=()):
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
     for key, value in (extra or {}).items():
         writer.add_key_value(key, value, GGUFValueType.STRING)
+    for key, value in (extra_ints or {}).items():
+        writer.add_key_value(key, value, GGUFValueType.UINT32)
     for tensor in reader.tensors:
         writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type)
     writer.write_header_to_file()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,9 @@ def models(tmp_path_factory, demo_model):
     d = tmp_path_factory.mktemp("models")
     (d / "base.gguf").hardlink_to(demo_model)
     copy_model(demo_model, d / "plain.gguf", drop={"tokenizer.chat_template"})
+    # Gemma has no fill-in-the-middle tokens: this copy names three unused ones as such.
+    fim = {"tokenizer.ggml.fim_pre_token_id": 6, "tokenizer.ggml.fim_suf_token_id": 7, "tokenizer.ggml.fim_mid_token_id": 8}
+    copy_model(demo_model, d / "fim.gguf", extra_ints=fim)
     return d
 
 
@@ -330,6 +334,81 @@ def test_json_schema_answers_match_the_schema_on_every_api(server):
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": PERSON}},
             extra_body={"grammar": 'root ::= "a"'},
         )
+
+
+def test_infill_lays_out_prefix_suffix_and_extra_around_the_fim_tokens(server):
+    base = server[0]
+    body = {"model": "fim", "input_prefix": "def add(a, b):\n    ", "input_suffix": "\n\nprint(add(1, 2))\n", "prompt": "return", "n_predict": 6, "temperature": 0}
+    status, answer = call(base + "/infill", body)
+    assert status == 200, answer
+    assert answer["stop"] is True and answer["tokens_predicted"] >= 1
+
+    def count(text):
+        status, t = call(base + "/tokenize", {"model": "fim", "content": text, "add_special": False})
+        assert status == 200, t
+        return len(t["tokens"])
+
+    # BOS, FIM_PRE, prefix, FIM_SUF, suffix, FIM_MID, prompt.
+    laid_out = 1 + 1 + count(body["input_prefix"]) + 1 + count(body["input_suffix"]) + 1 + count("return")
+    assert answer["tokens_evaluated"] == laid_out, answer
+    # Other files come first, each set off by a snippet marker (no repo-level tokens here).
+    extra = [{"filename": "util.py", "text": "X = 1\n"}]
+    status, more = call(base + "/infill", {**body, "input_extra": extra})
+    assert status == 200, more
+    assert more["tokens_evaluated"] == laid_out + count("\n\n--- snippet ---\n\n") + count("X = 1\n")
+    # A model without FIM tokens says so.
+    status, err = call(base + "/infill", {**body, "model": "base"})
+    assert status == 400 and "fill-in-the-middle" in err["error"]["message"], err
+    # /completion still needs its prompt.
+    status, err = call(base + "/completion", {"model": "fim"})
+    assert status == 400 and "prompt" in err["error"]["message"], err
+
+
+def test_models_sse_streams_status_changes_in_llama_servers_shape(server):
+    base = server[0]
+    events = []
+    seen_loaded = threading.Event()
+
+    def watch():
+        with urllib.request.urlopen(base + "/models/sse", timeout=120) as r:
+            for line in r:
+                line = line.decode().strip()
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1].get("data", {}).get("status") == "loaded" and events[-1]["model"] == "plain":
+                        seen_loaded.set()
+                        return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(0.5)
+    call(base + "/models/unload", {"model": "plain"})
+    status, _ = call(base + "/models/load", {"model": "plain"})
+    assert status == 200
+    assert seen_loaded.wait(60), events
+    plain = [e for e in events if e["model"] == "plain"]
+    assert all(e["event"] == "model_status" for e in plain), plain
+    statuses = [e["data"]["status"] for e in plain]
+    assert statuses[-2:] == ["loading", "loaded"], statuses
+
+
+def test_metrics_of_one_model_use_llama_servers_names(server):
+    base = server[0]
+    status, _ = call(base + "/completion", {"model": "base", "prompt": PROMPT, "n_predict": 4})
+    assert status == 200
+    request = urllib.request.Request(base + "/metrics?model=base")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values["llamacpp:tokens_predicted_total"] >= 4, text
+    assert values["llamacpp:prompt_tokens_total"] > 3, text
+    assert values["llamacpp:predicted_tokens_seconds"] > 0, text
+    assert "llamacpp:requests_processing" in values, text
+    assert call(base + "/metrics?model=nope")[0] == 404
 
 
 def test_embedding_in_llama_servers_shape(server):

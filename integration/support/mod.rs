@@ -370,6 +370,7 @@ pub fn greedy(model: &str, prompt: &str, max_tokens: u32) -> pb::GenerateRequest
             ..Default::default()
         }),
         stop: vec![],
+        ..Default::default()
     }
 }
 

@@ -4,10 +4,12 @@
 //! its gRPC services, `accept` lets only its daemon in. Its command line
 //! (`worker::args`) is the contract with the daemon's side in `worker/`;
 //! `capture` hands a crash to the daemon's capture server; `tools` offers a
-//! chat's tools to the template and parses the calls out of the answer.
+//! chat's tools to the template and parses the calls out of the answer;
+//! `infill` lays out a fill-in-the-middle prompt.
 
 pub mod accept;
 pub mod capture;
+pub mod infill;
 pub mod server;
 pub mod service;
 pub mod tools;

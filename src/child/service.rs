@@ -251,7 +251,10 @@ impl InferenceService for WorkerInference {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = request.into_inner();
-        let prompt = self.prompt_tokens(&r.prompt);
+        let prompt = match &r.infill {
+            None => self.prompt_tokens(&r.prompt),
+            Some(infill) => super::infill::tokens(&self.engine, infill, &r.prompt)?,
+        };
         let stream = self
             .stream(prompt, r.max_tokens, r.sampling.as_ref(), r.stop)
             .await?;

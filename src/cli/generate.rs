@@ -118,6 +118,7 @@ pub async fn generate(args: &GenerateArgs) -> Result<(), ClientError> {
         max_tokens: args.sampling.max_tokens,
         sampling: Some(args.sampling.params()),
         stop: args.sampling.stop.clone(),
+        ..Default::default()
     };
     let stream = client.generate(request).await?.into_inner();
     print_stream(stream, args.sampling.usage).await?;

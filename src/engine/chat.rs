@@ -122,15 +122,24 @@ impl ChatTemplate {
     }
 
     /// Likewise, with `tools` in the template's `tools` variable (as
-    /// Hugging Face passes them; unset when there are none).
+    /// Hugging Face passes them; unset when there are none). A conversation
+    /// that ends with an assistant turn (of text) is a prefill, as in
+    /// llama-server and Anthropic's API: the turns before it are rendered
+    /// up to where the answer starts, then its text, which the answer continues.
     pub fn render_with_tools(
         &self,
         messages: &[Message],
         tools: &[Tool],
     ) -> Result<String, ChatError> {
-        if messages.is_empty() {
-            return Err(ChatError::NoMessages);
-        }
+        let (messages, prefill) = match messages.split_last() {
+            None => return Err(ChatError::NoMessages),
+            Some((last, rest))
+                if last.role == "assistant" && last.tool_calls.is_empty() && !rest.is_empty() =>
+            {
+                (rest, last.content.as_str())
+            }
+            Some(_) => (messages, ""),
+        };
         let template = self
             .env
             .get_template("chat")
@@ -150,6 +159,7 @@ impl ChatTemplate {
                 bos_token => self.bos_token.clone(),
                 eos_token => self.eos_token.clone(),
             })
+            .map(|prompt| prompt + prefill)
             .map_err(|e| ChatError::Template(describe(&e)))
     }
 
@@ -196,6 +206,23 @@ mod tests {
         assert_eq!(
             prompt,
             "<bos><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn a_last_assistant_turn_is_a_prefill_the_answer_continues() {
+        let t = ChatTemplate::new(GEMMA3, "<bos>".into(), "<eos>".into()).unwrap();
+        let prompt = t
+            .render(&[msg("user", "Colour?"), msg("assistant", "My favourite is")])
+            .unwrap();
+        assert_eq!(
+            prompt,
+            "<bos><start_of_turn>user\nColour?<end_of_turn>\n<start_of_turn>model\nMy favourite is"
+        );
+        // A lone assistant turn is no prefill: the template gets it as it is.
+        assert!(
+            t.render(&[msg("assistant", "x")]).is_err(),
+            "Gemma insists on a user turn first"
         );
     }
 

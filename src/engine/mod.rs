@@ -6,6 +6,7 @@ pub mod chat;
 mod decode;
 mod embed;
 pub mod grammar;
+pub mod infill;
 pub mod limits;
 pub mod logprobs;
 pub mod offload;

@@ -27,7 +27,7 @@ pub use self::error::InferenceError;
 pub use self::relay::Pieces;
 use self::relay::{ActiveLease, relay};
 use crate::engine::limits::{
-    RequestLimits, check_grammar, check_messages, check_stops, check_tools,
+    RequestLimits, check_blocks, check_grammar, check_messages, check_stops, check_tools,
 };
 use crate::metrics::Metrics;
 use crate::proto::pb;
@@ -85,6 +85,9 @@ impl Inference {
     /// Generates from a prompt: a stream of pieces, the last with the
     /// finish reason and usage.
     pub async fn generate(&self, request: pb::GenerateRequest) -> Result<Pieces, InferenceError> {
+        if let Some(infill) = &request.infill {
+            check_blocks(infill.extra.len())?;
+        }
         check_stops(&request.stop)?;
         check_grammar(grammar(request.sampling.as_ref()))?;
         let model = request.model.clone();

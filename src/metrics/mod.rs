@@ -4,10 +4,12 @@
 //! from the actors at scrape time, so they are never stale. The console's
 //! figures (requests now, recent generations in [`timings`]) come from here too.
 
+mod llama_server;
 pub mod recorder;
 pub mod timings;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use self::llama_server::LLAMA_SERVER_CONTENT_TYPE;
 use crate::supervisor::StatusView;
 
 /// The content type of [`Metrics::render`]'s text.
@@ -96,6 +99,10 @@ struct Inner {
     generation_speed: HistogramFamily,
     /// Requests active on any model (not exported: the family sums to it).
     requests_active_total: Gauge,
+    /// Seconds to the first token, and of generation after it, summed per
+    /// model (not exported here: llama-server's names, [`llama_server`]).
+    prompt_seconds: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    predicted_seconds: Family<ModelLabel, Counter<f64, AtomicU64>>,
     timings: timings::Timings,
 }
 
@@ -141,6 +148,8 @@ impl Metrics {
             time_to_first_token: Family::new_with_constructor(ttft_seconds),
             generation_speed: Family::new_with_constructor(tokens_per_second),
             requests_active_total: Gauge::default(),
+            prompt_seconds: Family::default(),
+            predicted_seconds: Family::default(),
             timings: timings::Timings::default(),
         };
         let r = &mut inner.registry;
@@ -337,6 +346,15 @@ impl Metrics {
             i.time_to_first_token
                 .get_or_create(&label)
                 .observe(time_to_first_token.as_secs_f64());
+            i.prompt_seconds
+                .get_or_create(&label)
+                .inc_by(time_to_first_token.as_secs_f64());
+        }
+        if completion_tokens > 1 && tokens_per_second.is_finite() && tokens_per_second > 0.0 {
+            let after_first = f64::from(completion_tokens - 1) / tokens_per_second;
+            i.predicted_seconds
+                .get_or_create(&label)
+                .inc_by(after_first);
         }
         // The rate needs at least two tokens to mean anything.
         if completion_tokens > 1 && tokens_per_second.is_finite() {

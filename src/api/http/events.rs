@@ -39,7 +39,7 @@ use crate::supervisor::{ModelEvent, SupervisorError};
 /// How often the status, and views changed without an event, are sent.
 const TICK: Duration = Duration::from_secs(2);
 /// The heartbeat, as for the completion streams.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Watchers (`GET /events` streams) open at once.
 pub const MAX_WATCHERS: usize = 32;
 /// Messages the hub keeps for a slow watcher before it gets a new snapshot.
@@ -107,12 +107,12 @@ impl EventHub {
     }
 
     /// A watcher's place, or the 503 of one too many.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub(super) fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         Arc::clone(&self.inner.watchers)
             .try_acquire_owned()
             .map_err(|_| {
                 ApiError::overloaded(format!(
-                    "too many event watchers: at most {} consoles may watch /events at once; retry shortly",
+                    "too many event watchers: at most {} may watch /events and /models/sse at once; retry shortly",
                     self.inner.max
                 ))
             })
@@ -192,7 +192,7 @@ async fn views(state: &HttpState) -> Result<BTreeMap<String, Value>, SupervisorE
 }
 
 /// Resolves once the daemon stops (or its sender is gone).
-async fn stopped(mut stopping: watch::Receiver<bool>) {
+pub(super) async fn stopped(mut stopping: watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
 }
 

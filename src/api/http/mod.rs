@@ -24,6 +24,7 @@ mod generation;
 mod llama_server;
 mod logprobs;
 mod models;
+mod models_sse;
 mod native_completion;
 pub mod openai;
 pub mod origin;
@@ -123,6 +124,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/apply-template", post(llama_server::apply_template))
         .route("/embedding", post(llama_server::embedding))
         .route("/completion", post(native_completion::completion))
+        .route("/infill", post(native_completion::infill))
         .route("/completions", post(native_completion::completion))
         .route("/metrics", get(metrics))
         .route("/events", get(events::events))
@@ -132,6 +134,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/models", get(router_models::list))
         .route("/models/reload", post(router_models::reload))
         .route("/models/load", post(router_models::load))
+        .route("/models/sse", get(models_sse::models_sse))
         .route("/models/unload", post(router_models::unload))
         .route("/models/pin", post(router_models::pin))
         .route("/models/{model}/logs", get(router_models::logs))
@@ -225,8 +228,32 @@ async fn health(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus (OpenMetrics) text.
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// `?model=` of `GET /metrics`.
+#[derive(Debug, serde::Deserialize)]
+struct MetricsQuery {
+    model: Option<String>,
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text; with `?model=ID`, that
+/// model's figures under llama-server's `llamacpp:*` names, as its router
+/// mode answers.
+async fn metrics(
+    State(state): State<HttpState>,
+    axum::extract::Query(query): axum::extract::Query<MetricsQuery>,
+) -> Response {
+    if let Some(model) = query.model {
+        return match state.supervisor.get(&model).await {
+            Ok(view) => (
+                [(
+                    header::CONTENT_TYPE,
+                    crate::metrics::LLAMA_SERVER_CONTENT_TYPE,
+                )],
+                state.metrics.llama_server(&view.id),
+            )
+                .into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+    }
     for gpu in state.gpus.devices() {
         let (free, _) = gpu.usage();
         let d = &gpu.device;

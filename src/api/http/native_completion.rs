@@ -1,4 +1,6 @@
-//! llama-server's native `POST /completion`: `prompt`, `n_predict`, `stop`,
+//! llama-server's native `POST /completion` (and `POST /infill`, the same
+//! with `input_prefix`, `input_suffix` and `input_extra` around the cursor
+//! for a model with FIM tokens): `prompt`, `n_predict`, `stop`,
 //! `stream` and the sampling fields by llama-server's names, answered in its
 //! shape (`content`, `stop`, `stop_type`, `tokens_predicted`, `timings`),
 //! streamed as server-sent events of the same objects (no `[DONE]`, as
@@ -34,7 +36,15 @@ use crate::proto::pb::{self, FinishReason};
 struct CompletionBody {
     #[serde(default)]
     model: String,
-    prompt: String,
+    /// Required by `/completion`; `/infill` puts it after FIM_MID.
+    prompt: Option<String>,
+    /// `/infill`: the text before the cursor.
+    input_prefix: Option<String>,
+    /// `/infill`: the text after it.
+    input_suffix: Option<String>,
+    /// `/infill`: other files, `{"filename", "text"}`.
+    #[serde(default)]
+    input_extra: Vec<ExtraChunk>,
     /// -1 (default): until the model stops or the context is full.
     n_predict: Option<i64>,
     stop: Option<Stop>,
@@ -58,8 +68,34 @@ struct CompletionBody {
     return_tokens: bool,
 }
 
+/// One of `/infill`'s `input_extra` files.
+#[derive(Debug, Deserialize)]
+struct ExtraChunk {
+    #[serde(default)]
+    filename: String,
+    text: String,
+}
+
 impl CompletionBody {
-    fn to_pb(&self) -> Result<pb::GenerateRequest, ApiError> {
+    /// The v1 request; `infill` for `/infill`'s fill-in-the-middle.
+    fn to_pb(&self, infill: bool) -> Result<pb::GenerateRequest, ApiError> {
+        let prompt = match (&self.prompt, infill) {
+            (Some(p), _) => p.clone(),
+            (None, true) => String::new(),
+            (None, false) => return Err(ApiError::bad_request("prompt: field required")),
+        };
+        let infill = infill.then(|| pb::Infill {
+            prefix: self.input_prefix.clone().unwrap_or_default(),
+            suffix: self.input_suffix.clone().unwrap_or_default(),
+            extra: self
+                .input_extra
+                .iter()
+                .map(|c| pb::InfillChunk {
+                    filename: c.filename.clone(),
+                    text: c.text.clone(),
+                })
+                .collect(),
+        });
         let top_logprobs = match self.n_probs {
             0 => None,
             n if n <= MAX_TOP_LOGPROBS => Some(n),
@@ -87,7 +123,7 @@ impl CompletionBody {
         };
         Ok(pb::GenerateRequest {
             model: self.model.clone(),
-            prompt: self.prompt.clone(),
+            prompt,
             // 0 = until the model stops or the context is full.
             max_tokens: self
                 .n_predict
@@ -109,6 +145,7 @@ impl CompletionBody {
                 top_logprobs,
             }),
             stop,
+            infill,
         })
     }
 }
@@ -253,12 +290,20 @@ pub async fn completion(
     autoload: Autoload,
     body: Bytes,
 ) -> Response {
-    let state = state.autoload(autoload);
-    let request: CompletionBody = match parse_json(&body) {
+    answer(state.autoload(autoload), &body, false).await
+}
+
+/// `POST /infill`.
+pub async fn infill(State(state): State<HttpState>, autoload: Autoload, body: Bytes) -> Response {
+    answer(state.autoload(autoload), &body, true).await
+}
+
+async fn answer(state: HttpState, body: &[u8], infill: bool) -> Response {
+    let request: CompletionBody = match parse_json(body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let generate = match request.to_pb() {
+    let generate = match request.to_pb(infill) {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
@@ -293,7 +338,7 @@ mod tests {
     #[test]
     fn native_fields_become_the_generate_request() {
         let r = body(json!({"model": "m", "prompt": "p", "n_predict": 5, "stop": ["\n"], "seed": -1, "top_k": 3, "repeat_last_n": 8}))
-            .to_pb()
+            .to_pb(false)
             .unwrap();
         assert_eq!((r.max_tokens, r.stop.len()), (5, 1));
         let s = r.sampling.unwrap();
@@ -303,20 +348,20 @@ mod tests {
         );
         assert_eq!(
             body(json!({"prompt": "p", "n_predict": -1}))
-                .to_pb()
+                .to_pb(false)
                 .unwrap()
                 .max_tokens,
             0
         );
         let g = body(json!({"prompt": "p", "grammar": "root ::= \"a\""}))
-            .to_pb()
+            .to_pb(false)
             .unwrap();
         assert_eq!(
             g.sampling.unwrap().grammar.as_deref(),
             Some("root ::= \"a\"")
         );
         let schema = body(json!({"prompt": "p", "json_schema": {"type": "object"}}))
-            .to_pb()
+            .to_pb(false)
             .unwrap();
         assert_eq!(
             schema.sampling.unwrap().json_schema.as_deref(),
@@ -325,7 +370,7 @@ mod tests {
         let err = body(
             json!({"prompt": "p", "json_schema": {"type": "object"}, "grammar": "root ::= \"a\""}),
         )
-        .to_pb()
+        .to_pb(false)
         .unwrap_err();
         assert!(err.message.contains("json_schema"), "{err:?}");
     }

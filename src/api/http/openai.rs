@@ -300,6 +300,7 @@ impl CompletionRequest {
                 .unwrap_or(16),
             sampling: Some(self.sampling.params()),
             stop: self.sampling.stops(),
+            ..Default::default()
         })
     }
 }
