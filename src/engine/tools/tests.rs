@@ -27,6 +27,19 @@ const NAMES: [&str; 2] = ["get_weather", "get_time"];
 /// A Qwen 2.5-like template: tools in the system turn, calls as Hermes blocks.
 const HERMES: &str = "{%- if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools><|im_end|>\n{%- endif %}{%- for m in messages %}{%- if m.role == 'tool' %}<|im_start|>user\n<tool_response>{{ m.content }}</tool_response><|im_end|>\n{%- elif m.tool_calls %}<|im_start|>assistant\n{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}<|im_end|>\n{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}";
 
+/// An assistant turn that called get_weather for Oslo.
+fn oslo_call() -> Message {
+    Message {
+        role: "assistant".into(),
+        tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Oslo"}"#.into(),
+        }],
+        ..Message::default()
+    }
+}
+
 #[test]
 fn requests_with_bad_tools_are_refused_by_name() {
     assert_eq!(check(&[weather(), time()], &Choice::Required), Ok(()));
@@ -85,15 +98,7 @@ fn a_template_without_tools_gets_them_in_a_system_prompt_and_tool_turns_as_user_
     let history = [
         Message::text("system", "Be brief.".into()),
         Message::text("user", "Weather in Oslo?".into()),
-        Message {
-            role: "assistant".into(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "get_weather".into(),
-                arguments: r#"{"city":"Oslo"}"#.into(),
-            }],
-            ..Message::default()
-        },
+        oslo_call(),
         Message {
             role: "tool".into(),
             content: "-3 C, snow".into(),
@@ -138,15 +143,7 @@ fn a_template_that_renders_tools_gets_them_and_the_calls_natively() {
     );
     let history = [
         Message::text("user", "Weather in Oslo?".into()),
-        Message {
-            role: "assistant".into(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "get_weather".into(),
-                arguments: r#"{"city":"Oslo"}"#.into(),
-            }],
-            ..Message::default()
-        },
+        oslo_call(),
         Message {
             role: "tool".into(),
             content: "-3 C".into(),
