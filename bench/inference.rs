@@ -71,6 +71,7 @@ async fn in_process(engine: &EngineHandle) -> Run {
             grammar: None,
             received: start,
             logprobs: None,
+            special_text: false,
         })
         .await
         .unwrap();

@@ -98,6 +98,7 @@ impl WorkerInference {
         max_tokens: u32,
         sampling: Option<&pb::SamplingParams>,
         stops: Vec<String>,
+        special_text: bool,
     ) -> Result<PieceStream, Status> {
         let received = Instant::now();
         let ctx = self.engine.params().ctx_size;
@@ -152,6 +153,7 @@ impl WorkerInference {
                 grammar,
                 received,
                 logprobs,
+                special_text,
             })
             .await
             .map_err(engine_status)?;
@@ -256,7 +258,7 @@ impl InferenceService for WorkerInference {
             Some(infill) => super::infill::tokens(&self.engine, infill, &r.prompt)?,
         };
         let stream = self
-            .stream(prompt, r.max_tokens, r.sampling.as_ref(), r.stop)
+            .stream(prompt, r.max_tokens, r.sampling.as_ref(), r.stop, false)
             .await?;
         Ok(Response::new(stream))
     }
@@ -269,10 +271,12 @@ impl InferenceService for WorkerInference {
         let offer = Offer::of(&r.tools, r.tool_choice(), &r.tool_name)?;
         offer.constrain(self.tool_style, &mut r.sampling)?;
         let prompt = self.render(r.messages, &offer)?;
+        // A native template's calls may start with a control token.
+        let markers = offer.choice.is_some() && self.tool_style == Style::Native;
         // Templates usually write the BOS token themselves: no second one.
         let tokens = self.prompt_tokens(&prompt);
         let stream = self
-            .stream(tokens, r.max_tokens, r.sampling.as_ref(), r.stop)
+            .stream(tokens, r.max_tokens, r.sampling.as_ref(), r.stop, markers)
             .await?;
         Ok(Response::new(offer.parse_calls(self.tool_style, stream)))
     }

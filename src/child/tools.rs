@@ -8,6 +8,7 @@ use tonic::Status;
 
 use super::service::PieceStream;
 use crate::engine::chat::{Message, ToolCall};
+use crate::engine::limits::MAX_GRAMMAR_BYTES;
 use crate::engine::tools::parse::Holdback;
 use crate::engine::tools::{self, Choice, Style, Tool};
 use crate::proto::pb;
@@ -57,7 +58,15 @@ impl Offer {
                 "tools constrain this answer already: send tools, or a grammar or response format, not both",
             ));
         }
-        sampling.json_schema = Some(schema.to_string());
+        // llama.cpp walks the grammar at every token: the same bound as a client's.
+        let schema = schema.to_string();
+        if schema.len() > MAX_GRAMMAR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the tools' parameter schemas come to {} bytes of grammar; at most {MAX_GRAMMAR_BYTES}",
+                schema.len()
+            )));
+        }
+        sampling.json_schema = Some(schema);
         Ok(())
     }
 
@@ -132,5 +141,45 @@ pub fn message_of(m: pb::ChatMessage) -> Message {
             .collect(),
         tool_call_id: m.tool_call_id,
         name: m.name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, parameters: &str) -> pb::Tool {
+        pb::Tool {
+            name: name.into(),
+            description: String::new(),
+            parameters: parameters.into(),
+        }
+    }
+
+    #[test]
+    fn a_required_call_is_held_to_its_schema_within_the_grammar_bound() {
+        let offer = Offer::of(&[tool("f", "")], pb::ToolChoice::Required, "").unwrap();
+        let mut sampling = None;
+        offer.constrain(Style::Native, &mut sampling).unwrap();
+        let schema = sampling.unwrap().json_schema.unwrap();
+        assert!(schema.contains(r#""const":"f""#), "{schema}");
+        // Tools whose schemas add up past the bound are refused, not compiled.
+        let big = format!(
+            r#"{{"type": "object", "description": "{}"}}"#,
+            "x".repeat(MAX_GRAMMAR_BYTES / 4)
+        );
+        let tools: Vec<pb::Tool> = (0..5).map(|i| tool(&format!("t{i}"), &big)).collect();
+        let offer = Offer::of(&tools, pb::ToolChoice::Required, "").unwrap();
+        let err = offer.constrain(Style::Generic, &mut None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("at most"), "{}", err.message());
+        // A client grammar beside a required call is refused.
+        let mut grammar = Some(pb::SamplingParams {
+            grammar: Some("root ::= \"a\"".into()),
+            ..Default::default()
+        });
+        let offer = Offer::of(&[tool("f", "")], pb::ToolChoice::Required, "").unwrap();
+        assert!(offer.constrain(Style::Native, &mut grammar).is_err());
+        assert!(Offer::of(&[tool("f", "not json")], pb::ToolChoice::Auto, "").is_err());
     }
 }

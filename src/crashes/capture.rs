@@ -7,10 +7,12 @@
 //! symbolizes that dump ([`super::analyze`]).
 //!
 //! Only the worker may reach the socket. minidumper cannot check a client's
-//! credentials when it connects, so the socket's path is removed as soon as
-//! the first client (the worker, which connects before it loads anything)
-//! is in: from then on no other process can connect at all. Before that it
-//! is 0600 in a 0700 directory of the daemon's.
+//! credentials when it connects, so the first client to connect is taken to
+//! be the worker (which connects first thing, before it loads anything) and
+//! the socket's path is removed then: from then on no other process can
+//! connect at all. Before that the socket is 0600 in a 0700 directory of the
+//! daemon's, so only a process of the daemon's own uid could get in first;
+//! the worker would then run without capture and say so.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -349,7 +349,8 @@ fn sample(
             continue;
         }
         active.ids.push(token.0);
-        let bytes = vocab.token_to_piece(token, false, None);
+        let special = active.job.request.special_text;
+        let bytes = vocab.token_to_piece(token, special, None);
         if let Some(top) = active.job.request.logprobs {
             let (logprob, best) = logprobs::of(ctx.get_logits_ith(at), token.0, top as usize);
             let top = best

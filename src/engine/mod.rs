@@ -129,6 +129,10 @@ pub struct GenerateRequest {
     /// Report each token's log-probability with this many alternatives
     /// (at most [`logprobs::MAX_TOP_LOGPROBS`]); `None`: none.
     pub logprobs: Option<u32>,
+    /// Write control tokens as their text, for a tool call's markers
+    /// (Mistral's `[TOOL_CALLS]`, Llama 3.x's `<|python_tag|>`), which the
+    /// worker parses out again; otherwise they are written as nothing.
+    pub special_text: bool,
 }
 
 /// A generation inside the engine.

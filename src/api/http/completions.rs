@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::autoload::Autoload;
 use super::error::ApiError;
 use super::generation::{piece_error, worker_gone};
-use super::logprobs::{chat_content, text_completion};
+use super::logprobs::{chat_content, text_completion, text_len};
 use super::openai::{ChatCompletionRequest, CompletionRequest, Sampling};
 use super::tools::{calls_delta, calls_json};
 use super::{HttpState, parse_json};
@@ -278,7 +278,7 @@ fn stream(
                 return;
             }
         }
-        // Bytes of the answer sent so far (text completions' `text_offset`).
+        // Characters of the tokens sent so far (text completions' `text_offset`).
         let mut offset = 0;
         loop {
             let next = tokio::select! {
@@ -300,7 +300,7 @@ fn stream(
             let has_probs = logprobs && !piece.logprobs.is_empty();
             if !piece.text.is_empty() || has_probs {
                 let probs = header.logprobs(has_probs, &piece.logprobs, offset);
-                offset += piece.text.len();
+                offset += text_len(&piece.logprobs);
                 if !send(header.chunk_with(Some(&piece.text), probs, None)).await {
                     return;
                 }

@@ -58,14 +58,20 @@ pub fn chat_content(probs: &[pb::TokenLogprob]) -> Value {
         .collect()
 }
 
-/// OpenAI text completions' `logprobs`; `offset` is where this text starts
-/// in the whole answer (for `text_offset`).
+/// How many characters the tokens' text holds (OpenAI's `text_offset`
+/// counts characters).
+pub fn text_len(probs: &[pb::TokenLogprob]) -> usize {
+    probs.iter().map(|t| text(t).chars().count()).sum()
+}
+
+/// OpenAI text completions' `logprobs`; `offset` is where these tokens'
+/// text starts in the whole answer, in characters (for `text_offset`).
 pub fn text_completion(probs: &[pb::TokenLogprob], offset: usize) -> Value {
     let mut at = offset;
     let mut offsets = Vec::with_capacity(probs.len());
     for t in probs {
         offsets.push(at);
-        at += t.piece.len();
+        at += text(t).chars().count();
     }
     let top: Vec<Value> = probs
         .iter()

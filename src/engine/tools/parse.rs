@@ -50,11 +50,16 @@ fn call_of(value: &Value, names: &[&str]) -> Option<ToolCall> {
     if !names.contains(&name) {
         return None;
     }
+    // Arguments are a JSON object; some models write it as a JSON string,
+    // as OpenAI sends it. Anything else is no call.
     let arguments = match value.get("arguments").or_else(|| value.get("parameters")) {
         None => "{}".to_owned(),
-        // Some models write the arguments as a JSON string, as OpenAI sends them.
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(object @ Value::Object(_)) => object.to_string(),
+            _ => return None,
+        },
+        Some(object @ Value::Object(_)) => object.to_string(),
+        Some(_) => return None,
     };
     Some(ToolCall {
         id: call_id(),

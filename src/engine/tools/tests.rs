@@ -215,7 +215,15 @@ fn calls_are_found_in_every_family_and_only_for_offered_tools() {
         }
     );
     // Not offered, not JSON, or prose: text, untouched.
+    // Arguments written as a JSON string are taken when they hold an object.
+    let as_string = one(
+        "{\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Oslo\\\"}\"}",
+        Style::Native,
+    );
+    assert_eq!(as_string.calls[0].arguments, r#"{"city":"Oslo"}"#);
     for text in [
+        "{\"name\": \"get_weather\", \"arguments\": \"Oslo\"}",
+        "{\"name\": \"get_weather\", \"arguments\": [1, 2]}",
         "{\"name\": \"rm_rf\", \"arguments\": {}}",
         "<tool_call>{not json}</tool_call>",
         "The answer is 42.",

@@ -258,6 +258,8 @@ impl MessagesRequest {
                 });
             }
         }
+        // Each call's tool by its id, for the tool_result that answers it.
+        let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for (i, m) in self.messages.iter().enumerate() {
             if m.role != "user" && m.role != "assistant" {
                 return Err(ApiError::bad_request(format!(
@@ -267,12 +269,7 @@ impl MessagesRequest {
             }
             let turn = turn_of(&m.content, &format!("messages[{i}].content"))?;
             for (id, result) in turn.results {
-                let name = out
-                    .iter()
-                    .flat_map(|m| &m.tool_calls)
-                    .find(|c| c.id == id)
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default();
+                let name = names.get(&id).cloned().unwrap_or_default();
                 out.push(pb::ChatMessage {
                     role: "tool".into(),
                     content: result,
@@ -281,6 +278,7 @@ impl MessagesRequest {
                     ..Default::default()
                 });
             }
+            names.extend(turn.calls.iter().map(|c| (c.id.clone(), c.name.clone())));
             if turn.text.is_empty()
                 && turn.calls.is_empty()
                 && out.last().is_some_and(|l| l.role == "tool")
@@ -336,7 +334,13 @@ impl MessagesRequest {
 
     /// The template request `count_tokens` counts.
     pub fn to_template(&self) -> Result<pb::ApplyTemplateRequest, ApiError> {
-        let (tools, _, _) = tools_of(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        let (tools, choice, _) = tools_of(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        // With tool_choice none the chat offers no tools: neither does the count.
+        let tools = if choice == pb::ToolChoice::None {
+            Vec::new()
+        } else {
+            tools
+        };
         Ok(pb::ApplyTemplateRequest {
             model: self.model.clone(),
             messages: self.chat_messages()?,
@@ -407,6 +411,14 @@ mod tests {
         .to_chat()
         .unwrap();
         assert_eq!(r.tool_choice(), pb::ToolChoice::Required);
+        // count_tokens counts what the chat renders: no tools under tool_choice none.
+        let none = parse(json!({
+            "model": "m",
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "none"},
+            "messages": [{"role": "user", "content": "x"}]
+        }));
+        assert!(none.to_template().unwrap().tools.is_empty());
         assert_eq!(r.tools[0].parameters, r#"{"type":"object"}"#);
         let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["user", "assistant", "tool", "user"]);
