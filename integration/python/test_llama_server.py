@@ -300,7 +300,7 @@ def test_json_schema_answers_match_the_schema_on_every_api(server):
             model="base",
             messages=[{"role": "user", "content": prompt}],
             response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
-            max_tokens=96,
+            max_tokens=160,
             temperature=0.8,
             seed=seed,
         )
@@ -309,7 +309,7 @@ def test_json_schema_answers_match_the_schema_on_every_api(server):
         jsonschema.validate(json.loads(choice.message.content), PERSON)
         check_person(choice.message.content)
     # llama-server's /completion takes the schema as `json_schema`.
-    status, body = call(server[0] + "/completion", {"model": "base", "prompt": "A person as JSON:", "json_schema": PERSON, "n_predict": 96})
+    status, body = call(server[0] + "/completion", {"model": "base", "prompt": "A person as JSON:", "json_schema": PERSON, "n_predict": 160})
     assert status == 200, body
     check_person(body["content"])
     # The Responses API takes it as text.format.
@@ -317,7 +317,7 @@ def test_json_schema_answers_match_the_schema_on_every_api(server):
         model="base",
         input="Invent a person.",
         text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
-        max_output_tokens=96,
+        max_output_tokens=160,
     )
     check_person(response.output_text)
     # A schema llama.cpp cannot turn into a grammar is the client's error, named.

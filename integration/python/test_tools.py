@@ -90,7 +90,7 @@ def test_tool_choice_required_always_returns_a_valid_call(client, model):
             messages=[{"role": "user", "content": prompt}],
             tools=TOOLS,
             tool_choice="required",
-            max_tokens=96,
+            max_tokens=200,
             temperature=0.8,
             seed=seed,
         )
@@ -105,7 +105,7 @@ def test_tool_choice_required_always_returns_a_valid_call(client, model):
         messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
-        max_tokens=64,
+        max_tokens=200,
     )
     (call,) = answer.choices[0].message.tool_calls
     assert call.function.name == "get_time"
@@ -119,7 +119,7 @@ def test_a_streamed_call_comes_as_tool_call_deltas(client):
             messages=[{"role": "user", "content": PROMPTS[0]}],
             tools=TOOLS,
             tool_choice="required",
-            max_tokens=96,
+            max_tokens=200,
             stream=True,
         )
     )
@@ -137,7 +137,7 @@ def test_a_streamed_call_comes_as_tool_call_deltas(client):
 def test_a_tool_result_goes_back_through_the_template_and_the_second_turn_answers(server, client):
     question = {"role": "user", "content": PROMPTS[0]}
     first = client.chat.completions.create(
-        model="base", messages=[question], tools=TOOLS, tool_choice="required", max_tokens=96
+        model="base", messages=[question], tools=TOOLS, tool_choice="required", max_tokens=200
     )
     call = first.choices[0].message.tool_calls[0]
     history = [
@@ -151,18 +151,21 @@ def test_a_tool_result_goes_back_through_the_template_and_the_second_turn_answer
     assert "-3 C and snowing" in prompt and call.function.name in prompt, prompt
     assert "get_time" in prompt, "the offered tools are in the prompt"
     second = client.chat.completions.create(
-        model="base", messages=[*history], tools=TOOLS, tool_choice="auto", max_tokens=64, seed=1
+        model="base", messages=[*history], tools=TOOLS, tool_choice="auto", max_tokens=160, seed=1
     )
     choice = second.choices[0]
     if choice.finish_reason == "tool_calls":
         for c in choice.message.tool_calls:
             check_call(c)
+    elif choice.finish_reason == "stop":
+        # The generic style's {"response": ...}, unwrapped.
+        assert choice.message.content and "tool_call" not in choice.message.content, choice
     else:
-        assert choice.finish_reason in ("stop", "length") and choice.message.content, choice
-        assert "tool_call" not in choice.message.content, choice.message.content
+        # Cut short: what the model wrote is all there, as text.
+        assert choice.finish_reason == "length" and choice.message.content, choice
     # With tool_choice none the model just answers, in text.
     plain = client.chat.completions.create(model="base", messages=history, tools=TOOLS, tool_choice="none", max_tokens=16)
-    assert plain.choices[0].message.content and not plain.choices[0].message.tool_calls
+    assert plain.choices[0].finish_reason in ("stop", "length") and not plain.choices[0].message.tool_calls
 
 
 def call_template(base, model, messages):
@@ -197,13 +200,13 @@ def test_anthropic_tool_use_blocks_whole_streamed_and_answered(server):
     client = anthropic.Anthropic(base_url=server[0], api_key="none", max_retries=0, timeout=120)
     question = {"role": "user", "content": PROMPTS[1]}
     message = client.messages.create(
-        model="base", max_tokens=96, messages=[question], tools=ANTHROPIC_TOOLS, tool_choice={"type": "any"}
+        model="base", max_tokens=200, messages=[question], tools=ANTHROPIC_TOOLS, tool_choice={"type": "any"}
     )
     assert message.stop_reason == "tool_use", message
     (use,) = [b for b in message.content if b.type == "tool_use"]
     jsonschema.validate(use.input, SCHEMAS[use.name])
     with client.messages.stream(
-        model="base", max_tokens=96, messages=[question], tools=ANTHROPIC_TOOLS, tool_choice={"type": "tool", "name": "get_weather"}
+        model="base", max_tokens=200, messages=[question], tools=ANTHROPIC_TOOLS, tool_choice={"type": "tool", "name": "get_weather"}
     ) as stream:
         final = stream.get_final_message()
     (streamed,) = [b for b in final.content if b.type == "tool_use"]
@@ -220,4 +223,4 @@ def test_anthropic_tool_use_blocks_whole_streamed_and_answered(server):
     answer = client.messages.create(
         model="base", max_tokens=24, messages=history, tools=ANTHROPIC_TOOLS, tool_choice={"type": "none"}
     )
-    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].text, answer
+    assert answer.stop_reason in ("end_turn", "max_tokens") and [b.type for b in answer.content] == ["text"], answer

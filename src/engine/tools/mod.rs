@@ -135,6 +135,8 @@ fn call_schema(tools: &[Tool], choice: &Choice) -> Value {
                     "arguments": t.parameters,
                 },
                 "required": ["name", "arguments"],
+                // Nothing else: the answer ends once the call is written.
+                "additionalProperties": false,
             })
         })
         .collect();
@@ -157,12 +159,14 @@ pub fn answer_schema(style: Style, tools: &[Tool], choice: &Choice) -> Option<Va
                 "type": "object",
                 "properties": {"tool_call": call},
                 "required": ["tool_call"],
+                "additionalProperties": false,
             });
             Some(match choice {
                 Choice::Auto => json!({"anyOf": [tool_call, {
                     "type": "object",
                     "properties": {"response": {"type": "string"}},
                     "required": ["response"],
+                    "additionalProperties": false,
                 }]}),
                 _ => tool_call,
             })
