@@ -352,22 +352,10 @@ fn sample(
         let special = active.job.request.special_text;
         let bytes = vocab.token_to_piece(token, special, None);
         if let Some(top) = active.job.request.logprobs {
-            let (logprob, best) = logprobs::of(ctx.get_logits_ith(at), token.0, top as usize);
-            let top = best
-                .into_iter()
-                .map(|(id, logprob)| TokenLogprob {
-                    id,
-                    piece: vocab.token_to_piece(LlamaToken::new(id), false, None),
-                    logprob,
-                    top: Vec::new(),
-                })
-                .collect();
-            active.probs.push(TokenLogprob {
-                id: token.0,
-                piece: bytes.clone(),
-                logprob,
-                top,
-            });
+            let piece_of = |id| vocab.token_to_piece(LlamaToken::new(id), false, None);
+            let logits = ctx.get_logits_ith(at);
+            let entry = logprobs::entry(logits, token.0, bytes.clone(), top, piece_of);
+            active.probs.push(entry);
         }
         match active.text.push(&bytes) {
             Released::Stopped(text) => {

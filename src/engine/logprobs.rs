@@ -66,6 +66,32 @@ pub fn of(logits: &[f32], chosen: i32, top: usize) -> (f32, Vec<(i32, f32)>) {
     (chosen_lp, best)
 }
 
+/// The sampled token's entry, with its `top` alternatives; `piece_of`
+/// gives an alternative's bytes.
+pub fn entry(
+    logits: &[f32],
+    chosen: i32,
+    piece: Vec<u8>,
+    top: u32,
+    piece_of: impl Fn(i32) -> Vec<u8>,
+) -> TokenLogprob {
+    let (logprob, best) = of(logits, chosen, top as usize);
+    TokenLogprob {
+        id: chosen,
+        piece,
+        logprob,
+        top: best
+            .into_iter()
+            .map(|(id, logprob)| TokenLogprob {
+                id,
+                piece: piece_of(id),
+                logprob,
+                top: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +119,9 @@ mod tests {
         );
         assert!(of(&logits, 0, 0).1.is_empty());
         assert_eq!(of(&logits, 99, 1).0, f32::NEG_INFINITY);
+        let e = entry(&logits, 1, b"b".to_vec(), 2, |id| vec![b'a' + id as u8]);
+        assert_eq!((e.id, e.piece.as_slice(), e.top.len()), (1, &b"b"[..], 2));
+        assert_eq!(e.top[0].piece, b"b");
+        assert_eq!(e.top[0].logprob, e.logprob);
     }
 }

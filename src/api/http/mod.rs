@@ -17,6 +17,7 @@ mod autoload;
 mod completions;
 mod console;
 mod crash_reports;
+pub mod embeddings;
 pub mod error;
 mod events;
 mod extract;

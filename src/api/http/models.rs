@@ -9,8 +9,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::autoload::Autoload;
+use super::embeddings::EmbeddingRequest;
 use super::error::ApiError;
-use super::openai::EmbeddingRequest;
 use super::{HttpState, parse_json};
 use crate::supervisor::ModelView;
 

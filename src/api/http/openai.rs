@@ -1,5 +1,6 @@
-//! OpenAI request bodies and how they become the v1 requests the inference
-//! layer takes (the gRPC API's messages). Fields we do not know are ignored,
+//! OpenAI's chat and text completion bodies and how they become the v1
+//! requests the inference layer takes (the gRPC API's messages); embeddings
+//! are in `embeddings`, tools in `tools`. Fields we do not know are ignored,
 //! as OpenAI-compatible servers do; fields we know but cannot honour
 //! (`n` > 1, images, token arrays) are a clear 400.
 
@@ -309,63 +310,6 @@ fn token_prompts() -> ApiError {
     ApiError::bad_request("prompts as token ids are not supported: send text")
 }
 
-/// `input` of an embeddings request.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum EmbeddingInput {
-    /// One text.
-    One(String),
-    /// Several texts.
-    Many(Vec<String>),
-    /// Token ids (refused: they would be another tokenizer's).
-    Tokens(serde_json::Value),
-}
-
-/// `POST /v1/embeddings`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EmbeddingRequest {
-    /// Model id or alias.
-    pub model: String,
-    /// What to embed.
-    pub input: EmbeddingInput,
-    /// `float` (default) or `base64` (little-endian f32, what the `openai` package asks for).
-    pub encoding_format: Option<String>,
-}
-
-impl EmbeddingRequest {
-    /// The v1 request (vectors scaled to unit length, as OpenAI's are).
-    pub fn to_pb(&self) -> Result<pb::EmbedRequest, ApiError> {
-        let input = match &self.input {
-            EmbeddingInput::One(s) => vec![s.clone()],
-            EmbeddingInput::Many(v) if !v.is_empty() => v.clone(),
-            EmbeddingInput::Many(_) => return Err(ApiError::bad_request("input is empty")),
-            EmbeddingInput::Tokens(_) => {
-                return Err(ApiError::bad_request(
-                    "input as token ids is not supported: send text (with LangChain, set check_embedding_ctx_length=False)",
-                ));
-            }
-        };
-        match self.encoding_format.as_deref() {
-            None | Some("float") | Some("base64") => {}
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "encoding_format {other:?} is not supported: use float or base64"
-                )));
-            }
-        }
-        Ok(pb::EmbedRequest {
-            model: self.model.clone(),
-            input,
-            normalize: true,
-        })
-    }
-
-    /// Whether vectors go out as base64.
-    pub fn base64(&self) -> bool {
-        self.encoding_format.as_deref() == Some("base64")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -457,23 +401,5 @@ mod tests {
         assert_eq!((r.prompt.as_str(), r.max_tokens), ("abc", 3));
         assert!(parse(json!({"model": "m", "prompt": [1, 2, 3]})).is_err());
         assert!(parse(json!({"model": "m", "prompt": ["a", "b"]})).is_err());
-    }
-
-    #[test]
-    fn embeddings_take_text_and_refuse_token_ids() {
-        let parse = |b| serde_json::from_value::<EmbeddingRequest>(b).unwrap();
-        let r = parse(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"}));
-        assert!(r.base64());
-        assert_eq!(r.to_pb().unwrap().input, vec!["a", "b"]);
-        assert!(
-            parse(json!({"model": "m", "input": [[1, 2]]}))
-                .to_pb()
-                .is_err()
-        );
-        assert!(
-            parse(json!({"model": "m", "input": "x", "encoding_format": "int8"}))
-                .to_pb()
-                .is_err()
-        );
     }
 }

@@ -6,6 +6,7 @@
 //! is in [`request`].
 
 mod request;
+mod tools;
 
 use axum::body::Bytes;
 use axum::extract::State;
