@@ -46,12 +46,10 @@ impl Message {
                 .iter()
                 .map(|c| {
                     // Templates write the arguments with `| tojson`: an object.
-                    let arguments = serde_json::from_str::<Json>(&c.arguments)
-                        .unwrap_or_else(|_| Json::String(c.arguments.clone()));
                     serde_json::json!({
                         "id": c.id,
                         "type": "function",
-                        "function": {"name": c.name, "arguments": arguments},
+                        "function": {"name": c.name, "arguments": c.arguments_json()},
                     })
                 })
                 .collect();
@@ -76,6 +74,14 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments, JSON text.
     pub arguments: String,
+}
+
+impl ToolCall {
+    /// The arguments as JSON (an object), or as a string when they are not JSON.
+    pub fn arguments_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.arguments)
+            .unwrap_or_else(|_| serde_json::Value::String(self.arguments.clone()))
+    }
 }
 
 /// Why a chat prompt could not be built.

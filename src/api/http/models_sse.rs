@@ -22,14 +22,11 @@ use crate::supervisor::{ModelEvent, ModelState, UnloadCause};
 
 /// llama-server's events for one of ours.
 fn llama_server_events(e: &ModelEvent) -> Vec<Value> {
-    let status = status_json(e.state, e.reason.as_deref());
-    let mut data = json!({"status": status.get("value").cloned().unwrap_or(Value::Null)});
-    if let (Some(fields), Some(more)) = (data.as_object_mut(), status.as_object()) {
-        fields.extend(
-            more.iter()
-                .filter(|(k, _)| k.as_str() != "value")
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+    // `GET /models`'s status object, its `value` named `status` as here.
+    let mut data = status_json(e.state, e.reason.as_deref());
+    if let Some(fields) = data.as_object_mut() {
+        let value = fields.remove("value").unwrap_or(Value::Null);
+        fields.insert("status".into(), value);
     }
     let mut events = vec![json!({"model": e.id, "event": "model_status", "data": data})];
     if e.state == ModelState::Unloaded && matches!(e.cause, Some(UnloadCause::Removed)) {

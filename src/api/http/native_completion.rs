@@ -116,11 +116,7 @@ impl CompletionBody {
                 "send either grammar or json_schema, not both",
             ));
         }
-        let stop = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
-        };
+        let stop = Stop::strings(self.stop.as_ref());
         Ok(pb::GenerateRequest {
             model: self.model.clone(),
             prompt,

@@ -21,6 +21,17 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
+impl Stop {
+    /// The stop strings of a request's `stop`, none when it has none.
+    pub fn strings(stop: Option<&Stop>) -> Vec<String> {
+        match stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        }
+    }
+}
+
 /// Sampling and length fields shared by chat and text completions.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Sampling {
@@ -110,11 +121,7 @@ impl Sampling {
     }
 
     fn stops(&self) -> Vec<String> {
-        match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
-        }
+        Stop::strings(self.stop.as_ref())
     }
 
     /// Whether a stream ends with a usage chunk.

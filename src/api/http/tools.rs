@@ -127,16 +127,16 @@ pub fn calls_pb(calls: Option<&[CallDef]>) -> Vec<pb::ToolCall> {
 
 /// An answer's `tool_calls`, as a message holds them.
 pub fn calls_json(calls: &[pb::ToolCall]) -> Value {
-    calls
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            })
-        })
-        .collect()
+    calls.iter().map(call_json).collect()
+}
+
+/// One call in OpenAI's shape.
+fn call_json(c: &pb::ToolCall) -> Value {
+    json!({
+        "id": c.id,
+        "type": "function",
+        "function": {"name": c.name, "arguments": c.arguments},
+    })
 }
 
 /// The calls as one streamed delta (each with its `index`).
@@ -145,12 +145,11 @@ pub fn calls_delta(calls: &[pb::ToolCall]) -> Value {
         .iter()
         .enumerate()
         .map(|(index, c)| {
-            json!({
-                "index": index,
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            })
+            let mut call = call_json(c);
+            if let Some(fields) = call.as_object_mut() {
+                fields.insert("index".into(), index.into());
+            }
+            call
         })
         .collect();
     json!({"tool_calls": calls})

@@ -194,9 +194,7 @@ fn generic_prompt(tools: &[Tool], choice: &Choice) -> String {
 
 /// A call as the JSON the generic style writes for it.
 fn call_json(call: &ToolCall) -> Value {
-    let arguments = serde_json::from_str::<Value>(&call.arguments)
-        .unwrap_or_else(|_| Value::String(call.arguments.clone()));
-    json!({"name": call.name, "arguments": arguments, "id": call.id})
+    json!({"name": call.name, "arguments": call.arguments_json(), "id": call.id})
 }
 
 /// The conversation for a template that knows no tools: the tools (when

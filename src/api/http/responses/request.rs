@@ -162,11 +162,7 @@ impl ResponsesRequest {
             messages: self.messages()?,
             max_tokens: self.max_output_tokens.unwrap_or(0),
             sampling: Some(sampling),
-            stop: match &self.stop {
-                None => Vec::new(),
-                Some(Stop::One(s)) => vec![s.clone()],
-                Some(Stop::Many(v)) => v.clone(),
-            },
+            stop: Stop::strings(self.stop.as_ref()),
             ..Default::default()
         })
     }
