@@ -246,7 +246,12 @@ async fn a_model_file_truncated_under_a_stream_is_a_sigbus_report_naming_the_fil
     let model = dir.path().join("cut.gguf");
     std::fs::copy(support::demo_model(), &model).unwrap();
     let crashes = dir.path().join("crashes");
-    let d = Daemon::start(dir.path(), &["--crash-dir", crashes.to_str().unwrap()]).await;
+    // One llama.cpp thread: the fault then lands in the decode thread, whose
+    // stack runs from ggml up through llama.cpp into ours. With a pool, it
+    // can land in an OpenMP worker thread, whose stack is ggml's two frames
+    // over libgomp's thread start, which the unwinder does not get through.
+    let args = ["--crash-dir", crashes.to_str().unwrap(), "--threads", "1"];
+    let d = Daemon::start(dir.path(), &args).await;
     let mut stream = d
         .inference()
         .await
