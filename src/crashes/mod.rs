@@ -210,13 +210,20 @@ impl CrashReport {
         }
     }
 
-    /// Adds what capture in the worker found: the signal's origin, and the
-    /// symbolized minidump (or why there is none, which `capture` then says).
+    /// Adds what capture in the worker found: the signal's origin
+    /// ([`Self::with_signal`]) and the symbolized minidump
+    /// ([`Self::with_analysis`]).
     pub fn with_capture(
-        mut self,
+        self,
         captured: &Captured,
         analysis: Option<Result<Analysis, String>>,
     ) -> Self {
+        self.with_signal(captured).with_analysis(captured, analysis)
+    }
+
+    /// Adds the signal's origin: how it came, who sent it (read from
+    /// `/proc` now, while the sender may still run), the fault address.
+    pub fn with_signal(mut self, captured: &Captured) -> Self {
         if let Some(info) = captured.siginfo {
             let signo = i32::try_from(info.signo).unwrap_or(0);
             let mut detail = capture::describe_code(signo, info.code);
@@ -250,6 +257,16 @@ impl CrashReport {
             }
             self.signal_detail = Some(detail);
         }
+        self
+    }
+
+    /// Adds the minidump's analysis (or why there is none, which `capture`
+    /// then says): the stacks, and the mapped file the fault lies in.
+    pub fn with_analysis(
+        mut self,
+        captured: &Captured,
+        analysis: Option<Result<Analysis, String>>,
+    ) -> Self {
         self.capture = match (&captured.minidump, analysis) {
             (None, _) => "not captured in the worker: it asked for no minidump (it crashed \
                           before its crash handler was set up, or the handler could not reach \

@@ -154,13 +154,14 @@ pub(super) fn log_when_symbolized(
 pub(super) async fn symbolize(
     store: &CrashStore,
     report: CrashReport,
-    captured: Captured,
+    mut captured: Captured,
 ) -> String {
-    let Some(Ok(dump)) = &captured.minidump else {
+    let Some(Ok(dump)) = captured.minidump.as_mut() else {
         return String::new();
     };
-    // The blocking task owns its copy; `captured` still says how it went.
-    let dump = dump.clone();
+    // The blocking task takes the bytes (no copy of a dump of megabytes);
+    // `captured` still says that there was one, all `with_analysis` reads.
+    let dump = std::mem::take(dump);
     // A fault's address; none for a signal another process sent.
     let fault_address = captured.siginfo.filter(|s| s.code > 0).map(|s| s.addr);
     let runtime = tokio::runtime::Handle::current();
@@ -181,7 +182,8 @@ pub(super) async fn symbolize(
     })
     .await
     .unwrap_or_else(|e| Err(format!("the analysis panicked: {e}")));
-    let report = report.with_capture(&captured, Some(analyzed));
+    // The signal's part is in the report already (written at the crash).
+    let report = report.with_analysis(&captured, Some(analyzed));
     let top = report.top_frames(TOP_FRAMES);
     let model = report.model.clone();
     if let Err(e) = store.off_thread(move |s| s.update(&report)).await {
