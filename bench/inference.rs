@@ -72,6 +72,7 @@ async fn in_process(engine: &EngineHandle) -> Run {
             received: start,
             logprobs: None,
             special_text: false,
+            cache_prompt: true,
         })
         .await
         .unwrap();

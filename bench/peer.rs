@@ -6,7 +6,9 @@
 //! - 1 stream: tokens per second of one 64-token completion;
 //! - 8 streams: aggregate tokens per second of 8 at once;
 //! - swap: with `--models-max 1` and two models alternating, from the request
-//!   for the one not running to its first token (the page cache warm).
+//!   for the one not running to its first token, with the page cache warm,
+//!   and cold (the file evicted first: `drop_caches`, or
+//!   `posix_fadvise(DONTNEED)` without root).
 //!
 //! Each figure is the median of several runs; the table prints ours, the
 //! peer's and the ratio. `make bench-peer` builds the peer once
@@ -157,9 +159,10 @@ struct Figures {
     one_stream: f64,
     eight_streams: f64,
     swap_ms: f64,
+    cold_swap_ms: f64,
 }
 
-fn measure(server: &Server) -> Figures {
+fn measure(server: &Server, models: &Path) -> Figures {
     // Warm both models once (first loads, kernel and page caches).
     complete(server, "a", 4);
     complete(server, "b", 4);
@@ -197,11 +200,18 @@ fn measure(server: &Server) -> Figures {
         let to = if round % 2 == 0 { "b" } else { "a" };
         swaps.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
     }
+    let mut cold = Vec::new();
+    for round in 0..3 {
+        let to = if round % 2 == 0 { "b" } else { "a" };
+        support::evict_from_page_cache(&models.join(format!("{to}.gguf")));
+        cold.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
+    }
     Figures {
         ttft_ms: ttft,
         one_stream: one,
         eight_streams: eight,
         swap_ms: median(swaps),
+        cold_swap_ms: median(cold),
     }
 }
 
@@ -298,13 +308,13 @@ fn main() {
     .unwrap();
     let us = {
         let server = ours(models.path(), state.path());
-        let figures = measure(&server);
+        let figures = measure(&server, models.path());
         swap_breakdown(&server);
         figures
     };
     let them = {
         let server = peer(Path::new(&peer_bin), models.path());
-        measure(&server)
+        measure(&server, models.path())
     };
     println!(
         "peer: {} vs {}; {} cores, --parallel {PARALLEL}, ctx {CTX} per slot, median of {ROUNDS}",
@@ -313,26 +323,34 @@ fn main() {
         threads()
     );
     println!(
-        "{:<14} {:>10} {:>18} {:>20} {:>8} {:>22}",
-        "", "TTFT ms", "tok/s (1 stream)", "8 streams aggregate", "x8/x1", "swap -> first token ms"
+        "{:<14} {:>10} {:>18} {:>20} {:>8} {:>22} {:>16}",
+        "",
+        "TTFT ms",
+        "tok/s (1 stream)",
+        "8 streams aggregate",
+        "x8/x1",
+        "swap -> first token ms",
+        "cold swap ms"
     );
     for (name, f) in [("llama-router", us), ("llama-server", them)] {
         println!(
-            "{name:<14} {:>10.1} {:>18.1} {:>20.1} {:>8.2} {:>22.1}",
+            "{name:<14} {:>10.1} {:>18.1} {:>20.1} {:>8.2} {:>22.1} {:>16.1}",
             f.ttft_ms,
             f.one_stream,
             f.eight_streams,
             f.eight_streams / f.one_stream,
-            f.swap_ms
+            f.swap_ms,
+            f.cold_swap_ms
         );
     }
     println!(
-        "{:<14} {:>10.2} {:>18.2} {:>20.2} {:>8} {:>22.2}",
+        "{:<14} {:>10.2} {:>18.2} {:>20.2} {:>8} {:>22.2} {:>16.2}",
         "ratio",
         us.ttft_ms / them.ttft_ms,
         us.one_stream / them.one_stream,
         us.eight_streams / them.eight_streams,
         "",
-        us.swap_ms / them.swap_ms
+        us.swap_ms / them.swap_ms,
+        us.cold_swap_ms / them.cold_swap_ms
     );
 }

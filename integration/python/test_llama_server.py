@@ -30,6 +30,9 @@ n-gpu-layers = 0
 load-on-startup = true
 LLAMA_ARG_CACHE_TYPE_K = q8_0
 stop-timeout = 3
+
+[plain]
+no-cache-prompt = true
 """
 
 
@@ -175,6 +178,23 @@ def test_completion_whole_and_streamed(server):
         assert [t["logprob"] for t in e["top_logprobs"]] == sorted((t["logprob"] for t in e["top_logprobs"]), reverse=True)
     status, err = call(server[0] + "/completion", {**body, "n_probs": 21})
     assert status == 400 and "n_probs" in err["error"]["message"]
+
+
+def test_cache_prompt_reuses_the_shared_prefix_unless_turned_off(server):
+    body = {"model": "base", "prompt": "Cache: " + PROMPT, "n_predict": 4, "temperature": 0}
+    _, first = call(server[0] + "/completion", {**body, "cache_prompt": False})
+    assert first["timings"]["cache_n"] == 0, first
+    assert first["timings"]["prompt_n"] == first["tokens_evaluated"]
+    _, again = call(server[0] + "/completion", body)
+    n = again["tokens_evaluated"]
+    assert (again["timings"]["cache_n"], again["timings"]["prompt_n"]) == (n - 1, 1), again
+    assert again["content"] == first["content"]
+    # Turned off for one model (`no-cache-prompt` in its preset section).
+    status, props = call(server[0] + "/props?model=plain")
+    assert status == 200 and props["llama_router"]["settings"]["cache_prompt"] is False
+    for _ in range(2):
+        _, plain = call(server[0] + "/completion", {**body, "model": "plain"})
+        assert plain["timings"]["cache_n"] == 0, plain
 
 
 def test_apply_template_renders_the_prompt_a_chat_generates_from(server):

@@ -117,6 +117,26 @@ def test_a_chat_completion_whole_and_streamed(client, daemon):
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_a_repeated_prompt_is_evaluated_once_and_answers_the_same(client):
+    # One slot (--parallel 1): it holds what the last request left.
+    messages = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    ask = dict(model="chatty", max_tokens=8, temperature=0)
+    first = client.chat.completions.create(messages=messages, extra_body={"cache_prompt": False}, **ask)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    again = client.chat.completions.create(messages=messages, **ask)
+    # All but the last prompt token: its logits start the answer.
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+    assert again.choices[0].message.content == first.choices[0].message.content
+    # A turn more: the conversation so far is not evaluated again.
+    answer = first.choices[0].message.content
+    longer = messages + [{"role": "assistant", "content": answer}, {"role": "user", "content": "One more?"}]
+    follow = client.chat.completions.create(messages=longer, **ask)
+    assert follow.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+    unasked = client.chat.completions.create(messages=longer, extra_body={"cache_prompt": False}, **ask)
+    assert unasked.usage.prompt_tokens_details.cached_tokens == 0
+    assert unasked.choices[0].message.content == follow.choices[0].message.content
+
+
 def test_logprobs_on_chat_and_completions(client):
     messages = [{"role": "user", "content": "Name a colour."}]
     whole = client.chat.completions.create(

@@ -390,6 +390,20 @@ pub fn drop_caches() -> bool {
         && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
+/// Takes `path` out of the page cache: `drop_caches` where we may, else
+/// `posix_fadvise(DONTNEED)` on the file, which any user may do (pages a
+/// process still maps stay either way). False when neither worked.
+#[allow(dead_code)]
+pub fn evict_from_page_cache(path: &Path) -> bool {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    if drop_caches() {
+        return true;
+    }
+    std::fs::File::open(path).is_ok_and(|file| {
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).is_ok()
+    })
+}
+
 /// One benchmark line: our time, the baseline's, and their ratio.
 pub fn print_ratio(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
     println!(

@@ -159,6 +159,7 @@ pub fn settings(e: &crate::settings::Effective) -> pb::EffectiveSettings {
         out.flash_attn = p.flash_attn.to_string();
         out.cache_type_k = p.cache_type_k.to_string();
         out.cache_type_v = p.cache_type_v.to_string();
+        out.cache_prompt = p.cache_prompt;
     }
     out
 }

@@ -20,6 +20,7 @@ use crate::engine::chat::{ChatError, ChatTemplate};
 use crate::engine::templates;
 use crate::engine::{EngineHandle, Sampling};
 use crate::gguf::SplitName;
+use crate::params::GpuLayers;
 use crate::proto::pb::inference_service_server::InferenceServiceServer;
 use crate::proto::worker_pb::worker_service_server::WorkerServiceServer;
 use crate::worker::args::{READY_LINE, WorkerArgs};
@@ -235,6 +236,18 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
         .with_split_mode(llama_cpp_2::model::params::LlamaSplitMode::None);
     if let Some(layers) = args.params.gpu_layers.llama_value() {
         params = params.with_n_gpu_layers(layers);
+    }
+    if args.params.gpu_layers == GpuLayers::Count(0) {
+        // No device at all, not merely no layers on one: with a GPU in its
+        // list llama.cpp keeps the CPU's weights in that GPU's pinned host
+        // buffer, a copy of the whole file that also bypasses the CPU's
+        // weight repack; without one they stay in the mapped file, repacked
+        // where the CPU has a faster layout, as a CPU-only build does.
+        // (main_gpu -1: llama.cpp refuses a main GPU outside an empty list.)
+        params = params
+            .with_main_gpu(-1)
+            .with_devices(&[])
+            .map_err(|e| WorkerError::Llama(format!("cannot leave out the GPUs: {e}")))?;
     }
     let model = LlamaModel::load_from_file(&backend, first, &params)
         .map_err(|e| WorkerError::Llama(format!("cannot load {}: {e}", first.display())))?;

@@ -135,6 +135,7 @@ impl WorkerInference {
             None => None,
         };
         let logprobs = sampling.and_then(|s| s.top_logprobs);
+        let cache_prompt = sampling.and_then(|s| s.cache_prompt).unwrap_or(true);
         if let Some(n) = logprobs.filter(|n| *n > MAX_TOP_LOGPROBS) {
             return Err(Status::invalid_argument(format!(
                 "top_logprobs is {n}; at most {MAX_TOP_LOGPROBS}"
@@ -154,6 +155,7 @@ impl WorkerInference {
                 received,
                 logprobs,
                 special_text,
+                cache_prompt,
             })
             .await
             .map_err(engine_status)?;
@@ -204,6 +206,7 @@ pub fn to_pb(piece: Piece) -> pb::GenerateResponse {
             };
             let usage = pb::Usage {
                 prompt_tokens: usage.prompt_tokens,
+                cached_tokens: usage.cached_tokens,
                 completion_tokens: usage.completion_tokens,
                 time_to_first_token_ms: usage.time_to_first_token.as_secs_f64() * 1e3,
                 tokens_per_second: usage.tokens_per_second,

@@ -170,6 +170,7 @@ pub fn model_json(m: &pb::Model) -> Json {
             "flash_attn": s.flash_attn,
             "cache_type_k": s.cache_type_k,
             "cache_type_v": s.cache_type_v,
+            "cache_prompt": s.cache_prompt,
             "mlock": s.mlock,
             "idle_ttl_seconds": s.idle_ttl_seconds,
             "env": s.env,
@@ -240,8 +241,13 @@ pub async fn models(target: &Target, as_json: bool) -> Result<(), ClientError> {
             } else {
                 format!(", env {}", s.env.join(" "))
             };
+            let reuse = if s.cache_prompt {
+                ""
+            } else {
+                ", no prompt cache"
+            };
             text.push_str(&format!(
-                "    {worker}ctx {} x {}, batch {}, flash-attn {}, kv {}/{}{env}\n",
+                "    {worker}ctx {} x {}, batch {}, flash-attn {}, kv {}/{}{reuse}{env}\n",
                 s.ctx_size, s.parallel, s.batch_size, s.flash_attn, s.cache_type_k, s.cache_type_v
             ));
         }

@@ -4,8 +4,9 @@
 //! what is left of the batch with prompt chunks, so a long prompt never stalls
 //! the streams already running. An embedding batch advances by one input
 //! per step, between generation steps. Between steps the loop
-//! takes new requests, publishes its progress for liveness pings, and frees
-//! the sequence of every request whose client left.
+//! takes new requests, publishes its progress for liveness pings, and ends
+//! every request whose client left. A request that ends leaves its KV in
+//! its sequence for the next one with the same prefix (`prompt_cache`).
 
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
@@ -20,77 +21,14 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use super::active::Active;
 use super::embed::{EmbedTask, Embedder};
-use super::logprobs::{self, TokenLogprob};
+use super::logprobs;
 use super::progress::Progress;
+use super::prompt_cache::{self, PromptCache};
 use super::text::{Released, TextStream};
-use super::{EngineError, Finish, GenerateJob, Job, Piece, Usage};
+use super::{EngineError, Finish, GenerateJob, Job, Piece};
 use crate::params::ModelParams;
-
-/// A request holding a sequence.
-struct Active {
-    seq: i32,
-    job: GenerateJob,
-    sampler: LlamaSampler,
-    /// The request's grammar, applied before `sampler` and checked: a
-    /// grammar that allows no token ends the request (llama.cpp would
-    /// abort the worker on accepting a token it forbids).
-    grammar: Option<LlamaSampler>,
-    /// Prompt tokens already in the batch.
-    fed: usize,
-    /// Position of the next token in the sequence.
-    pos: i32,
-    /// Sampled and not yet decoded.
-    next: Option<LlamaToken>,
-    /// Where its logits are in the current batch.
-    logits_at: Option<i32>,
-    /// Has tokens in the current batch.
-    in_batch: bool,
-    generated: u32,
-    text: TextStream,
-    ids: Vec<i32>,
-    /// The log-probabilities of `ids`, when asked for.
-    probs: Vec<TokenLogprob>,
-    first_token: Option<Instant>,
-}
-
-impl Active {
-    fn usage(&self) -> Usage {
-        let prompt_tokens = u32::try_from(self.job.request.prompt.len()).unwrap_or(u32::MAX);
-        let (ttft, tps) = match self.first_token {
-            Some(first) => {
-                let after = first.elapsed().as_secs_f64();
-                let rest = f64::from(self.generated.saturating_sub(1));
-                let tps = if after > 0.0 { rest / after } else { 0.0 };
-                (
-                    first.saturating_duration_since(self.job.request.received),
-                    tps,
-                )
-            }
-            None => (self.job.request.received.elapsed(), 0.0),
-        };
-        Usage {
-            prompt_tokens,
-            completion_tokens: self.generated,
-            time_to_first_token: ttft,
-            tokens_per_second: tps,
-        }
-    }
-
-    /// Sends the last piece; the client may have gone, which is fine. The
-    /// request's admission place is given back first: a client that sends
-    /// its next request as soon as this one ends must not find it taken.
-    fn finish(&mut self, finish: Finish, tail: String) {
-        drop(self.job.admitted.take());
-        let usage = self.usage();
-        let _ = self.job.pieces.send(Piece {
-            text: tail,
-            token_ids: std::mem::take(&mut self.ids),
-            logprobs: std::mem::take(&mut self.probs),
-            finish: Some((finish, usage)),
-        });
-    }
-}
 
 /// Runs until every handle is gone; reports on `started` whether it could begin.
 pub(super) fn run(
@@ -130,6 +68,7 @@ pub(super) fn run(
     let batch_size = usize::try_from(config.batch_size.max(1)).unwrap_or(512);
     let mut batch = LlamaBatch::new(batch_size, 1);
     let mut slots: Vec<Option<Active>> = (0..parallel).map(|_| None).collect();
+    let mut cache = PromptCache::new(slots.len());
     let mut waiting: VecDeque<GenerateJob> = VecDeque::new();
     let mut embeds: VecDeque<EmbedTask> = VecDeque::new();
     let mut next_prompt_slot = 0usize;
@@ -150,9 +89,16 @@ pub(super) fn run(
         // of `batch_size` tokens, so each step's time stays bounded.
         let active = slots.iter().filter(|s| s.is_some()).count();
         progress.step(active, waiting.len() + embeds.len());
-        drop_cancelled(&mut ctx, &mut slots, &mut waiting);
+        drop_cancelled(&mut cache, &mut slots, &mut waiting);
         embeds.retain(|task| !task.cancelled());
-        admit(model, &mut ctx, &mut slots, &mut waiting, config.ctx_size);
+        admit(
+            model,
+            &mut ctx,
+            &mut cache,
+            &mut slots,
+            &mut waiting,
+            config,
+        );
         if let Some(task) = embeds.pop_front() {
             if let Some(rest) = task.step(&mut embedder) {
                 embeds.push_front(rest);
@@ -166,12 +112,12 @@ pub(super) fn run(
             tracing::error!(error = %reason, "decode step failed");
             for slot in &mut slots {
                 if slot.as_ref().is_some_and(|a| a.in_batch) {
-                    end(&mut ctx, slot, Finish::Error(reason.clone()));
+                    fail(&mut ctx, slot, reason.clone());
                 }
             }
             continue;
         }
-        sample(model, &mut ctx, &mut slots, config.ctx_size);
+        sample(model, &mut ctx, &mut cache, &mut slots, config.ctx_size);
     }
 }
 
@@ -188,9 +134,10 @@ fn take(
     }
 }
 
-/// Frees the sequence of every request whose client is gone.
+/// Ends every request whose client is gone; what its sequence holds is
+/// kept (between steps, every token in it was decoded).
 fn drop_cancelled(
-    ctx: &mut LlamaContext<'_>,
+    cache: &mut PromptCache,
     slots: &mut [Option<Active>],
     waiting: &mut VecDeque<GenerateJob>,
 ) {
@@ -198,31 +145,40 @@ fn drop_cancelled(
     for slot in slots.iter_mut() {
         if slot.as_ref().is_some_and(|a| a.job.pieces.is_closed()) {
             if let Some(active) = slot.take() {
-                clear_sequence(ctx, active.seq);
                 tracing::debug!(seq = active.seq, "request cancelled; sequence freed");
+                keep(cache, active);
             }
         }
     }
 }
 
-/// Moves waiting requests into free sequences.
+/// Moves waiting requests into free sequences, each into the one that
+/// holds the longest prefix of its prompt (`prompt_cache`).
 fn admit(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
+    cache: &mut PromptCache,
     slots: &mut [Option<Active>],
     waiting: &mut VecDeque<GenerateJob>,
-    ctx_size: u32,
+    config: ModelParams,
 ) {
-    for (seq, slot) in slots.iter_mut().enumerate() {
-        if slot.is_some() {
-            continue;
-        }
-        let Some(mut job) = waiting.pop_front() else {
+    while let Some(job) = waiting.front() {
+        let free = slots.iter().enumerate().filter(|(_, s)| s.is_none());
+        let wants = config.cache_prompt && job.request.cache_prompt;
+        let Some(choice) = cache.choose(free.map(|(i, _)| i), &job.request.prompt, wants) else {
             return;
         };
-        let seq = i32::try_from(seq).unwrap_or(i32::MAX);
-        clear_sequence(ctx, seq);
-        let mut sampler = job.request.sampling.sampler(model.n_vocab(), ctx_size);
+        let (Some(mut job), Some(slot)) = (waiting.pop_front(), slots.get_mut(choice.seq)) else {
+            return;
+        };
+        let mut held = cache.take(choice.seq);
+        let reused = prompt_cache::trim(ctx, choice.seq, choice.reuse);
+        held.truncate(reused);
+        let seq = i32::try_from(choice.seq).unwrap_or(i32::MAX);
+        let mut sampler = job
+            .request
+            .sampling
+            .sampler(model.n_vocab(), config.ctx_size);
         if !job.request.sampling.is_greedy() || job.request.sampling.repeat_penalty != 1.0 {
             // Penalties look at the prompt too, as llama-server's do.
             sampler.accept_many(job.request.prompt.iter());
@@ -236,8 +192,10 @@ fn admit(
             job,
             sampler,
             grammar,
-            fed: 0,
-            pos: 0,
+            fed: reused,
+            cached: reused,
+            held,
+            pos: i32::try_from(reused).unwrap_or(i32::MAX),
             next: None,
             logits_at: None,
             in_batch: false,
@@ -266,6 +224,7 @@ fn fill_batch(
         if let Some(token) = active.next.take() {
             let at = i32::try_from(used).unwrap_or(i32::MAX);
             if used < capacity && batch.add(token, active.pos, &[active.seq], true).is_ok() {
+                active.held.push(token);
                 active.logits_at = Some(at);
                 active.in_batch = true;
                 active.pos = active.pos.saturating_add(1);
@@ -300,6 +259,7 @@ fn fill_batch(
             if last {
                 active.logits_at = Some(at);
             }
+            active.held.push(token);
             active.in_batch = true;
             active.pos = active.pos.saturating_add(1);
             active.fed = i + 1;
@@ -315,6 +275,7 @@ fn fill_batch(
 fn sample(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
+    cache: &mut PromptCache,
     slots: &mut [Option<Active>],
     ctx_size: u32,
 ) {
@@ -334,7 +295,7 @@ fn sample(
                     let why = "the grammar allows no token here: it cannot be completed \
                                with this model's vocabulary"
                         .to_owned();
-                    end(ctx, slot, Finish::Error(why));
+                    end_with(cache, slot, Finish::Error(why), String::new());
                     continue;
                 }
             },
@@ -345,7 +306,7 @@ fn sample(
         }
         if vocab.is_eog(token) {
             let tail = active.text.finish();
-            end_with(ctx, slot, Finish::Stop, tail);
+            end_with(cache, slot, Finish::Stop, tail);
             continue;
         }
         active.ids.push(token.0);
@@ -363,7 +324,7 @@ fn sample(
                     .text
                     .hit()
                     .map_or(Finish::Stop, |s| Finish::StopString(s.to_owned()));
-                end_with(ctx, slot, finish, text);
+                end_with(cache, slot, finish, text);
                 continue;
             }
             Released::Text(text) => {
@@ -372,7 +333,7 @@ fn sample(
                 let context_full = u32::try_from(active.pos).unwrap_or(u32::MAX) >= ctx_size;
                 if limit_reached || context_full {
                     let tail = text + &active.text.finish();
-                    end_with(ctx, slot, Finish::Length, tail);
+                    end_with(cache, slot, Finish::Length, tail);
                     continue;
                 }
                 let _ = active.job.pieces.send(Piece {
@@ -387,8 +348,15 @@ fn sample(
     }
 }
 
-fn end(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finish) {
-    end_with(ctx, slot, finish, String::new());
+/// Ends a request whose step failed: what its sequence holds is unknown, so
+/// it is emptied.
+fn fail(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, reason: String) {
+    if let Some(mut active) = slot.take() {
+        active.finish(Finish::Error(reason), String::new());
+        if let Ok(seq) = u32::try_from(active.seq) {
+            let _ = ctx.clear_kv_cache_seq(Some(seq), None, None);
+        }
+    }
 }
 
 /// Samples under `grammar`: the grammar masks what it forbids, `sampler`
@@ -412,11 +380,18 @@ fn constrained(
     Some(token)
 }
 
-/// Sends the last piece and frees the sequence.
-fn end_with(ctx: &mut LlamaContext<'_>, slot: &mut Option<Active>, finish: Finish, tail: String) {
+/// Sends the last piece and frees the sequence, keeping its KV.
+fn end_with(cache: &mut PromptCache, slot: &mut Option<Active>, finish: Finish, tail: String) {
     if let Some(mut active) = slot.take() {
         active.finish(finish, tail);
-        clear_sequence(ctx, active.seq);
+        keep(cache, active);
+    }
+}
+
+/// Leaves what `active`'s sequence holds for the next request.
+fn keep(cache: &mut PromptCache, active: Active) {
+    if let Ok(seq) = usize::try_from(active.seq) {
+        cache.keep(seq, active.held);
     }
 }
 
@@ -436,11 +411,5 @@ fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) {
     match decoded {
         Ok(()) => tracing::debug!(ms = started.elapsed().as_millis(), "engine warmed up"),
         Err(e) => tracing::warn!(error = %e, "warm-up decode failed"),
-    }
-}
-
-fn clear_sequence(ctx: &mut LlamaContext<'_>, seq: i32) {
-    if let Ok(seq) = u32::try_from(seq) {
-        let _ = ctx.clear_kv_cache_seq(Some(seq), None, None);
     }
 }

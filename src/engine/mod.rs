@@ -2,6 +2,7 @@
 //! context with `parallel` sequences, and a decode loop with continuous
 //! batching on a thread of its own. Requests reach it through [`EngineHandle`].
 
+mod active;
 pub mod chat;
 mod decode;
 mod embed;
@@ -11,6 +12,7 @@ pub mod limits;
 pub mod logprobs;
 pub mod offload;
 mod progress;
+mod prompt_cache;
 pub mod sampling;
 pub mod templates;
 pub mod text;
@@ -88,6 +90,8 @@ pub enum Finish {
 pub struct Usage {
     /// Prompt tokens.
     pub prompt_tokens: u32,
+    /// Of those, the ones whose KV an earlier request left (not evaluated again).
+    pub cached_tokens: u32,
     /// Generated tokens.
     pub completion_tokens: u32,
     /// From the engine receiving the request to the first generated token.
@@ -133,6 +137,10 @@ pub struct GenerateRequest {
     /// (Mistral's `[TOOL_CALLS]`, Llama 3.x's `<|python_tag|>`), which the
     /// worker parses out again; otherwise they are written as nothing.
     pub special_text: bool,
+    /// Start from what an earlier request with the same prefix left in the
+    /// KV cache (llama-server's `cache_prompt`; the model's `cache_prompt`
+    /// setting can turn it off for all).
+    pub cache_prompt: bool,
 }
 
 /// A generation inside the engine.

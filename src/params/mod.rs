@@ -44,7 +44,23 @@ pub struct LlamaServerName {
     pub flags: &'static [&'static str],
     /// llama-server's environment variable (`LLAMA_ARG_CTX_SIZE`); also a preset key.
     pub env: &'static str,
+    /// A switch: its flags take no value (`--cache-prompt`).
+    pub switch: bool,
 }
+
+/// Whether a setting's type is a switch on llama-server's command line.
+pub trait Switch {
+    /// True for `bool`.
+    const SWITCH: bool = false;
+}
+
+impl Switch for bool {
+    const SWITCH: bool = true;
+}
+impl Switch for u32 {}
+impl Switch for GpuLayers {}
+impl Switch for FlashAttn {}
+impl Switch for CacheType {}
 
 /// Defines [`ModelParams`], [`ModelParamsPatch`], the patch's merges and
 /// llama-server's names of each setting ([`LLAMA_SERVER_NAMES`]) from one
@@ -58,7 +74,12 @@ macro_rules! model_params {
     )*) => {
         /// llama-server's flag and environment names of every engine setting.
         pub const LLAMA_SERVER_NAMES: &[LlamaServerName] = &[
-            $(LlamaServerName { key: stringify!($name), flags: &[$($flag),+], env: $env },)*
+            $(LlamaServerName {
+                key: stringify!($name),
+                flags: &[$($flag),+],
+                env: $env,
+                switch: <$ty as Switch>::SWITCH,
+            },)*
         ];
 
         /// How a model's engine runs: every setting, resolved (the worker's
@@ -68,7 +89,7 @@ macro_rules! model_params {
         pub struct ModelParams {
             $(
                 $(#[doc = $doc])*
-                #[arg(long, value_name = $value_name)]
+                #[arg(long, value_name = $value_name, action = clap::ArgAction::Set)]
                 pub $name: $ty,
             )*
         }
@@ -86,7 +107,7 @@ macro_rules! model_params {
         pub struct ModelParamsPatch {
             $(
                 $(#[doc = $doc])*
-                #[arg(long, value_name = $value_name)]
+                #[arg(long, value_name = $value_name, action = clap::ArgAction::Set)]
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,
             )*
@@ -126,6 +147,9 @@ model_params! {
     cache_type_k: CacheType = CacheType::F16, "TYPE", ["ctk", "cache-type-k"] "LLAMA_ARG_CACHE_TYPE_K";
     /// KV cache type of values (quantized needs flash attention) [default: f16].
     cache_type_v: CacheType = CacheType::F16, "TYPE", ["ctv", "cache-type-v"] "LLAMA_ARG_CACHE_TYPE_V";
+    /// Reuse the KV cache of an earlier request's shared prompt prefix, so
+    /// that only the new tokens are evaluated (true or false) [default: true].
+    cache_prompt: bool = true, "BOOL", ["cache-prompt"] "LLAMA_ARG_CACHE_PROMPT";
 }
 
 impl ModelParams {

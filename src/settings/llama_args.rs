@@ -43,6 +43,8 @@ pub enum Kind {
     Number,
     /// A flag: true when given bare; `true`/`false` (`1`, `on`...) in a preset or variable.
     Flag,
+    /// A flag's `no-` form: false when given bare, the opposite of its text otherwise.
+    NoFlag,
     /// Whole seconds; negative means never (0).
     Seconds,
     /// Comma-separated names.
@@ -96,10 +98,10 @@ pub fn options() -> impl Iterator<Item = LlamaOption> {
         .map(|n| LlamaOption {
             flags: n.flags,
             env: Some(n.env),
-            takes_value: true,
+            takes_value: !n.switch,
             meaning: Meaning::Model {
                 key: n.key,
-                kind: Kind::Engine,
+                kind: if n.switch { Kind::Flag } else { Kind::Engine },
             },
         })
         .chain(OTHERS.iter().copied())
@@ -173,6 +175,7 @@ fn convert(key: &str, kind: Kind, text: &str) -> Result<Option<Value>, String> {
         },
         Kind::Number => Some(number(text).ok_or("expected a number")?),
         Kind::Flag => Some(Value::from(truthy(text).ok_or("expected true or false")?)),
+        Kind::NoFlag => Some(Value::from(!truthy(text).ok_or("expected true or false")?)),
         Kind::Seconds => match number(text).and_then(|n| n.as_i64()) {
             Some(n) => Some(Value::from(n.max(0))),
             None => return Err("expected whole seconds (-1: never)".into()),

@@ -17,6 +17,7 @@ fn base() -> WorkerSettings {
             flash_attn: FlashAttn::Auto,
             cache_type_k: CacheType::F16,
             cache_type_v: CacheType::F16,
+            cache_prompt: true,
         },
         queue: 64,
         stop_timeout: Duration::from_secs(10),

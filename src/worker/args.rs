@@ -112,6 +112,7 @@ mod tests {
                 flash_attn: FlashAttn::On,
                 cache_type_k: CacheType::Q8_0,
                 cache_type_v: CacheType::Q4_0,
+                cache_prompt: false,
             },
             sampling: SamplingSettings {
                 temperature: Some(0.2),

@@ -115,10 +115,12 @@ impl Header {
 
 fn usage_json(usage: Option<&pb::Usage>) -> Value {
     let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let cached = usage.map_or(0, |u| u.cached_tokens);
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt.saturating_add(completion),
+        "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
 

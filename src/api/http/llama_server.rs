@@ -99,6 +99,7 @@ fn model_props(m: &ModelView) -> Value {
                 "flash_attn": value_name(p.flash_attn),
                 "cache_type_k": value_name(p.cache_type_k),
                 "cache_type_v": value_name(p.cache_type_v),
+                "cache_prompt": p.cache_prompt,
                 "mlock": s.mlock,
                 "idle_ttl": s.idle_ttl.map(|d| d.as_secs()),
                 "chat_template": s.extras.chat_template,

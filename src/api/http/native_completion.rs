@@ -66,6 +66,7 @@ struct CompletionBody {
     json_schema: Option<Value>,
     #[serde(default)]
     return_tokens: bool,
+    cache_prompt: Option<bool>,
 }
 
 /// One of `/infill`'s `input_extra` files.
@@ -139,6 +140,7 @@ impl CompletionBody {
                 grammar,
                 json_schema,
                 top_logprobs,
+                cache_prompt: self.cache_prompt,
             }),
             stop,
             infill,
@@ -187,9 +189,11 @@ fn last(
         "truncated": false,
         "stop_type": stop_type(piece),
         "stopping_word": piece.stop_sequence,
-        "tokens_cached": 0,
+        // What the slot holds now, as llama-server counts it.
+        "tokens_cached": usage.prompt_tokens.saturating_add(usage.completion_tokens),
         "timings": {
-            "prompt_n": usage.prompt_tokens,
+            "cache_n": usage.cached_tokens,
+            "prompt_n": usage.prompt_tokens.saturating_sub(usage.cached_tokens),
             "predicted_n": usage.completion_tokens,
             "predicted_per_second": usage.tokens_per_second,
             "prompt_ms": usage.time_to_first_token_ms,

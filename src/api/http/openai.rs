@@ -71,6 +71,9 @@ pub struct Sampling {
     pub logprobs: Option<serde_json::Value>,
     /// Chat: how many alternatives (0 to 20) with `logprobs: true`.
     pub top_logprobs: Option<u32>,
+    /// llama.cpp extension: reuse an earlier request's KV for the shared
+    /// prompt prefix [default: true].
+    pub cache_prompt: Option<bool>,
 }
 
 /// `stream_options`.
@@ -117,6 +120,7 @@ impl Sampling {
             json_schema: None,
             // Checked by `check`.
             top_logprobs: self.top_logprobs().ok().flatten(),
+            cache_prompt: self.cache_prompt,
         }
     }
 

@@ -207,11 +207,12 @@ pub(super) const OTHERS: &[LlamaOption] = &[
         false,
         Meaning::Harmless,
     ),
+    // `cache-prompt` itself is the engine setting's row.
     row(
-        &["cache-prompt", "no-cache-prompt"],
-        Some("LLAMA_ARG_CACHE_PROMPT"),
+        &["no-cache-prompt"],
+        None,
         false,
-        Meaning::Harmless,
+        model("cache_prompt", Kind::NoFlag),
     ),
     // Logging is ours (--log-level, the journal); llama.cpp's lines are forwarded.
     row(&["log-disable"], None, false, Meaning::Harmless),

@@ -94,3 +94,23 @@ fn layers_merge_key_by_key() {
         (Some(0.5), Some(3))
     );
 }
+
+#[test]
+fn cache_prompt_is_a_switch_with_a_no_form() {
+    let value = |name: &str, text: &str| {
+        let option = find(name).unwrap_or_else(|| panic!("{name}"));
+        let Meaning::Model { key, kind } = option.meaning else {
+            panic!("{name} is not a model setting");
+        };
+        let mut s = ModelSettings::default();
+        apply(&mut s, name, key, kind, text).unwrap();
+        (option.takes_value, s.params.cache_prompt)
+    };
+    // Bare flags on the command line arrive as "true".
+    assert_eq!(value("cache-prompt", "true"), (false, Some(true)));
+    assert_eq!(value("no-cache-prompt", "true"), (false, Some(false)));
+    // A preset key or a variable says which.
+    assert_eq!(value("no-cache-prompt", "false"), (false, Some(true)));
+    assert_eq!(value("LLAMA_ARG_CACHE_PROMPT", "0"), (false, Some(false)));
+    assert_eq!(value("LLAMA_ARG_CACHE_PROMPT", "on"), (false, Some(true)));
+}

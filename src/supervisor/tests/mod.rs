@@ -34,6 +34,7 @@ pub(super) fn worker_settings() -> WorkerSettings {
             flash_attn: crate::params::FlashAttn::Auto,
             cache_type_k: crate::params::CacheType::F16,
             cache_type_v: crate::params::CacheType::F16,
+            cache_prompt: true,
         },
         queue: 4,
         stop_timeout: Duration::from_secs(1),
