@@ -50,7 +50,9 @@ impl Head {
                 let (input, output) = counts(last);
                 let usage = json!({
                     "input_tokens": input,
-                    "input_tokens_details": {"cached_tokens": 0},
+                    "input_tokens_details": {
+                        "cached_tokens": last.usage.map_or(0, |u| u.cached_tokens)
+                    },
                     "output_tokens": output,
                     "output_tokens_details": {"reasoning_tokens": 0},
                     "total_tokens": input.saturating_add(output),
