@@ -246,8 +246,9 @@ fn unix_ms() -> u64 {
 
 /// Where our swap's time goes, from the daemon's own log lines (their
 /// arrival times, to the millisecond): the old worker's stop, the new one's
-/// spawn up to llama.cpp's first line, the model load (with the CPU weight
-/// repack), context and KV allocation up to READY, then prompt and first token.
+/// spawn up to llama.cpp's first line, llama.cpp's metadata and vocabulary,
+/// its tensors (mapped, with the CPU weight repack), context and KV
+/// allocation up to READY, then prompt and first token.
 fn swap_breakdown(server: &Server) {
     complete(server, "a", 1);
     let asked = unix_ms();
@@ -266,21 +267,23 @@ fn swap_breakdown(server: &Server) {
     let stopped = after(&old, "ended").first().copied();
     let spawned = after(&new, "worker started").first().copied();
     let first_line = after(&new, "llama.cpp::").first().copied();
+    let tensors = after(&new, "loading model tensors").first().copied();
     let loaded = after(&new, "load_tensors").last().copied();
     let ready = after(&new, "worker ready").first().copied();
-    let (Some(stopped), Some(spawned), Some(first), Some(loaded), Some(ready)) =
-        (stopped, spawned, first_line, loaded, ready)
+    let (Some(stopped), Some(spawned), Some(first), Some(tensors), Some(loaded), Some(ready)) =
+        (stopped, spawned, first_line, tensors, loaded, ready)
     else {
         println!("swap breakdown: the daemon's log lines were not all found");
         return;
     };
     let ms = |a: u64, b: u64| b.saturating_sub(a);
     println!(
-        "swap breakdown (llama-router, ms): request -> old worker stopped {}, -> new worker spawned {}, -> llama.cpp's first line {}, model load (with repack) {}, context + KV + warm-up to READY {}, READY -> first token {}; total {}",
+        "swap breakdown (llama-router, ms): request -> old worker stopped {}, -> new worker spawned {}, -> llama.cpp's first line {}, metadata + vocabulary {}, tensors (mapped, CPU repack) {}, context + KV + warm-up to READY {}, READY -> first token {}; total {}",
         ms(asked, stopped),
         ms(stopped.min(spawned), spawned),
         ms(spawned, first),
-        ms(first, loaded),
+        ms(first, tensors),
+        ms(tensors, loaded),
         ms(loaded, ready),
         ms(ready, done),
         ms(asked, done)

@@ -3,7 +3,9 @@
 //! Pages are brought in with `pread` into a scratch buffer (plus
 //! `MADV_WILLNEED` on the mapping), never by touching the mapping: a file that
 //! shrinks or vanishes mid-load then gives a short read and a clean error, not
-//! a SIGBUS in the daemon. Each shard keeps its own mapping (and its mlock,
+//! a SIGBUS in the daemon. A chunk already in the page cache (`mincore`, which
+//! reads page tables only) is not read again, only checked to still be in the
+//! file: a swap back to a model read moments ago copies nothing. Each shard keeps its own mapping (and its mlock,
 //! when asked) until the model is unloaded.
 
 use std::fs::File;
@@ -222,7 +224,7 @@ fn prefetch(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(), LoadError> {
     let total = model.total_bytes();
-    let chunks: Vec<(&Path, &File, u64, u64)> = model
+    let chunks: Vec<(&Path, &MappedShard, u64, u64)> = model
         .shards()
         .zip(mapped)
         .flat_map(|(shard, m)| {
@@ -231,7 +233,7 @@ fn prefetch(
                 let start = i.saturating_mul(CHUNK);
                 (
                     shard.path.as_path(),
-                    &m.file,
+                    m,
                     start,
                     CHUNK.min(len.saturating_sub(start)),
                 )
@@ -249,13 +251,23 @@ fn prefetch(
         let mut buf = vec![0u8; CHUNK as usize];
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(path, file, start, len)) = chunks.get(i) else {
+            let Some(&(path, shard, start, len)) = chunks.get(i) else {
                 return Ok(());
             };
             if cancel.load(Ordering::Relaxed) {
                 return Err(LoadError::Cancelled);
             }
-            let want = buf.get_mut(..len as usize).unwrap_or_default();
+            let file = &shard.file;
+            // In the page cache already: only make sure the file still holds it.
+            let cached = resident(&shard.map, start, len);
+            if cached {
+                check_len(file, path, start.saturating_add(len))?;
+            }
+            let want: &mut [u8] = if cached {
+                &mut []
+            } else {
+                buf.get_mut(..len as usize).unwrap_or_default()
+            };
             let mut filled = 0usize;
             while filled < want.len() {
                 let rest = want.get_mut(filled..).unwrap_or_default();
@@ -297,6 +309,40 @@ fn prefetch(
         }
         result
     })
+}
+
+/// Whether the `len` bytes at `start` of `map` are all in the page cache
+/// (`mincore(2)`: it reads the page tables and never faults a page in, so a
+/// truncated file cannot raise SIGBUS here). False when it cannot tell.
+fn resident(map: &Mmap, start: u64, len: u64) -> bool {
+    let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+        return false;
+    };
+    let Some(range) = map.get(start..start.saturating_add(len)) else {
+        return false;
+    };
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Some(page) = usize::try_from(page).ok().filter(|&p| p > 0) else {
+        return false;
+    };
+    if range.is_empty() || start % page != 0 {
+        return range.is_empty();
+    }
+    let mut pages = vec![0u8; range.len().div_ceil(page)];
+    // SAFETY: `range` lies inside a live mapping and starts on a page
+    // boundary (checked above); `pages` has one byte per page of it, as
+    // mincore(2) asks. mincore only reads the page tables.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::mincore(
+            range.as_ptr().cast_mut().cast::<libc::c_void>(),
+            range.len(),
+            pages.as_mut_ptr(),
+        )
+    };
+    rc == 0 && pages.iter().all(|p| p & 1 == 1)
 }
 
 #[cfg(test)]
@@ -380,6 +426,20 @@ mod tests {
             matches!(result, Err(LoadError::Changed { found: 4096, .. })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn pages_just_read_are_resident_and_a_range_past_the_end_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = model_file(&dir, 1 << 20);
+        let bytes = std::fs::read(&path).unwrap();
+        let file = File::open(&path).unwrap();
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        let len = bytes.len() as u64;
+        assert!(resident(&map, 0, len));
+        assert!(!resident(&map, 0, len + 1));
+        assert!(!resident(&map, len + 4096, 1));
     }
 
     #[test]
