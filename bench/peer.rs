@@ -203,7 +203,12 @@ fn measure(server: &Server, models: &Path) -> Figures {
     let mut cold = Vec::new();
     for round in 0..3 {
         let to = if round % 2 == 0 { "b" } else { "a" };
-        support::evict_from_page_cache(&models.join(format!("{to}.gguf")));
+        if !support::evict_from_page_cache(&models.join(format!("{to}.gguf"))) {
+            println!(
+                "{}: the model file could not be evicted; the cold swap is warm",
+                server.name
+            );
+        }
         cold.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
     }
     Figures {

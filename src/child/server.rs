@@ -238,12 +238,14 @@ fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandl
         params = params.with_n_gpu_layers(layers);
     }
     if args.params.gpu_layers == GpuLayers::Count(0) {
-        // No device at all, not merely no layers on one: with a GPU in its
+        // No device at all, not merely no layers on one. With a GPU in its
         // list llama.cpp keeps the CPU's weights in that GPU's pinned host
-        // buffer, a copy of the whole file that also bypasses the CPU's
-        // weight repack; without one they stay in the mapped file, repacked
-        // where the CPU has a faster layout, as a CPU-only build does.
-        // (main_gpu -1: llama.cpp refuses a main GPU outside an empty list.)
+        // buffer (a copy of the whole file, which also bypasses the CPU's
+        // weight repack) and sends large prompt batches to the GPU, in
+        // memory the ledger does not hold for a model with no layers there.
+        // Without one the weights stay in the mapped file, repacked where
+        // the CPU has a faster layout, as in a CPU-only build. (main_gpu -1:
+        // in split mode none, no main GPU either.)
         params = params
             .with_main_gpu(-1)
             .with_devices(&[])

@@ -95,18 +95,19 @@ impl PromptCache {
 
     /// The tokens `seq` holds, handed to the request that takes it.
     pub fn take(&mut self, seq: usize) -> Vec<LlamaToken> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.seqs.get_mut(seq).map_or_else(Vec::new, |kept| {
-            kept.used = clock;
-            std::mem::take(&mut kept.tokens)
-        })
+        self.seqs
+            .get_mut(seq)
+            .map_or_else(Vec::new, |kept| std::mem::take(&mut kept.tokens))
     }
 
-    /// A request in `seq` ended and its KV holds `tokens`.
+    /// A request in `seq` ended (now: the sequence was last used when its
+    /// request ended, not when it began) and its KV holds `tokens`.
     pub fn keep(&mut self, seq: usize, tokens: Vec<LlamaToken>) {
+        self.clock += 1;
+        let clock = self.clock;
         if let Some(kept) = self.seqs.get_mut(seq) {
             kept.tokens = tokens;
+            kept.used = clock;
         }
     }
 
@@ -172,7 +173,8 @@ mod tests {
     #[test]
     fn the_longest_shared_prefix_wins_and_a_small_one_does_not_count() {
         let mut cache = PromptCache::new(3);
-        for (seq, kept) in [(0, vec![1, 2, 7]), (1, vec![1, 2, 3, 4, 8]), (2, vec![5])] {
+        // Sequence 2 is the least recently used.
+        for (seq, kept) in [(2, vec![5]), (0, vec![1, 2, 7]), (1, vec![1, 2, 3, 4, 8])] {
             cache.take(seq);
             cache.keep(seq, tokens(&kept));
         }
@@ -181,17 +183,17 @@ mod tests {
             cache.choose([0, 1, 2], &prompt, true),
             Some(Choice { seq: 1, reuse: 4 })
         );
-        // A busy sequence is not offered, whatever it holds.
+        // A busy sequence is not offered, whatever it holds; 2 of 6 shared
+        // beats the least recently used.
         assert_eq!(
             cache.choose([0, 2], &prompt, true),
             Some(Choice { seq: 0, reuse: 2 })
         );
-        // 1 token of 20 is under a tenth: the least recently used, sequence
-        // 0, which still shares that 1 token.
+        // 1 token of 20 is under a tenth: the least recently used instead.
         let long: Vec<LlamaToken> = tokens(&[1]).into_iter().chain(tokens(&[0; 19])).collect();
         assert_eq!(
             cache.choose([0, 2], &long, true),
-            Some(Choice { seq: 0, reuse: 1 })
+            Some(Choice { seq: 2, reuse: 0 })
         );
         assert_eq!(cache.choose([], &prompt, true), None);
     }

@@ -313,7 +313,9 @@ fn prefetch(
 
 /// Whether the `len` bytes at `start` of `map` are all in the page cache
 /// (`mincore(2)`: it reads the page tables and never faults a page in, so a
-/// truncated file cannot raise SIGBUS here). False when it cannot tell.
+/// truncated file cannot raise SIGBUS here). False when it cannot tell: since
+/// Linux 5.0 that includes a file the daemon may not write (it then reports
+/// only pages this process has mapped), which is read again as before.
 fn resident(map: &Mmap, start: u64, len: u64) -> bool {
     let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
         return false;

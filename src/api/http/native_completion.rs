@@ -189,8 +189,12 @@ fn last(
         "truncated": false,
         "stop_type": stop_type(piece),
         "stopping_word": piece.stop_sequence,
-        // What the slot holds now, as llama-server counts it.
-        "tokens_cached": usage.prompt_tokens.saturating_add(usage.completion_tokens),
+        // What the slot holds now, as llama-server counts it: the last
+        // token sampled is never decoded.
+        "tokens_cached": usage
+            .prompt_tokens
+            .saturating_add(usage.completion_tokens)
+            .saturating_sub(1),
         "timings": {
             "cache_n": usage.cached_tokens,
             "prompt_n": usage.prompt_tokens.saturating_sub(usage.cached_tokens),

@@ -133,3 +133,37 @@ fn the_command_line_beats_the_models_section_which_beats_the_global_one() {
     let err = r.overrides().unwrap_err().to_string();
     assert!(err.contains("[a] bogus"), "{err}");
 }
+
+#[test]
+fn the_prompt_cache_switch_takes_no_value_and_has_a_no_form() {
+    let cache = |line: &str, env: &[(&str, &str)]| {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let Parsed::Run(r) = parse(&args(line), env).unwrap() else {
+            panic!("{line}")
+        };
+        let (keys, _) = r.overrides().unwrap();
+        (
+            keys["defaults"]["cache_prompt"].as_bool(),
+            keys["defaults"]["ctx_size"].as_u64(),
+        )
+    };
+    // A bare switch does not swallow the flag after it.
+    assert_eq!(cache("--cache-prompt -c 64", &[]), (Some(true), Some(64)));
+    assert_eq!(
+        cache("--no-cache-prompt -c 64", &[]),
+        (Some(false), Some(64))
+    );
+    assert_eq!(
+        cache("", &[("LLAMA_ARG_CACHE_PROMPT", "false")]),
+        (Some(false), None)
+    );
+    assert_eq!(
+        cache("", &[("LLAMA_ARG_NO_CACHE_PROMPT", "1")]),
+        (Some(false), None)
+    );
+    // The command line wins over the environment.
+    assert_eq!(
+        cache("--cache-prompt", &[("LLAMA_ARG_NO_CACHE_PROMPT", "1")]),
+        (Some(true), None)
+    );
+}

@@ -210,7 +210,7 @@ pub(super) const OTHERS: &[LlamaOption] = &[
     // `cache-prompt` itself is the engine setting's row.
     row(
         &["no-cache-prompt"],
-        None,
+        Some("LLAMA_ARG_NO_CACHE_PROMPT"),
         false,
         model("cache_prompt", Kind::NoFlag),
     ),
