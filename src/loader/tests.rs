@@ -1,0 +1,104 @@
+//! The loader against real files: progress, truncation, shrinking, cancel, residency.
+use super::*;
+use crate::gguf::GgmlType;
+use crate::gguf::writer::GgufWriter;
+use std::sync::Mutex;
+
+/// A model file with one F32 tensor of `elements` elements.
+fn model_file(dir: &tempfile::TempDir, elements: u64) -> PathBuf {
+    let path = dir.path().join("m.gguf");
+    GgufWriter::new()
+        .tensor("t", GgmlType::F32, &[elements])
+        .write(&path)
+        .unwrap();
+    path
+}
+
+fn opts() -> LoadOptions {
+    LoadOptions {
+        mlock: false,
+        threads: 3,
+        header: HeaderLimits::default(),
+    }
+}
+
+#[test]
+fn loads_and_reports_progress_to_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 5 << 20);
+    let seen = Mutex::new(Vec::new());
+    let cancel = AtomicBool::new(false);
+    let model = load(std::slice::from_ref(&path), opts(), &cancel, &|p| {
+        seen.lock().unwrap().push(p)
+    })
+    .unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(model.bytes(), len);
+    let seen = seen.into_inner().unwrap();
+    let last = seen
+        .iter()
+        .filter(|p| p.phase == Phase::Prefetching)
+        .map(|p| p.bytes_done)
+        .max();
+    assert_eq!(last, Some(len));
+    assert_eq!(model.mapping(0).unwrap().len() as u64, len);
+}
+
+#[test]
+fn a_truncated_file_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 1 << 20);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(1000).unwrap();
+    let err = load(&[path], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
+    assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn a_file_shrinking_mid_load_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 16 << 20);
+    let shrunk = AtomicBool::new(false);
+    let result = load(
+        std::slice::from_ref(&path),
+        LoadOptions {
+            mlock: false,
+            threads: 1,
+            header: HeaderLimits::default(),
+        },
+        &AtomicBool::new(false),
+        &|p| {
+            if p.phase == Phase::Prefetching && !shrunk.swap(true, Ordering::SeqCst) {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(4096).unwrap();
+            }
+        },
+    );
+    assert!(
+        matches!(result, Err(LoadError::Changed { found: 4096, .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn pages_just_read_are_resident_and_a_range_past_the_end_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 1 << 20);
+    let bytes = std::fs::read(&path).unwrap();
+    let file = File::open(&path).unwrap();
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.unwrap();
+    let len = bytes.len() as u64;
+    assert!(resident(&map, 0, len));
+    assert!(!resident(&map, 0, len + 1));
+    assert!(!resident(&map, len + 4096, 1));
+}
+
+#[test]
+fn cancel_stops_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 16 << 20);
+    let cancel = AtomicBool::new(true);
+    let err = load(&[path], opts(), &cancel, &|_| {}).unwrap_err();
+    assert!(matches!(err, LoadError::Cancelled));
+}
