@@ -1,4 +1,5 @@
 //! The loader against real files: progress, truncation, shrinking, cancel, residency.
+
 use super::*;
 use crate::gguf::GgmlType;
 use crate::gguf::writer::GgufWriter;
