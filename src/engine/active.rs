@@ -25,10 +25,8 @@ pub(super) struct Active {
     /// Prompt tokens whose KV an earlier request left.
     pub(super) cached: usize,
     /// The tokens whose KV the sequence holds, in order: kept for the next
-    /// request when this one ends.
+    /// request when this one ends. Their count is the next token's position.
     pub(super) held: Vec<LlamaToken>,
-    /// Position of the next token in the sequence.
-    pub(super) pos: i32,
     /// Sampled and not yet decoded.
     pub(super) next: Option<LlamaToken>,
     /// Where its logits are in the current batch.
@@ -44,6 +42,11 @@ pub(super) struct Active {
 }
 
 impl Active {
+    /// Position of the next token in the sequence.
+    pub(super) fn pos(&self) -> i32 {
+        i32::try_from(self.held.len()).unwrap_or(i32::MAX)
+    }
+
     pub(super) fn usage(&self) -> Usage {
         let prompt_tokens = u32::try_from(self.job.request.prompt.len()).unwrap_or(u32::MAX);
         let (ttft, tps) = match self.first_token {

@@ -195,7 +195,6 @@ fn admit(
             fed: reused,
             cached: reused,
             held,
-            pos: i32::try_from(reused).unwrap_or(i32::MAX),
             next: None,
             logits_at: None,
             in_batch: false,
@@ -223,11 +222,10 @@ fn fill_batch(
         active.in_batch = false;
         if let Some(token) = active.next.take() {
             let at = i32::try_from(used).unwrap_or(i32::MAX);
-            if used < capacity && batch.add(token, active.pos, &[active.seq], true).is_ok() {
+            if used < capacity && batch.add(token, active.pos(), &[active.seq], true).is_ok() {
                 active.held.push(token);
                 active.logits_at = Some(at);
                 active.in_batch = true;
-                active.pos = active.pos.saturating_add(1);
                 used += 1;
             } else {
                 active.next = Some(token); // no room this step: next one
@@ -253,7 +251,7 @@ fn fill_batch(
             };
             let last = i + 1 == active.job.request.prompt.len();
             let at = i32::try_from(used).unwrap_or(i32::MAX);
-            if batch.add(token, active.pos, &[active.seq], last).is_err() {
+            if batch.add(token, active.pos(), &[active.seq], last).is_err() {
                 break;
             }
             if last {
@@ -261,7 +259,6 @@ fn fill_batch(
             }
             active.held.push(token);
             active.in_batch = true;
-            active.pos = active.pos.saturating_add(1);
             active.fed = i + 1;
             used += 1;
         }
@@ -330,7 +327,7 @@ fn sample(
             Released::Text(text) => {
                 let limit_reached = active.job.request.max_tokens > 0
                     && active.generated >= active.job.request.max_tokens;
-                let context_full = u32::try_from(active.pos).unwrap_or(u32::MAX) >= ctx_size;
+                let context_full = u32::try_from(active.pos()).unwrap_or(u32::MAX) >= ctx_size;
                 if limit_reached || context_full {
                     let tail = text + &active.text.finish();
                     end_with(cache, slot, Finish::Length, tail);

@@ -60,37 +60,36 @@ impl PromptCache {
         prompt: &[LlamaToken],
         cache: bool,
     ) -> Option<Choice> {
+        // (sequence, tokens it shares with the prompt)
         let mut best: Option<(usize, usize)> = None;
-        let mut oldest: Option<(usize, u64)> = None;
+        // (sequence, tokens it shares, when it was last used)
+        let mut oldest: Option<(usize, usize, u64)> = None;
         for seq in free {
             let Some(kept) = self.seqs.get(seq) else {
                 continue;
             };
-            if oldest.is_none_or(|(_, used)| kept.used < used) {
-                oldest = Some((seq, kept.used));
-            }
             let shared = common_prefix(&kept.tokens, prompt);
+            if oldest.is_none_or(|(_, _, used)| kept.used < used) {
+                oldest = Some((seq, shared, kept.used));
+            }
             if best.is_none_or(|(_, n)| shared > n) {
                 best = Some((seq, shared));
             }
         }
-        let reusable = |shared: usize| shared.min(prompt.len().saturating_sub(1));
-        match best {
-            Some((seq, shared)) if cache && shared as f64 > SIMILARITY * prompt.len() as f64 => {
-                Some(Choice {
-                    seq,
-                    reuse: reusable(shared),
-                })
-            }
-            _ => oldest.map(|(seq, _)| Choice {
-                seq,
-                reuse: if cache {
-                    reusable(common_prefix(self.tokens(seq), prompt))
-                } else {
-                    0
-                },
-            }),
-        }
+        let similar = |&(_, shared): &(usize, usize)| {
+            cache && shared as f64 > SIMILARITY * prompt.len() as f64
+        };
+        let (seq, shared) = best
+            .filter(similar)
+            .or(oldest.map(|(seq, shared, _)| (seq, shared)))?;
+        Some(Choice {
+            seq,
+            reuse: if cache {
+                shared.min(prompt.len().saturating_sub(1))
+            } else {
+                0
+            },
+        })
     }
 
     /// The tokens `seq` holds, handed to the request that takes it.
@@ -109,11 +108,6 @@ impl PromptCache {
             kept.tokens = tokens;
             kept.used = clock;
         }
-    }
-
-    /// What `seq` holds now.
-    fn tokens(&self, seq: usize) -> &[LlamaToken] {
-        self.seqs.get(seq).map_or(&[], |k| k.tokens.as_slice())
     }
 }
 

@@ -5,8 +5,9 @@
 //! shrinks or vanishes mid-load then gives a short read and a clean error, not
 //! a SIGBUS in the daemon. A chunk already in the page cache (`mincore`, which
 //! reads page tables only) is not read again, only checked to still be in the
-//! file: a swap back to a model read moments ago copies nothing. Each shard keeps its own mapping (and its mlock,
-//! when asked) until the model is unloaded.
+//! file: a swap back to a model read moments ago copies nothing. Each shard
+//! keeps its own mapping (and its mlock, when asked) until the model is
+//! unloaded.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -257,33 +258,12 @@ fn prefetch(
             if cancel.load(Ordering::Relaxed) {
                 return Err(LoadError::Cancelled);
             }
-            let file = &shard.file;
-            // In the page cache already: only make sure the file still holds it.
-            let cached = resident(&shard.map, start, len);
-            if cached {
-                check_len(file, path, start.saturating_add(len))?;
-            }
-            let want: &mut [u8] = if cached {
-                &mut []
+            if resident(&shard.map, start, len) {
+                // In the page cache already: only make sure the file still holds it.
+                check_len(&shard.file, path, start.saturating_add(len))?;
             } else {
-                buf.get_mut(..len as usize).unwrap_or_default()
-            };
-            let mut filled = 0usize;
-            while filled < want.len() {
-                let rest = want.get_mut(filled..).unwrap_or_default();
-                match file.read_at(rest, start.saturating_add(filled as u64)) {
-                    Ok(0) => {
-                        let found = file.metadata().map(|m| m.len()).unwrap_or(0);
-                        return Err(LoadError::Changed {
-                            path: path.to_path_buf(),
-                            expected: start.saturating_add(len),
-                            found,
-                        });
-                    }
-                    Ok(n) => filled = filled.saturating_add(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io_error(path)(e)),
-                }
+                let want = buf.get_mut(..len as usize).unwrap_or_default();
+                read_chunk(&shard.file, path, want, start)?;
             }
             let now = done.fetch_add(len, Ordering::Relaxed).saturating_add(len);
             progress(Progress {
@@ -309,6 +289,29 @@ fn prefetch(
         }
         result
     })
+}
+
+/// Reads `want.len()` bytes at `start` of `file`; a short file is `Changed`.
+fn read_chunk(file: &File, path: &Path, want: &mut [u8], start: u64) -> Result<(), LoadError> {
+    let end = start.saturating_add(want.len() as u64);
+    let mut filled = 0usize;
+    while filled < want.len() {
+        let rest = want.get_mut(filled..).unwrap_or_default();
+        match file.read_at(rest, start.saturating_add(filled as u64)) {
+            Ok(0) => {
+                let found = file.metadata().map(|m| m.len()).unwrap_or(0);
+                return Err(LoadError::Changed {
+                    path: path.to_path_buf(),
+                    expected: end,
+                    found,
+                });
+            }
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the `len` bytes at `start` of `map` are all in the page cache
