@@ -194,30 +194,42 @@ fn measure(server: &Server, models: &Path) -> Figures {
             })
             .collect(),
     );
-    // Alternate: each request is for the model that is not running.
-    let mut swaps = Vec::new();
-    for round in 0..ROUNDS {
-        let to = if round % 2 == 0 { "b" } else { "a" };
-        swaps.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
+    // "a" answered last.
+    let mut running = "a";
+    let swap_ms = swaps(server, models, &mut running, ROUNDS, false);
+    let cold_swap_ms = swaps(server, models, &mut running, 3, true);
+    Figures {
+        ttft_ms: ttft,
+        one_stream: one,
+        eight_streams: eight,
+        swap_ms,
+        cold_swap_ms,
     }
-    let mut cold = Vec::new();
-    for round in 0..3 {
-        let to = if round % 2 == 0 { "b" } else { "a" };
-        if !support::evict_from_page_cache(&models.join(format!("{to}.gguf"))) {
+}
+
+/// The median time, over `rounds` swaps, from the request to the first
+/// token: each request is for the model not `running`, which then is.
+/// `cold`: its file is evicted from the page cache first.
+fn swaps(
+    server: &Server,
+    models: &Path,
+    running: &mut &'static str,
+    rounds: usize,
+    cold: bool,
+) -> f64 {
+    let mut took = Vec::new();
+    for _ in 0..rounds {
+        let to = if *running == "a" { "b" } else { "a" };
+        if cold && !support::evict_from_page_cache(&models.join(format!("{to}.gguf"))) {
             println!(
                 "{}: the model file could not be evicted; the cold swap is warm",
                 server.name
             );
         }
-        cold.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
+        took.push(complete(server, to, 1).0.as_secs_f64() * 1e3);
+        *running = to;
     }
-    Figures {
-        ttft_ms: ttft,
-        one_stream: one,
-        eight_streams: eight,
-        swap_ms: median(swaps),
-        cold_swap_ms: median(cold),
-    }
+    median(took)
 }
 
 /// A model's recent log lines (ours: `GET /models/{id}/logs`), as
