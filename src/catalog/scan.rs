@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::gguf::{GgufError, GgufModel, HeaderLimits, ModelSummary, SplitName};
+use crate::gguf::{Decode, GgufError, GgufModel, HeaderLimits, ModelSummary, SplitName};
 
 use super::layout::{Candidate, candidates};
 pub use super::layout::{DirItem, ListDir, list_dir};
@@ -226,7 +226,8 @@ struct Failure {
 type Read = Result<(ModelSummary, Vec<PathBuf>), Failure>;
 
 fn read_model(main: &Path, caps: &HeaderLimits) -> Read {
-    GgufModel::open_with(main, caps)
+    // The summary needs a vocabulary's length, not its tokens.
+    GgufModel::open_with(main, caps, Decode::Summary)
         .map(|model| {
             let files = model.shards().map(|s| s.path.clone()).collect();
             // Only the summary is kept: the metadata is dropped here.

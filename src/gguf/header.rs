@@ -4,9 +4,12 @@ use std::collections::HashSet;
 
 use super::cursor::{Cursor, Parse, Stop, align_up};
 use super::error::Problem;
+#[cfg(doc)]
+use super::extent::HeaderWalk;
+use super::extent::MIN_TENSOR_INFO_BYTES;
 use super::ggml_type::{GgmlType, TypeIdError};
-use super::limits::{self, Budget, HeaderLimits};
-use super::metadata::{Metadata, lossy, read_metadata, read_value_type, skip_value};
+use super::limits::HeaderLimits;
+use super::metadata::{Decode, Metadata, lossy, read_metadata};
 use super::value::Value;
 
 /// Alignment of the data section when `general.alignment` is absent.
@@ -59,12 +62,22 @@ pub struct GgufHeader {
 }
 
 /// Parses the header in `buf`, the first bytes of a file `file_len` bytes long.
-pub(crate) fn parse_prefix(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<GgufHeader> {
+///
+/// `entry_ends` is where each metadata entry ends, as a [`HeaderWalk`] of the
+/// same bytes found it (or empty): a [`Decode::Summary`] parse jumps over its
+/// unread arrays instead of walking them again.
+pub(crate) fn parse_prefix(
+    buf: &[u8],
+    file_len: u64,
+    caps: &HeaderLimits,
+    decode: Decode,
+    entry_ends: &[u64],
+) -> Parse<GgufHeader> {
     let mut cur = Cursor::new(buf, file_len);
     let version = read_preamble(&mut cur)?;
     let tensor_count = cur.u64("tensor count")?;
     let kv_count = cur.u64("metadata count")?;
-    let metadata = read_metadata(&mut cur, kv_count, caps)?;
+    let metadata = read_metadata(&mut cur, kv_count, caps, decode, entry_ends)?;
     let alignment = alignment_of(&metadata)?;
     let mut tensors = read_tensor_infos(&mut cur, tensor_count)?;
     let end_of_infos = cur.offset();
@@ -81,34 +94,14 @@ pub(crate) fn parse_prefix(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Pa
     })
 }
 
-/// How many bytes the header spans (to the end of the tensor infos), found by
-/// walking its structure without building any value: far cheaper than a parse,
-/// so the header-only reader can size its read before parsing once.
-///
-/// It applies the same bounds as the parse, the metadata caps included (so a
-/// value past them is refused before its bytes are read); content checks are
-/// left to the parse.
+/// How many bytes the header spans (to the end of the tensor infos), walked
+/// in one go over `buf`: see [`HeaderWalk`] for the resumable form.
+#[cfg(test)]
 pub(crate) fn header_extent(buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<u64> {
-    let mut cur = Cursor::new(buf, file_len);
-    read_preamble(&mut cur)?;
-    let tensor_count = cur.u64("tensor count")?;
-    let kv_count = cur.u64("metadata count")?;
-    cur.count(kv_count, 8 + 4 + 1, "metadata")?;
-    for _ in 0..kv_count {
-        let key_offset = cur.offset();
-        let key = limits::key(&mut cur)?;
-        let value_type = read_value_type(&mut cur)?;
-        let budget = Budget::new(caps, key, key_offset, &cur);
-        skip_value(&mut cur, value_type, 0, &budget)?;
-    }
-    cur.count(tensor_count, 8 + 1 + 4 + 4 + 8, "tensor")?;
-    for _ in 0..tensor_count {
-        read_tensor_info(&mut cur)?;
-    }
-    Ok(cur.offset())
+    super::extent::HeaderWalk::default().advance(buf, file_len, caps)
 }
 
-fn read_preamble(cur: &mut Cursor<'_>) -> Parse<u32> {
+pub(super) fn read_preamble(cur: &mut Cursor<'_>) -> Parse<u32> {
     let magic = cur.take(4, "magic")?;
     if magic != MAGIC {
         return Err(Stop::bad(
@@ -152,8 +145,7 @@ fn alignment_of(metadata: &Metadata) -> Parse<u64> {
 }
 
 fn read_tensor_infos(cur: &mut Cursor<'_>, count: u64) -> Parse<Vec<TensorInfo>> {
-    // name length + 1-byte name + n_dims + type + offset
-    let capacity = cur.count(count, 8 + 1 + 4 + 4 + 8, "tensor")?;
+    let capacity = cur.count(count, MIN_TENSOR_INFO_BYTES, "tensor")?;
     let mut tensors = Vec::with_capacity(capacity);
     let mut names = HashSet::with_capacity(capacity);
     for _ in 0..count {
@@ -169,7 +161,7 @@ fn read_tensor_infos(cur: &mut Cursor<'_>, count: u64) -> Parse<Vec<TensorInfo>>
     Ok(tensors)
 }
 
-fn read_tensor_info(cur: &mut Cursor<'_>) -> Parse<TensorInfo> {
+pub(super) fn read_tensor_info(cur: &mut Cursor<'_>) -> Parse<TensorInfo> {
     let at = cur.offset();
     let name = read_tensor_name(cur)?;
     let n_dims = cur.u32("tensor dimension count")?;

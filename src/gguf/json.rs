@@ -58,6 +58,9 @@ fn array_to_json(array: &Array) -> Json {
         Array::F32(v) => list(v, |x| float(f64::from(*x))),
         Array::F64(v) => list(v, |x| float(*x)),
         Array::Bool(v) => list(v, |x| (*x).into()),
+        Array::Unread(a) => serde_json::json!({
+            "unread": { "element_type": a.element_type.name(), "len": a.len }
+        }),
         Array::String(v) => Json::Array(v.iter().map(Json::from).collect()),
         Array::Array(v) => list(v, array_to_json),
     }

@@ -87,12 +87,31 @@ impl<'a> Budget<'a> {
         key_offset: u64,
         cur: &Cursor<'_>,
     ) -> Self {
+        Self::at(limits, key, key_offset, cur.offset())
+    }
+
+    /// The budget of the value of `key` (whose entry starts at `key_offset`),
+    /// which starts at `value_start`.
+    pub(crate) fn at(
+        limits: &HeaderLimits,
+        key: &'a [u8],
+        key_offset: u64,
+        value_start: u64,
+    ) -> Self {
         Budget {
             limits: *limits,
             key,
             key_offset,
-            value_start: cur.offset(),
+            value_start,
         }
+    }
+
+    /// The furthest offset the value may reach under both caps: a read that
+    /// ends there or before passes [`Budget::check`].
+    pub(crate) fn last_end(&self) -> u64 {
+        self.value_start
+            .saturating_add(self.limits.max_value_bytes)
+            .min(METADATA_START.saturating_add(self.limits.max_metadata_bytes))
     }
 
     /// Refuses a value that would pass a cap once `more` bytes past the cursor are taken.

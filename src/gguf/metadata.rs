@@ -4,9 +4,29 @@ use indexmap::IndexMap;
 
 use super::cursor::{Cursor, Parse, Stop};
 use super::error::Problem;
+use super::extent::MIN_ENTRY_BYTES;
 use super::header::MAX_ARRAY_DEPTH;
 use super::limits::{self, Budget, HeaderLimits};
-use super::value::{Array, StringArray, Value, ValueType};
+use super::value::{Array, StringArray, UnreadArray, Value, ValueType};
+
+/// Arrays longer than this are left unread by a [`Decode::Summary`] read:
+/// vocabularies, their scores and types, and BPE merges (tens of thousands of
+/// elements and more) are; per-layer counts (one per block) are not.
+pub const SUMMARY_ARRAY_LEN: u64 = 4096;
+
+/// How much of a header's metadata a read decodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Decode {
+    /// Every value (`llama-router inspect`).
+    #[default]
+    All,
+    /// Arrays past [`SUMMARY_ARRAY_LEN`] elements are walked and bounded like
+    /// any value, but kept as [`Array::Unread`] (their type and length), and
+    /// their elements' contents are not checked. That is all the catalog, the
+    /// loader and the VRAM estimate use of them, at a fraction of the cost:
+    /// a 262k-token vocabulary is neither copied nor UTF-8 validated.
+    Summary,
+}
 
 /// Metadata key/value pairs, in file order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,18 +75,28 @@ impl Metadata {
     }
 }
 
+/// How a value is read: what to decode, and where its entry ends when a walk
+/// has already found out.
+#[derive(Clone, Copy)]
+struct Reading {
+    decode: Decode,
+    /// End of the entry, when the value is the entry's whole value.
+    entry_end: Option<u64>,
+}
+
 pub(super) fn read_metadata<'a>(
     cur: &mut Cursor<'a>,
     count: u64,
     caps: &HeaderLimits,
+    decode: Decode,
+    entry_ends: &[u64],
 ) -> Parse<Metadata> {
-    // key length + value type + smallest value
-    let capacity = cur.count(count, 8 + 4 + 1, "metadata")?;
+    let capacity = cur.count(count, MIN_ENTRY_BYTES, "metadata")?;
     let mut metadata = Metadata {
         entries: IndexMap::with_capacity(capacity),
         offsets: Vec::with_capacity(capacity),
     };
-    for _ in 0..count {
+    for index in 0..usize::try_from(count).unwrap_or(usize::MAX) {
         let key_offset = cur.offset();
         let key_bytes = limits::key(cur)?;
         if key_bytes.is_empty() {
@@ -76,7 +106,11 @@ pub(super) fn read_metadata<'a>(
             .map_err(|_| Stop::bad(key_offset, Problem::KeyNotUtf8))?;
         let value_type = read_value_type(cur)?;
         let budget = Budget::new(caps, key_bytes, key_offset, cur);
-        let value = read_value(cur, value_type, 0, &budget)?;
+        let reading = Reading {
+            decode,
+            entry_end: entry_ends.get(index).copied(),
+        };
+        let value = read_value(cur, value_type, 0, &budget, reading)?;
         if metadata.entries.contains_key(key) {
             return Err(Stop::bad(
                 key_offset,
@@ -109,6 +143,7 @@ fn read_value<'a>(
     ty: ValueType,
     depth: usize,
     budget: &Budget<'a>,
+    reading: Reading,
 ) -> Parse<Value> {
     fn le<const N: usize>(cur: &mut Cursor<'_>) -> Parse<[u8; N]> {
         let bytes = cur.take(N as u64, "metadata value")?;
@@ -130,7 +165,9 @@ fn read_value<'a>(
         ValueType::F64 => Value::F64(f64::from_le_bytes(le(cur)?)),
         ValueType::Bool => Value::Bool(read_bool(cur)?),
         ValueType::String => Value::String(lossy(budget.string(cur, "string value")?)),
-        ValueType::Array => Value::Array(read_array(cur, depth.saturating_add(1), budget)?),
+        ValueType::Array => {
+            Value::Array(read_array(cur, depth.saturating_add(1), budget, reading)?)
+        }
     })
 }
 
@@ -147,7 +184,12 @@ fn decode<const N: usize, T>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> 
         .collect()
 }
 
-fn read_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Parse<Array> {
+fn read_array<'a>(
+    cur: &mut Cursor<'a>,
+    depth: usize,
+    budget: &Budget<'a>,
+    reading: Reading,
+) -> Parse<Array> {
     let at = cur.offset();
     if depth > MAX_ARRAY_DEPTH {
         return Err(Stop::bad(
@@ -162,6 +204,15 @@ fn read_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Pa
     let capacity = cur.count(len, element_type.min_size(), "array element")?;
     // `count` checked len * min_size against the file, so this cannot overflow.
     budget.check(cur, len.saturating_mul(element_type.min_size()))?;
+    if reading.decode == Decode::Summary && len > SUMMARY_ARRAY_LEN {
+        skip_elements(cur, element_type, len, depth, budget, reading.entry_end)?;
+        return Ok(Array::Unread(UnreadArray { element_type, len }));
+    }
+    // Elements are parts of the entry, not all of it.
+    let inner = Reading {
+        entry_end: None,
+        ..reading
+    };
     if let Some(size) = element_type.fixed_size() {
         let bytes = cur.take(len.saturating_mul(size), "array elements")?;
         return Ok(match element_type {
@@ -205,7 +256,7 @@ fn read_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Pa
     } else {
         let mut out = Vec::with_capacity(capacity);
         for _ in 0..len {
-            out.push(read_array(cur, depth.saturating_add(1), budget)?);
+            out.push(read_array(cur, depth.saturating_add(1), budget, inner)?);
         }
         Ok(Array::Array(out))
     }
@@ -238,13 +289,38 @@ fn skip_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Pa
     let len = cur.u64("array length")?;
     cur.count(len, element_type.min_size(), "array element")?;
     budget.check(cur, len.saturating_mul(element_type.min_size()))?;
+    skip_elements(cur, element_type, len, depth, budget, None)
+}
+
+/// Walks past an array's `len` elements, whose head has been read and checked.
+///
+/// When the array ends its entry and a walk of the same bytes found where
+/// (`entry_end`), the cursor jumps there: the walk checked every element's
+/// length against the file and the caps already.
+fn skip_elements<'a>(
+    cur: &mut Cursor<'a>,
+    element_type: ValueType,
+    len: u64,
+    depth: usize,
+    budget: &Budget<'a>,
+    entry_end: Option<u64>,
+) -> Parse<()> {
     if let Some(size) = element_type.fixed_size() {
         return cur
             .take(len.saturating_mul(size), "array elements")
             .map(drop);
     }
+    if let Some(end) = entry_end.filter(|&end| end >= cur.offset()) {
+        return cur
+            .take(end.saturating_sub(cur.offset()), "array elements")
+            .map(drop);
+    }
     for _ in 0..len {
-        skip_value(cur, element_type, depth, budget)?;
+        match element_type {
+            // Named as a decoding read names it.
+            ValueType::String => budget.string(cur, "string element").map(drop)?,
+            _ => skip_value(cur, element_type, depth, budget)?,
+        }
     }
     Ok(())
 }

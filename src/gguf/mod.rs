@@ -9,6 +9,7 @@
 
 mod cursor;
 mod error;
+mod extent;
 mod file;
 mod ggml_type;
 mod header;
@@ -34,10 +35,10 @@ pub use json::value_to_json;
 pub use limits::{
     DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_VALUE_BYTES, HeaderLimits, MAX_KEY_BYTES,
 };
-pub use metadata::Metadata;
+pub use metadata::{Decode, Metadata, SUMMARY_ARRAY_LEN};
 pub use split::{
     GgufModel, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT, Shard, SplitName,
     shard_paths,
 };
 pub use summary::{MAX_SUMMARY_TEXT_BYTES, ModelSummary, file_type_name};
-pub use value::{Array, StringArray, Value, ValueType};
+pub use value::{Array, StringArray, UnreadArray, Value, ValueType};

@@ -7,7 +7,7 @@ use super::error::{GgufError, Problem};
 use super::file::read_header_with;
 use super::header::{GgufHeader, TensorInfo};
 use super::limits::HeaderLimits;
-use super::metadata::Metadata;
+use super::metadata::{Decode, Metadata};
 
 /// Key holding a shard's 0-based index.
 pub const KEY_SPLIT_NO: &str = "split.no";
@@ -114,14 +114,15 @@ impl GgufModel {
     /// Reads the headers of the model at `path` (any shard of a set opens the
     /// whole set), with the default metadata caps.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        Self::open_with(path, &HeaderLimits::default())
+        Self::open_with(path, &HeaderLimits::default(), Decode::All)
     }
 
-    /// Reads the headers of the model at `path`, each within `caps`.
-    pub fn open_with(path: &Path, caps: &HeaderLimits) -> Result<Self, GgufError> {
+    /// Reads the headers of the model at `path`, each within `caps`,
+    /// decoding what `decode` asks for.
+    pub fn open_with(path: &Path, caps: &HeaderLimits, decode: Decode) -> Result<Self, GgufError> {
         let mut shards = shard_paths(path)?
             .into_iter()
-            .map(|p| read_header_with(&p, caps).map(|header| Shard { path: p, header }));
+            .map(|p| read_header_with(&p, caps, decode).map(|header| Shard { path: p, header }));
         let first = match shards.next() {
             Some(first) => first?,
             None => unreachable_empty(path)?,

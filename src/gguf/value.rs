@@ -132,6 +132,17 @@ pub enum Array {
     U64(Vec<u64>),
     I64(Vec<i64>),
     F64(Vec<f64>),
+    /// An array a summary read walked past without decoding (see `Decode::Summary`).
+    Unread(UnreadArray),
+}
+
+/// What a summary read keeps of a large array: its element type and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadArray {
+    /// The type of the elements.
+    pub element_type: ValueType,
+    /// Number of elements (bounded by the file's size).
+    pub len: u64,
 }
 
 impl Value {
@@ -203,6 +214,7 @@ impl Array {
             Array::U64(_) => ValueType::U64,
             Array::I64(_) => ValueType::I64,
             Array::F64(_) => ValueType::F64,
+            Array::Unread(a) => a.element_type,
         }
     }
 
@@ -222,6 +234,7 @@ impl Array {
             Array::U64(v) => v.len(),
             Array::I64(v) => v.len(),
             Array::F64(v) => v.len(),
+            Array::Unread(a) => usize::try_from(a.len).unwrap_or(usize::MAX),
         }
     }
 

@@ -193,5 +193,11 @@ fn put_array(out: &mut Vec<u8>, array: &Array) {
         Array::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
         Array::String(v) => v.iter().for_each(|s| put_bytes(out, s.as_bytes())),
         Array::Array(v) => v.iter().for_each(|a| put_array(out, a)),
+        // Its elements were never read: each is written as its smallest form,
+        // all zero bytes (0, "", an empty array of u8).
+        Array::Unread(a) => {
+            let bytes = a.len.saturating_mul(a.element_type.min_size());
+            out.resize(out.len().saturating_add(bytes as usize), 0);
+        }
     }
 }

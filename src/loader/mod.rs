@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memmap2::{Advice, Mmap};
 
-use crate::gguf::{GgufError, GgufModel, HeaderLimits, Shard, read_header_with};
+use crate::gguf::{Decode, GgufError, GgufModel, HeaderLimits, Shard, read_header_with};
 
 /// Bytes read per prefetch request.
 const CHUNK: u64 = 8 << 20;
@@ -151,7 +151,8 @@ pub fn load(
     let mut headers = Vec::with_capacity(files.len());
     let mut mapped = Vec::with_capacity(files.len());
     for path in files {
-        let header = read_header_with(path, &options.header)?;
+        // llama.cpp reads the vocabulary itself; the loader needs the tensors.
+        let header = read_header_with(path, &options.header, Decode::Summary)?;
         let file = File::open(path).map_err(io_error(path))?;
         let len = file.metadata().map_err(io_error(path))?.len();
         if len != header.file_len {

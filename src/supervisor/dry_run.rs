@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{SupervisorError, SupervisorHandle};
-use crate::gguf::GgufModel;
+use crate::gguf::{Decode, GgufModel, HeaderLimits};
 use crate::gpu::devices::GpuSet;
 use crate::gpu::estimate::{self, Context, Shape};
 use crate::gpu::ledger::GpuLayers;
@@ -60,10 +60,12 @@ pub async fn dry_run(
     let Some(first) = model.files.first().cloned() else {
         return Ok(plan);
     };
-    let header = tokio::task::spawn_blocking(move || GgufModel::open(&first))
-        .await
-        .map_err(|e| SupervisorError::Unavailable(format!("reading the model header: {e}")))?
-        .map_err(|e| SupervisorError::FailedPrecondition(format!("model {id}: {e}")))?;
+    let header = tokio::task::spawn_blocking(move || {
+        GgufModel::open_with(&first, &HeaderLimits::default(), Decode::Summary)
+    })
+    .await
+    .map_err(|e| SupervisorError::Unavailable(format!("reading the model header: {e}")))?
+    .map_err(|e| SupervisorError::FailedPrecondition(format!("model {id}: {e}")))?;
     let Some(shape) = Shape::of(&header) else {
         return Ok(plan);
     };

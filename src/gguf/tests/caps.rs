@@ -23,7 +23,7 @@ fn refused_with(bytes: &[u8], caps: &HeaderLimits) -> Problem {
         Err(Stop::Bad { problem, .. }) => problem,
         other => panic!("the walk accepted it: {other:?}"),
     };
-    let parsed = match parse_prefix(bytes, len, caps) {
+    let parsed = match parse_prefix(bytes, len, caps, Decode::All, &[]) {
         Err(Stop::Bad { problem, .. }) => problem,
         Err(other) => panic!("the parse stopped with {other:?}"),
         Ok(_) => panic!("the parse accepted it"),
@@ -138,7 +138,7 @@ fn a_string_array_is_one_value_and_counted_as_it_is_walked() {
     );
     // Under a roomier cap the same file is fine.
     let len = bytes.len() as u64;
-    assert!(parse_prefix(&bytes, len, &caps(20_000, 1 << 20)).is_ok());
+    assert!(parse_prefix(&bytes, len, &caps(20_000, 1 << 20), Decode::All, &[]).is_ok());
 }
 
 #[test]

@@ -585,3 +585,4 @@ fn mapped_file_addresses_tensor_bytes_without_copying() {
 mod caps;
 mod props;
 mod split;
+mod summary;

@@ -2,9 +2,11 @@
 
 use proptest::prelude::*;
 
+use super::super::header::parse_prefix;
 use super::super::writer::GgufWriter;
 use super::super::*;
 use super::parse;
+use super::summary::{walk_at_once, walk_in_steps};
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -85,6 +87,38 @@ proptest! {
         let got: Vec<(String, Value)> = header.metadata.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
         let want: Vec<(String, Value)> = unique.into_iter().collect();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_resumed_walk_agrees_with_one_walk_on_mutated_files(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        step in 1usize..48,
+    ) {
+        let mut bytes = seed_file();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let once = format!("{:?}", walk_at_once(&bytes));
+        prop_assert_eq!(format!("{:?}", walk_in_steps(&bytes, step)), once);
+    }
+
+    #[test]
+    fn a_summary_parse_of_small_arrays_is_a_full_parse(entries in prop::collection::vec(("[a-z.]{1,12}", value()), 0..8)) {
+        let mut unique = indexmap::IndexMap::new();
+        for (k, v) in entries {
+            unique.entry(k).or_insert(v);
+        }
+        let mut w = GgufWriter::new();
+        for (k, v) in &unique {
+            w = w.kv(k, v.clone());
+        }
+        let bytes = w.to_bytes();
+        let (_, ends) = walk_at_once(&bytes).unwrap();
+        let caps = HeaderLimits::default();
+        let len = bytes.len() as u64;
+        let summary = parse_prefix(&bytes, len, &caps, Decode::Summary, &ends).ok();
+        prop_assert_eq!(summary, parse_prefix(&bytes, len, &caps, Decode::All, &[]).ok());
     }
 
     #[test]
