@@ -26,6 +26,9 @@ pub(crate) const MIN_ENTRY_BYTES: u64 = 8 + 4 + 1;
 /// count, type and offset.
 pub(crate) const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 4 + 8;
 
+/// A tensor info's usual size, for guessing where a header ends.
+const TYPICAL_TENSOR_INFO_BYTES: u64 = 56;
+
 /// A walk over a header, resumable when its buffer grows.
 #[derive(Debug, Default)]
 pub(crate) struct HeaderWalk {
@@ -38,8 +41,10 @@ pub(crate) struct HeaderWalk {
     pending: Vec<Pending>,
     /// Where each metadata entry walked so far ends, in file order.
     entry_ends: Vec<u64>,
-    /// Where the header probably ends, guessed from the strings walked so far.
+    /// Where the header probably ends, guessed when the walk last stopped.
     likely_end: u64,
+    /// The guess a run of strings or tensor infos made as it stopped.
+    guess: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -85,23 +90,60 @@ impl HeaderWalk {
     /// [`Stop::NeedBytes`] leaves the walk where it stopped: call again with
     /// a longer prefix of the same file.
     pub(crate) fn advance(&mut self, buf: &[u8], file_len: u64, caps: &HeaderLimits) -> Parse<u64> {
+        self.guess = None;
         loop {
-            match self.stage {
+            let step = match self.stage {
                 Stage::Done => return Ok(self.pos),
-                Stage::Preamble => self.preamble(buf, file_len)?,
+                Stage::Preamble => self.preamble(buf, file_len),
                 Stage::Entries { left, tensors } => {
-                    self.entries(buf, file_len, caps, left, tensors)?
+                    self.entries(buf, file_len, caps, left, tensors)
                 }
-                Stage::Tensors { left } => self.tensors(buf, file_len, left)?,
+                Stage::Tensors { left } => self.tensors(buf, file_len, left),
+            };
+            if let Err(stop) = step {
+                if let Stop::NeedBytes(n) = stop {
+                    // Past the item in hand, the rest at its least (tensor
+                    // infos at their usual size), unless a run of items gave
+                    // a better guess.
+                    self.likely_end = self.guess.take().unwrap_or_else(|| {
+                        let (entries, tensors) = match self.stage {
+                            Stage::Entries { left, tensors } => (left.saturating_sub(1), tensors),
+                            Stage::Tensors { left } => (0, left),
+                            _ => (0, 0),
+                        };
+                        n.saturating_add(entries.saturating_mul(MIN_ENTRY_BYTES))
+                            .saturating_add(tensors.saturating_mul(TYPICAL_TENSOR_INFO_BYTES))
+                    });
+                }
+                return Err(stop);
             }
         }
     }
 
-    /// Where the header probably ends, when a walk stopped inside a long run
-    /// of strings: as far again as the strings left, at the length the ones
-    /// walked had. A reader sizes its buffer by it (a guess, not a bound).
+    /// Where the header probably ends, guessed when the walk last stopped
+    /// for bytes: inside a run of strings or tensor infos, as far again as
+    /// the items left at the size the ones walked had; else past the item in
+    /// hand, the rest at its least. A reader sizes its reads by it (a guess,
+    /// not a bound: reading past a header's end costs readahead of tensor
+    /// data).
     pub(crate) fn likely_end(&self) -> u64 {
         self.likely_end.max(self.pos)
+    }
+
+    /// Guesses the header ends after `left` more items of `each` bytes (and
+    /// whatever else is left, at its least).
+    fn guess_end(&mut self, left: u64, each: Option<u64>) {
+        if let Some(each) = each {
+            let tensors = match self.stage {
+                Stage::Entries { tensors, .. } => tensors.saturating_mul(TYPICAL_TENSOR_INFO_BYTES),
+                _ => 0,
+            };
+            self.guess = Some(
+                self.pos
+                    .saturating_add(left.saturating_mul(each))
+                    .saturating_add(tensors),
+            );
+        }
     }
 
     /// Where each metadata entry ends, for the entries walked so far.
@@ -166,10 +208,17 @@ impl HeaderWalk {
     }
 
     fn tensors(&mut self, buf: &[u8], file_len: u64, left: u64) -> Parse<()> {
+        let (start, first_left) = (self.pos, left);
         let mut left = left;
         while left > 0 {
             let mut cur = self.cursor(buf, file_len);
-            read_tensor_info(&mut cur)?;
+            if let Err(stop) = read_tensor_info(&mut cur) {
+                let walked = first_left.saturating_sub(left);
+                let each = self.pos.saturating_sub(start).checked_div(walked);
+                // Names like `blk.17.attn_k_norm.weight` and two dimensions.
+                self.guess_end(left, Some(each.unwrap_or(TYPICAL_TENSOR_INFO_BYTES)));
+                return Err(stop);
+            }
             self.pos = cur.offset();
             left = left.saturating_sub(1);
             self.stage = Stage::Tensors { left };
@@ -260,11 +309,7 @@ impl HeaderWalk {
             if let Err(stop) = budget.string(cur, "string element") {
                 let walked = first_left.saturating_sub(left);
                 let bytes = self.pos.saturating_sub(start);
-                if let Some(each) = bytes.checked_div(walked) {
-                    // An eighth more, so a slightly longer tail needs no second guess.
-                    let rest = left.saturating_mul(each);
-                    self.likely_end = self.pos.saturating_add(rest.saturating_add(rest / 8));
-                }
+                self.guess_end(left, bytes.checked_div(walked));
                 self.pending.push(Pending::Elements {
                     ty: ValueType::String,
                     left,

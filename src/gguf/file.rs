@@ -103,15 +103,21 @@ pub fn read_header_with(
                         Problem::HeaderTooLarge { limit: max_header },
                     ));
                 }
-                want = n
-                    .max(want.saturating_add(READ_STEP))
-                    .min(file_len)
-                    .min(max_header);
-                // Room for the rest at once: growing a buffer this size copies it.
-                // A guess a file steers, so bounded: real vocabularies are
-                // under 16 MiB; one long string is sized exactly, by `n`.
-                let likely = walk
-                    .likely_end()
+                // The next step, but not past where the header likely ends.
+                let likely = walk.likely_end();
+                let step = want.saturating_add(READ_STEP);
+                let next = if likely > want {
+                    step.min(likely)
+                } else {
+                    step
+                };
+                want = n.max(next).min(file_len).min(max_header);
+                // Room for the rest at once (growing a buffer this size copies
+                // it), an eighth over the guess. A guess a file steers, so
+                // bounded: real vocabularies are under 16 MiB, and one long
+                // string is sized exactly, by `n`.
+                let likely = likely
+                    .saturating_add(likely.saturating_sub(want) / 8)
                     .min(want.saturating_add(GUESS_LIMIT))
                     .max(want)
                     .min(file_len)
