@@ -21,6 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -99,6 +100,20 @@ def model(base, key=None):
 
 def wait(browser, condition, timeout=60, message=""):
     return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda b: condition(b), message)
+
+
+def click(browser, selector):
+    """Clicks what `selector` finds; the table is rebuilt on each event, so a
+    row's button found a moment ago may be gone: find it again and retry."""
+
+    def clicked(b):
+        try:
+            b.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    wait(browser, clicked, timeout=10, message=f"could not click {selector}")
 
 
 def row_state(browser):
@@ -210,7 +225,7 @@ def test_load_updates_the_table_live_from_events_without_polling(daemon, browser
     events = [rid for m, p, rid, _ in sent if p == "/events"]
     assert len(events) == 1, sent
     assert row_state(browser) in ("discovered", "unloaded")
-    browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button[data-action='load']").click()
+    click(browser, f"tr[data-model='{MODEL}'] button[data-action='load']")
     wait(browser, lambda b: row_state(b) == "ready", message="the row never showed ready")
     assert cell(browser, "Resident") != "–"
     time.sleep(5)  # more than twice the server's 2 s tick: any polling timer shows itself
@@ -281,7 +296,7 @@ def test_a_worker_killed_by_sigsegv_shows_failed_with_its_reason(daemon, browser
     assert browser.execute_script("return window.__same_page === true;"), "the page was reloaded"
     screenshot(browser, "console-failed-1280x800.png")
     # The reason links to the crash report, which opens in the page.
-    browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button.crash-link").click()
+    click(browser, f"tr[data-model='{MODEL}'] button.crash-link")
     wait(browser, lambda b: b.find_element(By.ID, "crash").is_displayed(), message="the crash report never opened")
     report = browser.find_element(By.ID, "crash-body").text
     assert '"signal_name": "SIGSEGV"' in report and f'"model": "{MODEL}"' in report, report
@@ -290,7 +305,7 @@ def test_a_worker_killed_by_sigsegv_shows_failed_with_its_reason(daemon, browser
     screenshot(browser, "console-crash-report.png")
     browser.find_element(By.ID, "crash-close").click()
     assert_no_horizontal_overflow(browser, 1280)
-    browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button[data-action='details']").click()
+    click(browser, f"tr[data-model='{MODEL}'] button[data-action='details']")
     wait(browser, lambda b: b.find_element(By.ID, "detail-logs").text.strip() != "", message="no log lines")
     assert_no_horizontal_overflow(browser, 1280)
 
@@ -301,7 +316,7 @@ def test_no_horizontal_scroll_on_a_phone(daemon, browser):
     )
     try:
         open_console(browser, daemon)
-        browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button[data-action='details']").click()
+        click(browser, f"tr[data-model='{MODEL}'] button[data-action='details']")
         wait(browser, lambda b: b.find_element(By.ID, "detail-logs").text.strip() != "", message="no log lines")
         assert_no_horizontal_overflow(browser, 390)
         screenshot(browser, "console-390x844-model-view.png")
@@ -327,7 +342,7 @@ def test_the_model_view_shows_settings_logs_and_timings(daemon, browser):
     status, body = call(daemon, "GET", f"/models/{MODEL}/timings")
     assert status == 200, body
     assert any(p["ttft_ms"] > 0 for p in body["timings"]), body
-    browser.find_element(By.CSS_SELECTOR, f"tr[data-model='{MODEL}'] button[data-action='details']").click()
+    click(browser, f"tr[data-model='{MODEL}'] button[data-action='details']")
     note = wait(
         browser,
         lambda b: re.match(r"(\d+) generations", b.find_element(By.ID, "chart-note").text),
