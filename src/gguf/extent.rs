@@ -14,10 +14,9 @@
 use std::ops::Range;
 
 use super::cursor::{Cursor, Parse, Stop};
-use super::error::Problem;
-use super::header::{MAX_ARRAY_DEPTH, read_preamble, read_tensor_info};
+use super::header::{read_preamble, read_tensor_info};
 use super::limits::{self, Budget, HeaderLimits};
-use super::metadata::read_value_type;
+use super::metadata::{read_array_head, read_value_type};
 use super::value::ValueType;
 
 /// Least bytes one metadata entry takes: key length, value type, a 1-byte value.
@@ -327,18 +326,7 @@ impl HeaderWalk {
 /// Reads an array's element type and length, checked against the file and
 /// the caps; takes fixed-size elements at once. Returns what is left to walk.
 fn array_head(cur: &mut Cursor<'_>, depth: usize, budget: &Budget<'_>) -> Parse<Option<Pending>> {
-    if depth > MAX_ARRAY_DEPTH {
-        return Err(Stop::bad(
-            cur.offset(),
-            Problem::ArrayTooDeep {
-                limit: MAX_ARRAY_DEPTH,
-            },
-        ));
-    }
-    let ty = read_value_type(cur)?;
-    let len = cur.u64("array length")?;
-    cur.count(len, ty.min_size(), "array element")?;
-    budget.check(cur, len.saturating_mul(ty.min_size()))?;
+    let (ty, len, _) = read_array_head(cur, depth, budget)?;
     if let Some(size) = ty.fixed_size() {
         cur.take(len.saturating_mul(size), "array elements")?;
         return Ok(None);

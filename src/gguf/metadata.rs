@@ -190,20 +190,7 @@ fn read_array<'a>(
     budget: &Budget<'a>,
     reading: Reading,
 ) -> Parse<Array> {
-    let at = cur.offset();
-    if depth > MAX_ARRAY_DEPTH {
-        return Err(Stop::bad(
-            at,
-            Problem::ArrayTooDeep {
-                limit: MAX_ARRAY_DEPTH,
-            },
-        ));
-    }
-    let element_type = read_value_type(cur)?;
-    let len = cur.u64("array length")?;
-    let capacity = cur.count(len, element_type.min_size(), "array element")?;
-    // `count` checked len * min_size against the file, so this cannot overflow.
-    budget.check(cur, len.saturating_mul(element_type.min_size()))?;
+    let (element_type, len, capacity) = read_array_head(cur, depth, budget)?;
     if reading.decode == Decode::Summary && len > SUMMARY_ARRAY_LEN {
         skip_elements(cur, element_type, len, depth, budget, reading.entry_end)?;
         return Ok(Array::Unread(UnreadArray { element_type, len }));
@@ -277,6 +264,18 @@ pub(super) fn skip_value<'a>(
 }
 
 fn skip_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Parse<()> {
+    let (element_type, len, _) = read_array_head(cur, depth, budget)?;
+    skip_elements(cur, element_type, len, depth, budget, None)
+}
+
+/// An array's element type and length, `depth` arrays deep, checked against
+/// the nesting limit, the file and the caps; with a safe capacity for its
+/// elements.
+pub(super) fn read_array_head(
+    cur: &mut Cursor<'_>,
+    depth: usize,
+    budget: &Budget<'_>,
+) -> Parse<(ValueType, u64, usize)> {
     if depth > MAX_ARRAY_DEPTH {
         return Err(Stop::bad(
             cur.offset(),
@@ -287,9 +286,10 @@ fn skip_array<'a>(cur: &mut Cursor<'a>, depth: usize, budget: &Budget<'a>) -> Pa
     }
     let element_type = read_value_type(cur)?;
     let len = cur.u64("array length")?;
-    cur.count(len, element_type.min_size(), "array element")?;
+    let capacity = cur.count(len, element_type.min_size(), "array element")?;
+    // `count` checked len * min_size against the file, so this cannot overflow.
     budget.check(cur, len.saturating_mul(element_type.min_size()))?;
-    skip_elements(cur, element_type, len, depth, budget, None)
+    Ok((element_type, len, capacity))
 }
 
 /// Walks past an array's `len` elements, whose head has been read and checked.

@@ -60,6 +60,19 @@ fn seed_file() -> Vec<u8> {
         .to_bytes()
 }
 
+/// A file of `entries`, the first of each key kept, and what it holds.
+fn written(entries: Vec<(String, Value)>) -> (indexmap::IndexMap<String, Value>, Vec<u8>) {
+    let mut unique = indexmap::IndexMap::new();
+    for (k, v) in entries {
+        unique.entry(k).or_insert(v);
+    }
+    let mut w = GgufWriter::new();
+    for (k, v) in &unique {
+        w = w.kv(k, v.clone());
+    }
+    (unique, w.to_bytes())
+}
+
 /// An error must be a format error at an offset inside the file.
 fn assert_clean(bytes: &[u8]) {
     if let Err(e) = parse(bytes) {
@@ -75,15 +88,8 @@ proptest! {
 
     #[test]
     fn written_metadata_reads_back(entries in prop::collection::vec(("[a-z.]{1,12}", value()), 0..8)) {
-        let mut unique = indexmap::IndexMap::new();
-        for (k, v) in entries {
-            unique.entry(k).or_insert(v);
-        }
-        let mut w = GgufWriter::new();
-        for (k, v) in &unique {
-            w = w.kv(k, v.clone());
-        }
-        let header = parse(&w.to_bytes()).unwrap();
+        let (unique, bytes) = written(entries);
+        let header = parse(&bytes).unwrap();
         let got: Vec<(String, Value)> = header.metadata.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
         let want: Vec<(String, Value)> = unique.into_iter().collect();
         prop_assert_eq!(got, want);
@@ -105,15 +111,7 @@ proptest! {
 
     #[test]
     fn a_summary_parse_of_small_arrays_is_a_full_parse(entries in prop::collection::vec(("[a-z.]{1,12}", value()), 0..8)) {
-        let mut unique = indexmap::IndexMap::new();
-        for (k, v) in entries {
-            unique.entry(k).or_insert(v);
-        }
-        let mut w = GgufWriter::new();
-        for (k, v) in &unique {
-            w = w.kv(k, v.clone());
-        }
-        let bytes = w.to_bytes();
+        let (_, bytes) = written(entries);
         let (_, ends) = walk_at_once(&bytes).unwrap();
         let caps = HeaderLimits::default();
         let len = bytes.len() as u64;
