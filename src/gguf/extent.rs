@@ -243,28 +243,24 @@ impl HeaderWalk {
             return Ok(());
         };
         match top {
-            Pending::Value { ty, depth } => match (ty, ty.fixed_size()) {
-                (_, Some(size)) => {
-                    if let Err(stop) = cur.take(size, "metadata value") {
-                        self.pending.push(top);
-                        return Err(stop);
+            Pending::Value { ty, depth } => {
+                let walked = match (ty, ty.fixed_size()) {
+                    (_, Some(size)) => cur.take(size, "metadata value").map(|_| None),
+                    (ValueType::String, None) => {
+                        budget.string(&mut cur, "string value").map(|_| None)
                     }
-                }
-                (ValueType::String, None) => {
-                    if let Err(stop) = budget.string(&mut cur, "string value") {
-                        self.pending.push(top);
-                        return Err(stop);
-                    }
-                }
-                _ => match array_head(&mut cur, depth.saturating_add(1), &budget) {
-                    Ok(Some(elements)) => self.pending.push(elements),
-                    Ok(None) => {}
+                    _ => array_head(&mut cur, depth.saturating_add(1), &budget),
+                };
+                match walked {
+                    // An array's elements, when they are not taken at once.
+                    Ok(rest) => self.pending.extend(rest),
+                    // Nothing was committed: the value is walked again next time.
                     Err(stop) => {
                         self.pending.push(top);
                         return Err(stop);
                     }
-                },
-            },
+                }
+            }
             Pending::Elements { ty, left, depth } => {
                 if left == 0 {
                     return Ok(());
