@@ -11,7 +11,10 @@
 //!   `posix_fadvise(DONTNEED)` without root).
 //!
 //! Each figure is the median of several runs; the table prints ours, the
-//! peer's and the ratio. `make bench-peer` builds the peer once
+//! peer's and the ratio. A second run of ours with `--park-bytes` holding
+//! one model measures the swap again with the evicted model parked (its
+//! worker kept without a context, woken by the request): a budget the user
+//! sets, so it is its own row, not our default. `make bench-peer` builds the peer once
 //! (`scripts/build-peer.sh`) and runs this with `PEER_BIN` set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -50,7 +53,8 @@ fn threads() -> String {
         .to_string()
 }
 
-fn ours(models: &Path, state: &Path) -> Server {
+/// Our daemon, with `extra` flags.
+fn ours(models: &Path, state: &Path, extra: &[&str]) -> Server {
     let port = support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_llama-router"))
         .args(["serve", "--models-dir"])
@@ -65,6 +69,7 @@ fn ours(models: &Path, state: &Path) -> Server {
             &PARALLEL.to_string(),
         ])
         .args(["--threads", &threads(), "--gpu-layers", "0"])
+        .args(extra)
         .env("STATE_DIRECTORY", state)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -307,6 +312,47 @@ fn swap_breakdown(server: &Server) {
     );
 }
 
+/// The swap with the evicted model parked: warm and cold medians, and
+/// where the time of one goes (the request, the worker's wake, the first
+/// token).
+fn parked_swaps(server: &Server, models: &Path) -> (f64, f64) {
+    complete(server, "a", 4);
+    complete(server, "b", 4);
+    complete(server, "a", 4);
+    let mut running = "a";
+    let warm = swaps(server, models, &mut running, ROUNDS, false);
+    let cold = swaps(server, models, &mut running, 3, true);
+    let to = if running == "a" { "b" } else { "a" };
+    let asked = unix_ms();
+    let (took, _) = complete(server, to, 1);
+    let done = asked + u64::try_from(took.as_millis()).unwrap_or(0);
+    let woke = log_lines(server, to)
+        .into_iter()
+        .find(|(at, text)| *at >= asked && text.contains("worker woke"))
+        .map(|(at, _)| at);
+    match woke {
+        Some(woke) => println!(
+            "parked swap breakdown (llama-router --park-bytes, ms): request -> woken (context + KV + warm-up) {}, -> first token {}; total {}",
+            woke.saturating_sub(asked),
+            done.saturating_sub(woke),
+            done.saturating_sub(asked)
+        ),
+        None => println!("parked swap breakdown: the worker's wake line was not found"),
+    }
+    (warm, cold)
+}
+
+/// A daemon's own state directory (its socket, crash reports): 0700.
+fn state_dir() -> tempfile::TempDir {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    state
+}
+
 fn main() {
     let Some(peer_bin) = std::env::var_os("PEER_BIN") else {
         println!(
@@ -320,17 +366,18 @@ fn main() {
     for id in ["a", "b"] {
         std::fs::copy(&demo, models.path().join(format!("{id}.gguf"))).unwrap();
     }
-    let state = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        state.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    let state = state_dir();
     let us = {
-        let server = ours(models.path(), state.path());
+        let server = ours(models.path(), state.path(), &[]);
         let figures = measure(&server, models.path());
         swap_breakdown(&server);
         figures
+    };
+    let parked = {
+        let state = state_dir();
+        let one_model = std::fs::metadata(&demo).unwrap().len().to_string();
+        let server = ours(models.path(), state.path(), &["--park-bytes", &one_model]);
+        parked_swaps(&server, models.path())
     };
     let them = {
         let server = peer(Path::new(&peer_bin), models.path());
@@ -372,5 +419,19 @@ fn main() {
         "",
         us.swap_ms / them.swap_ms,
         us.cold_swap_ms / them.cold_swap_ms
+    );
+    println!(
+        "{:<14} {:>10} {:>18} {:>20} {:>8} {:>22.1} {:>16.1}",
+        "parked", "", "", "", "", parked.0, parked.1
+    );
+    println!(
+        "{:<14} {:>10} {:>18} {:>20} {:>8} {:>22.2} {:>16.2}",
+        "parked ratio",
+        "",
+        "",
+        "",
+        "",
+        parked.0 / them.swap_ms,
+        parked.1 / them.cold_swap_ms
     );
 }

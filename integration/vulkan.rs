@@ -57,7 +57,9 @@ static LAVAPIPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start(dir: &Path, args: &[&str], env: &[(&'static str, PathBuf)]) -> Daemon {
     let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
-    // A cold shader cache makes the first worker start slow.
+    // A cold shader cache makes the first worker start slow, and lavapipe
+    // compiles a kernel the first time a batch shape needs it: the first
+    // prompt's step once ran past 30 s on a loaded 2-core machine.
     let mut all = vec![
         "--ctx-size",
         "256",
@@ -65,6 +67,8 @@ async fn start(dir: &Path, args: &[&str], env: &[(&'static str, PathBuf)]) -> Da
         "1",
         "--worker-start-timeout",
         "900",
+        "--worker-step-timeout",
+        "300",
     ];
     all.extend_from_slice(args);
     Daemon::start_with_env(dir, &all, &env).await

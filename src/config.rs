@@ -58,6 +58,10 @@ pub struct Config {
     pub idle_ttl: u64,
     /// Bytes of host RAM the resident tier may hold (0 = no limit).
     pub host_cache_bytes: u64,
+    /// Bytes of host RAM evicted models may keep with their worker, parked
+    /// without a context, so that a request wakes them instead of loading
+    /// them (0 = none: an evicted model is released).
+    pub park_bytes: u64,
     /// Bytes of GPU memory our models may hold on each device (0 = what the
     /// device has free at start): for a GPU shared with other work, and what
     /// VRAM-pressure eviction counts against.
@@ -131,6 +135,7 @@ impl Default for Config {
             socket_group: None,
             idle_ttl: 0,
             host_cache_bytes: 0,
+            park_bytes: 0,
             gpu_memory_budget: 0,
             mlock: false,
             load_queue: 64,

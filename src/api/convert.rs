@@ -22,6 +22,7 @@ pub fn state(s: ModelState) -> pb::ModelState {
         ModelState::Loading => pb::ModelState::Loading,
         ModelState::Ready => pb::ModelState::Ready,
         ModelState::Unloading => pb::ModelState::Unloading,
+        ModelState::Parked => pb::ModelState::Parked,
         ModelState::Unloaded => pb::ModelState::Unloaded,
         ModelState::Failed => pb::ModelState::Failed,
     }
@@ -34,6 +35,7 @@ pub fn state_name(s: i32) -> &'static str {
         Ok(pb::ModelState::Loading) => "loading",
         Ok(pb::ModelState::Ready) => "ready",
         Ok(pb::ModelState::Unloading) => "unloading",
+        Ok(pb::ModelState::Parked) => "parked",
         Ok(pb::ModelState::Unloaded) => "unloaded",
         Ok(pb::ModelState::Failed) => "failed",
         _ => "unknown",

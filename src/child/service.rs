@@ -21,7 +21,8 @@ use crate::proto::pb::inference_service_server::InferenceService;
 use crate::proto::pb::{self};
 use crate::proto::worker_pb::worker_service_server::WorkerService;
 use crate::proto::worker_pb::{
-    OffloadBuffer, OffloadReply, OffloadRequest, PingReply, PingRequest,
+    OffloadBuffer, OffloadReply, OffloadRequest, ParkReply, ParkRequest, PingReply, PingRequest,
+    WakeReply, WakeRequest,
 };
 
 /// A stream of generation pieces.
@@ -367,7 +368,8 @@ impl InferenceService for WorkerInference {
     }
 }
 
-/// Liveness: what the engine thread last published, read without waiting on it.
+/// Liveness (what the engine thread last published, read without waiting
+/// on it), the offload figures, and parking.
 #[derive(Clone)]
 pub struct WorkerControl {
     engine: EngineHandle,
@@ -392,6 +394,16 @@ impl WorkerService for WorkerControl {
             step_running_ms: u64::try_from(live.step_running.as_millis()).unwrap_or(u64::MAX),
             warming: live.warming,
         }))
+    }
+
+    async fn park(&self, _: Request<ParkRequest>) -> Result<Response<ParkReply>, Status> {
+        self.engine.park().await.map_err(engine_status)?;
+        Ok(Response::new(ParkReply {}))
+    }
+
+    async fn wake(&self, _: Request<WakeRequest>) -> Result<Response<WakeReply>, Status> {
+        self.engine.wake().await.map_err(engine_status)?;
+        Ok(Response::new(WakeReply {}))
     }
 
     async fn offload(&self, _: Request<OffloadRequest>) -> Result<Response<OffloadReply>, Status> {

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Host RAM the loaded models may hold, in bytes; 0 = no limit.
     #[arg(long, value_name = "BYTES")]
     pub host_cache_bytes: Option<u64>,
+    /// Host RAM evicted models may keep with their worker (parked: a request
+    /// wakes them instead of loading them), in bytes; 0 = none.
+    #[arg(long, value_name = "BYTES")]
+    pub park_bytes: Option<u64>,
     /// GPU memory our models may hold on each device, in bytes; 0 = what it has free.
     #[arg(long, value_name = "BYTES")]
     pub gpu_memory_budget: Option<u64>,
@@ -122,6 +126,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     host_cache_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    park_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     gpu_memory_budget: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mlock: Option<bool>,
@@ -173,6 +179,7 @@ impl ServeArgs {
             socket: self.socket.clone(),
             idle_ttl: self.idle_ttl,
             host_cache_bytes: self.host_cache_bytes,
+            park_bytes: self.park_bytes,
             gpu_memory_budget: self.gpu_memory_budget,
             mlock: self.mlock.then_some(true),
             load_queue: self.load_queue,

@@ -21,6 +21,7 @@ pub(super) fn supervisor_settings(config: &Config) -> SupervisorSettings {
     SupervisorSettings {
         models_max: config.models_max,
         host_cache_bytes: config.host_cache_bytes,
+        park_bytes: config.park_bytes,
         load_queue: config.load_queue,
         idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
         load: LoadOptions {

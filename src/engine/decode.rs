@@ -13,7 +13,6 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -26,11 +25,13 @@ use super::embed::{EmbedTask, Embedder};
 use super::logprobs;
 use super::progress::Progress;
 use super::prompt_cache::{self, PromptCache};
+use super::sleep::{self, ParkReply};
 use super::text::{Released, TextStream};
 use super::{EngineError, Finish, GenerateJob, Job, Piece};
 use crate::params::ModelParams;
 
-/// Runs until every handle is gone; reports on `started` whether it could begin.
+/// Runs until every handle is gone; reports on `started` whether it could
+/// begin. Between a park and the next wake it holds no context (`sleep`).
 pub(super) fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
@@ -39,31 +40,42 @@ pub(super) fn run(
     started: std_mpsc::Sender<Result<(), EngineError>>,
     progress: &Progress,
 ) {
-    let parallel = config.parallel.max(1);
-    let threads = super::llama_threads(config.threads);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(super::non_zero(config.ctx_size.saturating_mul(parallel)))
-        .with_n_batch(config.batch_size)
-        .with_n_ubatch(config.batch_size)
-        .with_n_seq_max(parallel)
-        .with_kv_unified(false)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads)
-        .with_flash_attention_policy(config.flash_attn.llama_value())
-        .with_type_k(super::kv_type(config.cache_type_k))
-        .with_type_v(super::kv_type(config.cache_type_v));
-    let mut ctx = match model.new_context(backend, params) {
+    let mut ctx = match sleep::new_context(backend, model, config) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = started.send(Err(EngineError::Llama(format!(
-                "cannot create a context of {parallel} x {} tokens: {e}",
-                config.ctx_size
-            ))));
+            let _ = started.send(Err(e));
             return;
         }
     };
-    warm_up(model, &mut ctx);
+    sleep::warm_up(model, &mut ctx);
     let _ = started.send(Ok(()));
+    let mut first = None;
+    loop {
+        let Some(parked) = serve(backend, model, config, ctx, &mut jobs, progress, first) else {
+            return;
+        };
+        let Some((awake, job)) = sleep::park(backend, model, config, &mut jobs, progress, parked)
+        else {
+            return;
+        };
+        ctx = awake;
+        first = job;
+    }
+}
+
+/// Decodes over `ctx` until every handle is gone (None) or a park asks for
+/// the context back (its reply, once `ctx` is dropped). `first` is a job
+/// that woke the engine.
+fn serve<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    config: ModelParams,
+    mut ctx: LlamaContext<'m>,
+    jobs: &mut mpsc::Receiver<Job>,
+    progress: &Progress,
+    first: Option<Job>,
+) -> Option<ParkReply> {
+    let parallel = config.parallel.max(1);
     let mut embedder = Embedder::new(backend, model, config, progress);
     let batch_size = usize::try_from(config.batch_size.max(1)).unwrap_or(512);
     let mut batch = LlamaBatch::new(batch_size, 1);
@@ -72,18 +84,29 @@ pub(super) fn run(
     let mut waiting: VecDeque<GenerateJob> = VecDeque::new();
     let mut embeds: VecDeque<EmbedTask> = VecDeque::new();
     let mut next_prompt_slot = 0usize;
+    let mut park = first.and_then(|job| take(job, &mut waiting, &mut embeds, config));
     loop {
         let busy = slots.iter().any(Option::is_some) || !waiting.is_empty() || !embeds.is_empty();
-        if !busy {
+        if !busy && park.is_none() {
             // Idle: sleep until a job arrives, or end once every handle is gone.
             progress.idle();
             match jobs.blocking_recv() {
-                Some(job) => take(job, &mut waiting, &mut embeds, config),
-                None => return,
+                Some(job) => park = take(job, &mut waiting, &mut embeds, config),
+                None => return None,
             }
         }
-        while let Ok(job) = jobs.try_recv() {
-            take(job, &mut waiting, &mut embeds, config);
+        while park.is_none() {
+            let Ok(job) = jobs.try_recv() else { break };
+            park = take(job, &mut waiting, &mut embeds, config);
+        }
+        if let Some(reply) = park {
+            // The supervisor parks idle models only: whatever is left here
+            // ends with an error, and the KV goes with the context.
+            for slot in &mut slots {
+                fail(&mut ctx, slot, "the model was parked".to_owned());
+            }
+            drop((waiting, embeds, embedder, ctx));
+            return Some(reply);
         }
         // One step: at most one input of an embedding batch and one decode
         // of `batch_size` tokens, so each step's time stays bounded.
@@ -121,17 +144,23 @@ pub(super) fn run(
     }
 }
 
-/// Takes one job: queues a generation, or an embedding batch (checked first).
+/// Takes one job: queues a generation, or an embedding batch (checked
+/// first); a park is handed back, a wake is answered (the engine is awake).
 fn take(
     job: Job,
     waiting: &mut VecDeque<GenerateJob>,
     embeds: &mut VecDeque<EmbedTask>,
     config: ModelParams,
-) {
+) -> Option<ParkReply> {
     match job {
         Job::Generate(job) => waiting.push_back(job),
         Job::Embed(job) => embeds.extend(EmbedTask::new(job, config)),
+        Job::Park(reply) => return Some(reply),
+        Job::Wake(reply) => {
+            let _ = reply.send(Ok(()));
+        }
     }
+    None
 }
 
 /// Ends every request whose client is gone; what its sequence holds is
@@ -389,24 +418,5 @@ fn end_with(cache: &mut PromptCache, slot: &mut Option<Active>, finish: Finish, 
 fn keep(cache: &mut PromptCache, active: Active) {
     if let Ok(seq) = usize::try_from(active.seq) {
         cache.keep(seq, active.held);
-    }
-}
-
-/// One decode before the worker says READY, as llama.cpp's own tools do: the
-/// first decode pays one-time costs (buffers, thread pool, a GPU backend
-/// compiling its kernels) under the start-up limit, not the per-step one.
-fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) {
-    let started = Instant::now();
-    let bos = model.vocab().bos();
-    let token = if bos.0 >= 0 { bos } else { LlamaToken::new(0) };
-    let mut batch = LlamaBatch::new(1, 1);
-    let decoded = batch
-        .add(token, 0, &[0], true)
-        .map_err(|e| e.to_string())
-        .and_then(|()| ctx.decode(&mut batch).map_err(|e| e.to_string()));
-    ctx.clear_kv_cache();
-    match decoded {
-        Ok(()) => tracing::debug!(ms = started.elapsed().as_millis(), "engine warmed up"),
-        Err(e) => tracing::warn!(error = %e, "warm-up decode failed"),
     }
 }

@@ -14,6 +14,7 @@ pub mod offload;
 mod progress;
 mod prompt_cache;
 pub mod sampling;
+mod sleep;
 pub mod templates;
 pub mod text;
 pub mod tools;
@@ -168,6 +169,10 @@ pub struct EmbedJob {
 enum Job {
     Generate(GenerateJob),
     Embed(EmbedJob),
+    /// Drop the context; answered once it is gone.
+    Park(sleep::ParkReply),
+    /// Make the context again (answered at once when it is there).
+    Wake(sleep::WakeReply),
 }
 
 /// Talks to the engine thread; cheap to clone.
@@ -279,6 +284,27 @@ impl EngineHandle {
         };
         self.tx
             .send(Job::Embed(job))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Frees the context (KV cache, compute buffers) and keeps the model;
+    /// answers once it is gone. Requests still running end with an error.
+    pub async fn park(&self) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Park(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Makes the context again after a park (at once when it is there).
+    pub async fn wake(&self) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Wake(reply))
             .await
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?

@@ -184,6 +184,21 @@ impl<R: ModelRuntime> SupervisorState<R> {
         self.fail_worker(id, error, reason, now);
     }
 
+    /// Parking or waking the worker failed: the model fails with the reason
+    /// (no crash counted) and is released; the next request loads it afresh.
+    pub(super) fn on_sleep_failed(&mut self, id: &str, reason: String, now: Moment) {
+        let Some(model) = self.models.get_mut(id) else {
+            return;
+        };
+        if !matches!(model.state, ModelState::Parked | ModelState::Loading) {
+            return; // being unloaded already
+        }
+        model.worker = WorkerState::Stopped;
+        model.gpu = None;
+        let error = SupervisorError::Unavailable(format!("worker for model {id} failed: {reason}"));
+        self.fail_worker(id, error, reason, now);
+    }
+
     /// Fails everything waiting on `id`'s worker and releases its resident copy.
     fn fail_worker(&mut self, id: &str, error: SupervisorError, reason: String, now: Moment) {
         self.fail_worker_waiters(id, &error);

@@ -59,7 +59,8 @@ impl<R: ModelRuntime> SupervisorState<R> {
         Ok(rx)
     }
 
-    /// Starts queued loads while there is room, evicting idle models when there is not.
+    /// Starts queued loads while there is room, evicting (or parking) idle
+    /// models when there is not; a parked model in the queue is woken.
     pub(super) fn pump(&mut self, now: Moment) {
         while let Some(id) = self.queue.front().cloned() {
             let Some(model) = self.models.get(&id) else {
@@ -69,7 +70,13 @@ impl<R: ModelRuntime> SupervisorState<R> {
             if model.state == ModelState::Unloading {
                 return; // it loads again once released
             }
-            if self.has_room_for(model.size()) {
+            // A parked model's bytes are in the host cache already.
+            let size = if model.state == ModelState::Parked {
+                0
+            } else {
+                model.size()
+            };
+            if self.has_room_for(size) {
                 self.queue.pop_front();
                 self.start_load(&id, now);
                 continue;
@@ -81,12 +88,17 @@ impl<R: ModelRuntime> SupervisorState<R> {
             {
                 return; // room is on its way
             }
+            let cause = UnloadCause::Evicted(Eviction::ToLoad(id.clone()));
+            if !self.cache_fits(size) {
+                // Parked models are the first to give the host cache back.
+                if let Some(parked) = self.oldest_parked(Some(&id)) {
+                    self.begin_unload(&parked, cause, now);
+                    return;
+                }
+            }
             match self.lru_victim(Some(&id)) {
-                Some(victim) => self.begin_unload(
-                    &victim,
-                    UnloadCause::Evicted(Eviction::ToLoad(id.clone())),
-                    now,
-                ),
+                Some(victim) if self.park(&victim, &id, size, now) => continue,
+                Some(victim) => self.begin_unload(&victim, cause, now),
                 None => {
                     tracing::debug!(model = %id, "load waits: every loaded model is busy, loading or pinned")
                 }
@@ -96,6 +108,13 @@ impl<R: ModelRuntime> SupervisorState<R> {
     }
 
     fn start_load(&mut self, id: &str, now: Moment) {
+        let parked = self
+            .models
+            .get(id)
+            .is_some_and(|m| m.state == ModelState::Parked);
+        if parked && self.wake(id, now) {
+            return;
+        }
         self.next_generation = self.next_generation.saturating_add(1);
         let generation = self.next_generation;
         let profiles = &self.settings.profiles;
@@ -144,7 +163,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
             return;
         };
         match model.state {
-            ModelState::Loading | ModelState::Ready => {
+            ModelState::Loading | ModelState::Ready | ModelState::Parked => {
                 model.waiters.unload.push(reply);
                 self.begin_unload(id, UnloadCause::Requested, now);
             }
@@ -207,15 +226,12 @@ impl<R: ModelRuntime> SupervisorState<R> {
             }
             ModelReport::Ready { bytes } if model.state == ModelState::Loading => {
                 model.resident_bytes = bytes;
-                model.last_used = Some(now);
-                let status = model.waiters.load.take();
-                self.transition(&id, ModelState::Ready, None, now);
-                self.attach_acquirers(&id);
-                if let (Some(status), Ok(view)) = (status, self.view(&id)) {
-                    status.send_replace(LoadStatus::Ready(Box::new(view)));
-                }
+                self.on_ready(&id, now);
             }
             ModelReport::Ready { .. } => {} // unloading already
+            ModelReport::Woke if model.state == ModelState::Loading => self.on_ready(&id, now),
+            ModelReport::Woke => {}
+            ModelReport::SleepFailed(reason) => self.on_sleep_failed(&id, reason, now),
             ModelReport::WorkerReady(worker) => self.on_worker_ready(&id, worker, now),
             ModelReport::WorkerFailed(exit) => self.on_worker_failed(&id, exit, now),
             ModelReport::WorkerRefused(reason) => self.on_worker_refused(&id, reason, now),
@@ -239,6 +255,20 @@ impl<R: ModelRuntime> SupervisorState<R> {
         }
         // A finished load may leave an idle model that a queued load can now evict.
         self.pump(now);
+    }
+
+    /// Loaded (or woken): the model is ready and its waiters get it.
+    fn on_ready(&mut self, id: &str, now: Moment) {
+        let Some(model) = self.models.get_mut(id) else {
+            return;
+        };
+        model.last_used = Some(now);
+        let status = model.waiters.load.take();
+        self.transition(id, ModelState::Ready, None, now);
+        self.attach_acquirers(id);
+        if let (Some(status), Ok(view)) = (status, self.view(id)) {
+            status.send_replace(LoadStatus::Ready(Box::new(view)));
+        }
     }
 
     /// Nothing runs behind the model any more.

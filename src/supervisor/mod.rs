@@ -1,15 +1,18 @@
 //! The supervisor actor: owns every model's state machine and the rules of
 //! `--models-max`, LRU eviction, single-flight loads, pins and the idle TTL.
 //!
-//! `discovered → loading → ready → unloading → unloaded`, plus `failed`.
-//! A loading or busy model is never evicted; loads that find no free slot
-//! wait in a bounded FIFO queue; the least recently used idle model goes first.
+//! `discovered → loading → ready → unloading → unloaded`, plus `failed`, and
+//! `ready → parked → loading` when a park budget keeps an evicted model's
+//! worker (`park.rs`). A loading or busy model is never evicted; loads that
+//! find no free slot wait in a bounded FIFO queue; the least recently used
+//! idle model goes first.
 
 mod clock;
 pub mod dry_run;
 mod leases;
 mod loads;
 mod model_actor;
+mod park;
 mod pressure;
 mod reconcile;
 mod record;
@@ -17,6 +20,7 @@ mod restart;
 mod runtime;
 mod state;
 mod types;
+mod worker_sleep;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +59,9 @@ pub struct SupervisorSettings {
     pub models_max: u32,
     /// Host RAM the resident tier may hold (0 = no limit).
     pub host_cache_bytes: u64,
+    /// Host RAM evicted models may keep with their worker, parked (0 = none:
+    /// an evicted model is released).
+    pub park_bytes: u64,
     /// Loads that may wait for a slot.
     pub load_queue: usize,
     /// Idle time before an unpinned model is unloaded (None = never).

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use std::time::{Duration, Instant};
 
 use super::runtime::{ModelControl, ModelReport, ModelRuntime, ModelSpec, RuntimeReport};
+use super::worker_sleep::{self, SleepCommand};
 use crate::engine::offload::Offload;
 use crate::gpu::devices::Reservation;
 use crate::gpu::estimate::{Context, Shape};
@@ -70,6 +71,7 @@ pub struct ModelHandle {
     unload: Option<oneshot::Sender<()>>,
     start_worker: Option<oneshot::Sender<()>>,
     room: mpsc::UnboundedSender<bool>,
+    sleep: mpsc::UnboundedSender<SleepCommand>,
 }
 
 /// How long a worker waits for evicted models to give their GPU memory back.
@@ -89,6 +91,7 @@ impl ModelHandle {
         let (unload, unload_rx) = oneshot::channel();
         let (start_worker, start_rx) = oneshot::channel();
         let (room, room_rx) = mpsc::unbounded_channel();
+        let (sleep, sleep_rx) = mpsc::unbounded_channel();
         let actor = Actor {
             id,
             generation,
@@ -96,12 +99,19 @@ impl ModelHandle {
             env,
             reports,
         };
-        tokio::spawn(actor.run(files, cancel.clone(), unload_rx, start_rx, room_rx));
+        let channels = Channels {
+            unload: unload_rx,
+            start_worker: start_rx,
+            room: room_rx,
+            sleep: sleep_rx,
+        };
+        tokio::spawn(actor.run(files, cancel.clone(), channels));
         ModelHandle {
             cancel,
             unload: Some(unload),
             start_worker: Some(start_worker),
             room,
+            sleep,
         }
     }
 }
@@ -123,6 +133,22 @@ impl ModelControl for ModelHandle {
     fn room(&mut self, evicting: bool) {
         let _ = self.room.send(evicting);
     }
+
+    fn park(&mut self) {
+        let _ = self.sleep.send(SleepCommand::Park);
+    }
+
+    fn wake(&mut self) {
+        let _ = self.sleep.send(SleepCommand::Wake);
+    }
+}
+
+/// What the supervisor's [`ModelHandle`] sends the actor.
+struct Channels {
+    unload: oneshot::Receiver<()>,
+    start_worker: oneshot::Receiver<()>,
+    room: mpsc::UnboundedReceiver<bool>,
+    sleep: mpsc::UnboundedReceiver<SleepCommand>,
 }
 
 /// Where a worker's layers go.
@@ -152,14 +178,18 @@ impl Actor {
         });
     }
 
-    async fn run(
-        self,
-        files: Vec<PathBuf>,
-        cancel: Arc<AtomicBool>,
-        mut unload: oneshot::Receiver<()>,
-        start_worker: oneshot::Receiver<()>,
-        room: mpsc::UnboundedReceiver<bool>,
-    ) {
+    /// Sends reports from another task.
+    fn reporter(&self) -> impl Fn(ModelReport<WorkerLink>) + Send + 'static {
+        worker_sleep::reporter(self.id.clone(), self.generation, self.reports.clone())
+    }
+
+    async fn run(self, files: Vec<PathBuf>, cancel: Arc<AtomicBool>, channels: Channels) {
+        let Channels {
+            mut unload,
+            start_worker,
+            room,
+            sleep,
+        } = channels;
         if let Some(resident) = self.load(files.clone(), cancel).await {
             self.send(ModelReport::Ready {
                 bytes: resident.bytes(),
@@ -167,7 +197,7 @@ impl Actor {
             // Resident until unloaded; the worker starts when a request needs it.
             tokio::select! {
                 _ = &mut unload => {}
-                Ok(()) = start_worker => self.serve(&resident, files, unload, room).await,
+                Ok(()) = start_worker => self.serve(&resident, files, unload, room, sleep).await,
             }
             // munmap of a large model can take a while: off the async threads.
             let _ = tokio::task::spawn_blocking(move || drop(resident)).await;
@@ -177,15 +207,8 @@ impl Actor {
 
     async fn load(&self, files: Vec<PathBuf>, cancel: Arc<AtomicBool>) -> Option<ResidentModel> {
         let progress = {
-            let (id, generation, reports) =
-                (self.id.clone(), self.generation, self.reports.clone());
-            move |p| {
-                let _ = reports.send(RuntimeReport {
-                    id: id.clone(),
-                    generation,
-                    report: ModelReport::Progress(p),
-                });
-            }
+            let report = self.reporter();
+            move |p| report(ModelReport::Progress(p))
         };
         let options = self.spec.load;
         let loaded =
@@ -293,13 +316,15 @@ impl Actor {
         }
     }
 
-    /// Starts the worker and watches it until unload, a crash or a hang.
+    /// Starts the worker and watches it until unload, a crash or a hang;
+    /// parks and wakes it meanwhile as the supervisor says (`sleep`).
     async fn serve(
         &self,
         resident: &ResidentModel,
         files: Vec<PathBuf>,
         mut unload: oneshot::Receiver<()>,
         mut room: mpsc::UnboundedReceiver<bool>,
+        sleep: mpsc::UnboundedReceiver<SleepCommand>,
     ) {
         let mut settings = self.spec.worker;
         let mut reservation = match self.place(resident, &mut unload, &mut room).await {
@@ -352,7 +377,17 @@ impl Actor {
                     )));
                 }
                 self.send(ModelReport::WorkerReady(worker.link()));
-                if let Some(exit) = worker.supervise(unload).await {
+                let wake_wait = self.spec.worker.start_timeout;
+                let sleeping = tokio::spawn(worker_sleep::follow(
+                    worker.link(),
+                    sleep,
+                    self.reporter(),
+                    wake_wait,
+                    self.env.logs.clone(),
+                ));
+                let exit = worker.supervise(unload).await;
+                sleeping.abort();
+                if let Some(exit) = exit {
                     self.send(ModelReport::WorkerFailed(exit));
                 }
             }

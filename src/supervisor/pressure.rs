@@ -33,7 +33,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                 let holder = Holder {
                     id: id.clone(),
                     bytes: gpu.reserved_bytes,
-                    evictable: m.evictable(),
+                    evictable: m.evictable() || m.state == ModelState::Parked,
                     releasing: m.state == ModelState::Unloading,
                     last_used: m.last_used.map(|t| t.mono),
                 };
@@ -97,7 +97,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                 .filter(|m| m.state.is_active())
                 .collect();
             let mut count = active.len();
-            let mut cache: u64 = active.iter().map(|m| m.resident_bytes.max(m.size())).sum();
+            let mut cache = self.cache_used();
             let mut idle: Vec<(&String, &super::record::ModelRecord<R>)> = self
                 .models
                 .iter()
@@ -113,7 +113,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                 };
                 evicts.push(victim.clone());
                 count = count.saturating_sub(1);
-                cache = cache.saturating_sub(m.resident_bytes.max(m.size()));
+                cache = cache.saturating_sub(m.host_bytes());
             }
         }
         Ok(LoadPreview {

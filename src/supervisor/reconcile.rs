@@ -46,7 +46,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                     summary.changed = summary.changed.saturating_add(1);
                     model.entry = entry.clone();
                     model.removed = false;
-                    if model.state.is_active() {
+                    if model.holds_host_cache() {
                         self.begin_unload(&id, UnloadCause::FilesChanged, now);
                     } else {
                         let (state, reason) = match &entry.info {
@@ -72,7 +72,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
                 continue;
             };
             model.removed = true;
-            if model.state.is_active() {
+            if model.holds_host_cache() {
                 self.begin_unload(&id, UnloadCause::Removed, now);
             } else {
                 self.fail_waiters(&id, SupervisorError::NotFound(id.clone()));
@@ -84,12 +84,13 @@ impl<R: ModelRuntime> SupervisorState<R> {
         summary
     }
 
-    /// Unloads ready, idle, unpinned models unused for longer than their TTL.
+    /// Unloads ready, idle, unpinned models (and parked ones) unused for
+    /// longer than their TTL.
     pub(super) fn expire_idle(&mut self, now: Moment) {
         let expired: Vec<(String, std::time::Duration)> = self
             .models
             .iter()
-            .filter(|(_, m)| m.evictable())
+            .filter(|(_, m)| m.evictable() || m.state == ModelState::Parked)
             .filter_map(|(id, m)| {
                 let ttl = self
                     .settings
@@ -116,7 +117,20 @@ impl<R: ModelRuntime> SupervisorState<R> {
             .filter(|(id, _)| starts_differently(&self.settings, &limits, id))
             .map(|(id, _)| id.clone())
             .collect();
+        let parked_changed: Vec<String> = self
+            .models
+            .iter()
+            .filter(|(_, m)| m.state == ModelState::Parked)
+            .filter(|(id, _)| starts_differently(&self.settings, &limits, id))
+            .map(|(id, _)| id.clone())
+            .collect();
         self.settings = limits;
+        // A parked worker runs the old settings: it goes, and a request
+        // loads the model afresh.
+        for id in parked_changed {
+            self.begin_unload(&id, UnloadCause::Reload, now);
+        }
+        self.trim_parked(now);
         for id in changed {
             if let Some(model) = self.models.get_mut(&id) {
                 model.reload_when_released = true;

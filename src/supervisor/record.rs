@@ -153,6 +153,22 @@ impl<R: ModelRuntime> ModelRecord<R> {
         self.state == ModelState::Ready && !self.pinned && self.busy == 0
     }
 
+    /// Whether its worker serves (only such a worker can be parked).
+    pub(super) fn worker_serves(&self) -> bool {
+        matches!(self.worker, WorkerState::Running(..))
+    }
+
+    /// Host RAM it holds or is about to: what the host cache and the park
+    /// budget count for it.
+    pub(super) fn host_bytes(&self) -> u64 {
+        self.resident_bytes.max(self.size())
+    }
+
+    /// Whether it holds host RAM: active (loading, ready, unloading) or parked.
+    pub(super) fn holds_host_cache(&self) -> bool {
+        self.state.is_active() || self.state == ModelState::Parked
+    }
+
     /// Loading or ready: what `--models-max` counts once a reload lowers it.
     pub(super) fn is_loaded(&self) -> bool {
         matches!(self.state, ModelState::Loading | ModelState::Ready)

@@ -51,6 +51,12 @@ pub trait ModelControl {
     /// Answers [`ModelReport::NeedsRoom`]: whether idle models are being
     /// evicted to make it (else the worker offloads fewer layers or is refused).
     fn room(&mut self, evicting: bool);
+    /// Parks the running worker: it frees its context and keeps the model.
+    /// Nothing is reported unless it fails ([`ModelReport::SleepFailed`]).
+    fn park(&mut self);
+    /// Wakes the parked worker; [`ModelReport::Woke`] or
+    /// [`ModelReport::SleepFailed`] follows. Park and wake run in order.
+    fn wake(&mut self);
 }
 
 /// A running worker as the supervisor sees it.
@@ -99,6 +105,10 @@ pub enum ModelReport<W> {
     /// Something the user should know about how the model runs ("asked for
     /// GPU offload, but no usable GPU: on the CPU").
     Note(String),
+    /// The parked worker has its context again and serves.
+    Woke,
+    /// A park or wake failed (the reason); the worker is no use any more.
+    SleepFailed(String),
     /// Released (after ready, a failure or a cancelled load); nothing runs any more.
     Unloaded,
 }

@@ -4,7 +4,8 @@
 //! and stops what runs behind each model, so the rules are tested without
 //! processes (`tests/rules.rs`). The rules themselves are split by concern:
 //! `loads.rs` (admission, the queue, LRU), `leases.rs` (requests and
-//! workers), `reconcile.rs` (the directory, TTL, config reloads).
+//! workers), `park.rs` (parked workers), `pressure.rs` (GPU memory),
+//! `reconcile.rs` (the directory, TTL, config reloads).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -162,21 +163,26 @@ impl<R: ModelRuntime> SupervisorState<R> {
         self.models.values().filter(|m| m.state.is_active()).count()
     }
 
-    /// Host RAM that active models hold or are about to.
-    fn cache_used(&self) -> u64 {
+    /// Host RAM that active and parked models hold or are about to.
+    pub(super) fn cache_used(&self) -> u64 {
         self.models
             .values()
-            .filter(|m| m.state.is_active())
-            .map(|m| m.resident_bytes.max(m.size()))
+            .filter(|m| m.holds_host_cache())
+            .map(ModelRecord::host_bytes)
             .sum()
+    }
+
+    /// Whether `size` more bytes fit in the host cache.
+    pub(super) fn cache_fits(&self, size: u64) -> bool {
+        let limit = self.settings.host_cache_bytes;
+        limit == 0 || self.cache_used().saturating_add(size) <= limit
     }
 
     /// Whether a model of `size` bytes fits next to the active ones.
     pub(super) fn has_room_for(&self, size: u64) -> bool {
         let max = self.settings.models_max as usize;
         let count_ok = max == 0 || self.active() < max;
-        let limit = self.settings.host_cache_bytes;
-        count_ok && (limit == 0 || self.cache_used().saturating_add(size) <= limit)
+        count_ok && self.cache_fits(size)
     }
 
     /// The least recently used model that may be evicted, other than `keep`.

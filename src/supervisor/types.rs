@@ -17,6 +17,10 @@ pub enum ModelState {
     Ready,
     /// Being released.
     Unloading,
+    /// Evicted, but its worker was kept under `--park-bytes`: the model and
+    /// its worker stay in RAM without a context, and a request wakes it
+    /// (a new context) instead of loading it. Takes no `--models-max` slot.
+    Parked,
     /// Released after having been loaded.
     Unloaded,
     /// Unusable; see the failure reason.
@@ -25,11 +29,12 @@ pub enum ModelState {
 
 impl ModelState {
     /// Every state.
-    pub const ALL: [ModelState; 6] = [
+    pub const ALL: [ModelState; 7] = [
         ModelState::Discovered,
         ModelState::Loading,
         ModelState::Ready,
         ModelState::Unloading,
+        ModelState::Parked,
         ModelState::Unloaded,
         ModelState::Failed,
     ];
@@ -41,6 +46,7 @@ impl ModelState {
             ModelState::Loading => "loading",
             ModelState::Ready => "ready",
             ModelState::Unloading => "unloading",
+            ModelState::Parked => "parked",
             ModelState::Unloaded => "unloaded",
             ModelState::Failed => "failed",
         }
@@ -122,6 +128,9 @@ pub enum Eviction {
     ToLoad(String),
     /// A config reload lowered `--models-max` to this.
     ModelsMaxLowered(u32),
+    /// It was the oldest parked model, and this one is parked in its place
+    /// under `--park-bytes` (or a reload lowered it).
+    ParkFull(Option<String>),
     /// `model`'s offload needed the GPU memory it held on `device`.
     GpuMemory {
         /// The model that needed the room.
@@ -139,6 +148,12 @@ impl fmt::Display for UnloadCause {
             }
             UnloadCause::Evicted(Eviction::ModelsMaxLowered(max)) => {
                 write!(f, "evicted: --models-max lowered to {max}")
+            }
+            UnloadCause::Evicted(Eviction::ParkFull(Some(id))) => {
+                write!(f, "evicted (oldest parked) to park {id} under --park-bytes")
+            }
+            UnloadCause::Evicted(Eviction::ParkFull(None)) => {
+                f.write_str("evicted (oldest parked): over --park-bytes")
             }
             UnloadCause::Evicted(Eviction::GpuMemory { model, device }) => {
                 write!(
@@ -197,7 +212,7 @@ pub enum LoadStatus {
 pub struct StatusView {
     /// `--models-max` (0 = no limit).
     pub models_max: u32,
-    /// Bytes held by loaded models.
+    /// Bytes held by loaded and parked models.
     pub host_cache_used: u64,
     /// `--host-cache-bytes` (0 = no limit).
     pub host_cache_limit: u64,

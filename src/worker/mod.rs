@@ -2,8 +2,8 @@
 //! `process` spawns, watches and stops one, `command` builds its command,
 //! `logs` relays and bounds its output, `logbook` keeps every model's recent
 //! lines for the console, `liveness` pings it, `exit` says how
-//! it ended, `sockets` owns the directory of their sockets, and `args` is the
-//! command line both sides share.
+//! it ended, `sockets` owns the directory of their sockets, `sleep` parks
+//! and wakes one, and `args` is the command line both sides share.
 
 pub mod args;
 mod command;
@@ -14,9 +14,11 @@ mod liveness;
 pub mod logbook;
 mod logs;
 pub mod process;
+mod sleep;
 pub mod sockets;
 
 pub use args::WorkerArgs;
 pub use exit::{WorkerEnded, WorkerExit};
 pub use logbook::LogBook;
 pub use process::{WorkerLink, WorkerProcess};
+pub use sleep::SleepError;

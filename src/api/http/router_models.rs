@@ -35,13 +35,20 @@ const DEFAULT_LOG_LINES: usize = 200;
 
 /// llama-server's `status` object for a model: `value` is `loaded`,
 /// `loading` or `unloaded` (a model still unloading counts as loaded), and a
-/// failed model is `unloaded` with `failed: true`; `reason` is ours.
+/// failed model is `unloaded` with `failed: true`; `reason` is ours, and so
+/// is `parked: true` on a parked model (`unloaded`: it takes no slot, and a
+/// request brings it back).
 pub fn status_json(state: ModelState, reason: Option<&str>) -> Value {
     let value = match state {
         ModelState::Ready | ModelState::Unloading => "loaded",
         ModelState::Loading => "loading",
-        ModelState::Discovered | ModelState::Unloaded | ModelState::Failed => "unloaded",
+        ModelState::Discovered | ModelState::Unloaded | ModelState::Failed | ModelState::Parked => {
+            "unloaded"
+        }
     };
+    if state == ModelState::Parked {
+        return json!({"value": value, "parked": true});
+    }
     if state == ModelState::Failed {
         let reason = reason.unwrap_or_default();
         let mut s = json!({"value": value, "failed": true, "reason": reason});
@@ -253,6 +260,7 @@ mod tests {
             (ModelState::Loading, "loading"),
             (ModelState::Ready, "loaded"),
             (ModelState::Unloading, "loaded"),
+            (ModelState::Parked, "unloaded"),
             (ModelState::Unloaded, "unloaded"),
             (ModelState::Failed, "unloaded"),
         ];
@@ -260,6 +268,7 @@ mod tests {
             let s = status_json(state, None);
             assert_eq!(s["value"], value, "{state:?}");
             assert_eq!(s.get("failed").is_some(), state == ModelState::Failed);
+            assert_eq!(s.get("parked").is_some(), state == ModelState::Parked);
         }
         let failed = status_json(ModelState::Failed, Some("killed by SIGSEGV"));
         assert_eq!(

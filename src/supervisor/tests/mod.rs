@@ -5,6 +5,7 @@
 mod handle;
 mod leases;
 mod loads;
+mod park;
 mod pressure;
 mod reconcile;
 
@@ -49,6 +50,7 @@ pub(super) fn settings(models_max: u32) -> SupervisorSettings {
     SupervisorSettings {
         models_max,
         host_cache_bytes: 0,
+        park_bytes: 0,
         load_queue: 4,
         idle_ttl: None,
         load: LoadOptions {
@@ -87,6 +89,8 @@ enum Call {
     StartWorker(String),
     Unload(String),
     Room(String, bool),
+    Park(String),
+    Wake(String),
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -128,6 +132,14 @@ impl ModelControl for FakeModel {
 
     fn room(&mut self, evicting: bool) {
         push(&self.calls, Call::Room(self.id.clone(), evicting));
+    }
+
+    fn park(&mut self) {
+        push(&self.calls, Call::Park(self.id.clone()));
+    }
+
+    fn wake(&mut self) {
+        push(&self.calls, Call::Wake(self.id.clone()));
     }
 }
 

@@ -142,3 +142,26 @@ fn memory_on_its_way_back_is_waited_for_not_refused_and_nobody_else_goes() {
     );
     assert_eq!(h.state_of("idle"), ModelState::Ready);
 }
+
+#[test]
+fn a_parked_model_gives_its_gpu_memory_back_when_a_load_needs_it() {
+    let settings = SupervisorSettings {
+        park_bytes: 1_000,
+        ..settings(1)
+    };
+    let mut h = Harness::new(settings, &[("old", 100), ("new", 100)]);
+    running_on_gpu(&mut h, "old", 300);
+    let _lease = h.acquire("new");
+    assert_eq!(
+        h.state_of("old"),
+        ModelState::Parked,
+        "it keeps its GPU memory"
+    );
+    h.resident("new");
+    h.take_calls();
+    needs_room(&mut h, "new", 400, 200);
+    assert_eq!(
+        h.take_calls(),
+        [Call::Unload("old".into()), Call::Room("new".into(), true)]
+    );
+}
