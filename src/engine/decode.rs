@@ -25,6 +25,7 @@ use super::embed::{EmbedTask, Embedder};
 use super::logprobs;
 use super::progress::Progress;
 use super::prompt_cache::{self, PromptCache};
+use super::sampling;
 use super::sleep::{self, ParkReply};
 use super::text::{Released, TextStream};
 use super::{EngineError, Finish, GenerateJob, Job, Piece};
@@ -314,6 +315,12 @@ fn sample(
             continue;
         };
         let token = match active.grammar.as_mut() {
+            // The chain is llama.cpp's greedy sampler alone, whose accept
+            // keeps nothing: the argmax is its choice, found faster.
+            None if active.job.request.sampling.is_plain_greedy() => {
+                let id = sampling::argmax(ctx.get_logits_ith(at));
+                LlamaToken::new(i32::try_from(id).unwrap_or(0))
+            }
             None => active.sampler.sample(ctx, at),
             Some(grammar) => match constrained(ctx, at, grammar, &mut active.sampler) {
                 Some(token) => token,

@@ -276,38 +276,36 @@ impl EngineHandle {
         inputs: Vec<Vec<LlamaToken>>,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        let job = EmbedJob {
-            inputs,
-            normalize,
-            reply,
-        };
-        self.tx
-            .send(Job::Embed(job))
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        self.ask(|reply| {
+            Job::Embed(EmbedJob {
+                inputs,
+                normalize,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// Frees the context (KV cache, compute buffers) and keeps the model;
     /// answers once it is gone. Requests still running end with an error.
     pub async fn park(&self) -> Result<(), EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Park(reply))
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)
+        self.ask(Job::Park).await
     }
 
     /// Makes the context again after a park (at once when it is there).
     pub async fn wake(&self) -> Result<(), EngineError> {
+        self.ask(Job::Wake).await?
+    }
+
+    /// Sends the job `make` builds around a reply channel and awaits the
+    /// reply; Stopped when the decode thread is gone before answering.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Wake(reply))
+            .send(make(reply))
             .await
             .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     /// Steps done and how long the running one has taken, read without

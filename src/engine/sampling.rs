@@ -165,6 +165,20 @@ impl Sampling {
         self.temperature <= 0.0
     }
 
+    /// Whether the chain has the penalties sampler.
+    fn is_penalised(&self) -> bool {
+        let any = self.repeat_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0;
+        any && self.penalty_last_n != 0
+    }
+
+    /// Greedy with nothing before it in the chain: the token is the argmax
+    /// of the logits ([`argmax`]), with no candidate array to build.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.is_greedy() && !self.is_penalised()
+    }
+
     /// Tokens the penalties look back over in a context of `ctx_size`: -1
     /// (the whole context) and anything longer are the context. llama.cpp
     /// allocates its window up front, so an unclamped `i32::MAX` would ask
@@ -182,10 +196,7 @@ impl Sampling {
     /// whose context holds `ctx_size` tokens.
     pub fn sampler(&self, n_vocab: i32, ctx_size: u32) -> LlamaSampler {
         let mut chain = Vec::new();
-        let penalised = self.repeat_penalty != 1.0
-            || self.presence_penalty != 0.0
-            || self.frequency_penalty != 0.0;
-        if penalised && self.penalty_last_n != 0 {
+        if self.is_penalised() {
             chain.push(LlamaSampler::penalties(
                 n_vocab,
                 self.penalty_window(ctx_size),
@@ -213,9 +224,103 @@ impl Sampling {
     }
 }
 
+/// The token llama.cpp's greedy sampler picks from `logits`: the first of
+/// the largest (NaN never wins). Its sampler first copies the whole vocabulary
+/// into a candidate array and then scans it with a carried index, about four
+/// times the time of this pass (per sequence, per step, on the decode thread
+/// while the other compute threads wait): lanes keep their own maxima, so
+/// the scan vectorises, and a second pass finds where the largest is.
+pub fn argmax(logits: &[f32]) -> usize {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (best, &x) in lanes.iter_mut().zip(chunk) {
+            if x > *best {
+                *best = x;
+            }
+        }
+    }
+    let largest = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
+    logits.iter().position(|&x| x == largest).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama.cpp's greedy scan (`llama_sampler_greedy_apply`), as it is.
+    fn greedy_scan(logits: &[f32]) -> usize {
+        let mut selected = 0;
+        for (i, &x) in logits.iter().enumerate().skip(1) {
+            if logits.get(selected).is_some_and(|&best| x > best) {
+                selected = i;
+            }
+        }
+        selected
+    }
+
+    #[test]
+    fn argmax_picks_what_the_greedy_sampler_picks() {
+        let mut state = 0x2545_f491_u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            // Few distinct values, so ties are common.
+            f32::from(u16::try_from((state >> 33) % 97).unwrap_or(0)) - 40.0
+        };
+        for len in [1, 2, 15, 16, 17, 31, 262_144, 262_145] {
+            let logits: Vec<f32> = (0..len).map(|_| next()).collect();
+            assert_eq!(argmax(&logits), greedy_scan(&logits), "length {len}");
+        }
+        // The first of equal largest ones, wherever the lanes put them.
+        let mut ties = vec![0.0_f32; 100];
+        ties[37] = 5.0;
+        ties[21] = 5.0;
+        ties[99] = 5.0;
+        assert_eq!(argmax(&ties), 21);
+        // The largest in the tail after the last full lane chunk.
+        let mut tail = vec![-1.0_f32; 35];
+        tail[34] = 2.0;
+        assert_eq!(argmax(&tail), 34);
+        // NaN is never chosen over a number; all -inf is the first token.
+        assert_eq!(argmax(&[f32::NAN, 1.0, f32::NAN, 3.0, 2.0]), 3);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 40]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn only_an_unpenalised_greedy_chain_is_plain() {
+        let greedy = Sampling {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            ..Sampling::default()
+        };
+        assert!(greedy.is_plain_greedy());
+        let penalised = Sampling {
+            repeat_penalty: 1.1,
+            ..greedy.clone()
+        };
+        assert!(!penalised.is_plain_greedy());
+        // A penalty over no tokens is no penalty: llama.cpp gets none.
+        let windowless = Sampling {
+            penalty_last_n: 0,
+            ..penalised
+        };
+        assert!(windowless.is_plain_greedy());
+        let sampled = Sampling {
+            temperature: 0.8,
+            ..greedy
+        };
+        assert!(!sampled.is_plain_greedy());
+    }
 
     #[test]
     fn the_penalty_window_never_exceeds_the_context() {

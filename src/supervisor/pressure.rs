@@ -91,12 +91,7 @@ impl<R: ModelRuntime> SupervisorState<R> {
         if !matches!(model.state, ModelState::Ready | ModelState::Loading) {
             let max = self.settings.models_max as usize;
             let limit = self.settings.host_cache_bytes;
-            let active: Vec<_> = self
-                .models
-                .values()
-                .filter(|m| m.state.is_active())
-                .collect();
-            let mut count = active.len();
+            let mut count = self.models.values().filter(|m| m.state.is_active()).count();
             let mut cache = self.cache_used();
             let mut idle: Vec<(&String, &super::record::ModelRecord<R>)> = self
                 .models
