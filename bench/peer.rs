@@ -10,7 +10,8 @@
 //!   and cold (the file evicted first: `drop_caches`, or
 //!   `posix_fadvise(DONTNEED)` without root).
 //!
-//! Each figure is the median of several runs; the table prints ours, the
+//! Each figure is the median of several runs (the speeds in rounds that
+//! alternate between the two servers, both up); the table prints ours, the
 //! peer's and the ratio. A second run of ours with `--park-bytes` holding
 //! one model measures the swap again with the evicted model parked (its
 //! worker kept without a context, woken by the request): a budget the user
@@ -167,46 +168,52 @@ struct Figures {
     cold_swap_ms: f64,
 }
 
-fn measure(server: &Server, models: &Path) -> Figures {
-    // Warm both models once (first loads, kernel and page caches).
+/// TTFT, one stream's and 8 streams' tokens per second of each server, the
+/// medians of rounds that take turns: round `r` measures every server before
+/// round `r + 1` starts, so a host whose speed drifts (a shared machine)
+/// moves both sides alike instead of tilting the ratio.
+fn speeds(servers: [&Server; 2]) -> [(f64, f64, f64); 2] {
+    for server in servers {
+        warm(server);
+    }
+    let mut samples = [(); 2].map(|()| (Vec::new(), Vec::new(), Vec::new()));
+    for _ in 0..ROUNDS {
+        for (server, (ttft, one, eight)) in servers.iter().zip(samples.iter_mut()) {
+            ttft.push(complete(server, "a", 1).0.as_secs_f64() * 1e3);
+            let (took, tokens) = complete(server, "a", TOKENS);
+            one.push(tokens as f64 / took.as_secs_f64());
+            let start = Instant::now();
+            let tokens: u64 = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..PARALLEL)
+                    .map(|_| s.spawn(|| complete(server, "a", TOKENS).1))
+                    .collect();
+                runs.into_iter().map(|r| r.join().unwrap()).sum()
+            });
+            eight.push(tokens as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    samples.map(|(ttft, one, eight)| (median(ttft), median(one), median(eight)))
+}
+
+/// Both models loaded once (first loads, kernel and page caches); "a" last.
+fn warm(server: &Server) {
     complete(server, "a", 4);
     complete(server, "b", 4);
     complete(server, "a", 4);
-    let ttft = median(
-        (0..ROUNDS)
-            .map(|_| complete(server, "a", 1).0.as_secs_f64() * 1e3)
-            .collect(),
-    );
-    let one = median(
-        (0..ROUNDS)
-            .map(|_| {
-                let (took, tokens) = complete(server, "a", TOKENS);
-                tokens as f64 / took.as_secs_f64()
-            })
-            .collect(),
-    );
-    let eight = median(
-        (0..3)
-            .map(|_| {
-                let start = Instant::now();
-                let tokens: u64 = std::thread::scope(|s| {
-                    let runs: Vec<_> = (0..PARALLEL)
-                        .map(|_| s.spawn(|| complete(server, "a", TOKENS).1))
-                        .collect();
-                    runs.into_iter().map(|r| r.join().unwrap()).sum()
-                });
-                tokens as f64 / start.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
-    // "a" answered last.
+}
+
+/// A server's figures: its `speed` and its swaps, warm and cold. It must be
+/// the only server up: another one's mappings would keep a file in the page
+/// cache that a cold swap evicts.
+fn measure(server: &Server, models: &Path, speed: (f64, f64, f64)) -> Figures {
+    warm(server);
     let mut running = "a";
     let swap_ms = swaps(server, models, &mut running, ROUNDS, false);
     let cold_swap_ms = swaps(server, models, &mut running, 3, true);
     Figures {
-        ttft_ms: ttft,
-        one_stream: one,
-        eight_streams: eight,
+        ttft_ms: speed.0,
+        one_stream: speed.1,
+        eight_streams: speed.2,
         swap_ms,
         cold_swap_ms,
     }
@@ -367,21 +374,28 @@ fn main() {
         std::fs::copy(&demo, models.path().join(format!("{id}.gguf"))).unwrap();
     }
     let state = state_dir();
+    // Both up at once (the one not being measured is idle), so that their
+    // speeds are measured in alternating rounds; then each alone for its swaps.
+    let [speed, peer_speed] = {
+        let server = ours(models.path(), state.path(), &[]);
+        let other = peer(Path::new(&peer_bin), models.path());
+        speeds([&server, &other])
+    };
     let us = {
         let server = ours(models.path(), state.path(), &[]);
-        let figures = measure(&server, models.path());
+        let figures = measure(&server, models.path(), speed);
         swap_breakdown(&server);
         figures
+    };
+    let them = {
+        let server = peer(Path::new(&peer_bin), models.path());
+        measure(&server, models.path(), peer_speed)
     };
     let parked = {
         let state = state_dir();
         let one_model = std::fs::metadata(&demo).unwrap().len().to_string();
         let server = ours(models.path(), state.path(), &["--park-bytes", &one_model]);
         parked_swaps(&server, models.path())
-    };
-    let them = {
-        let server = peer(Path::new(&peer_bin), models.path());
-        measure(&server, models.path())
     };
     println!(
         "peer: {} vs {}; {} cores, --parallel {PARALLEL}, ctx {CTX} per slot, median of {ROUNDS}",
