@@ -1,5 +1,6 @@
 //! Compiles the gRPC contracts with protox (no system protoc) and keeps the
-//! file descriptor set for server reflection.
+//! file descriptor set for server reflection; compiles the engine's C++ shim
+//! over llama.cpp's metadata dump and wraps llama.cpp's calls into it.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or_else(|| "unknown".to_owned(), |v| v.trim_matches('"').to_owned());
     println!("cargo:rustc-env=ROUTER_LLAMA_CPP=llama.cpp from llama-cpp-sys-2 {sys}");
 
+    metadata_dump();
+
     let protos = [
         "llama_router/v1/models.proto",
         "llama_router/v1/inference.proto",
@@ -48,4 +51,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
+}
+
+/// `src/engine/metadata_dump.cpp`: every target of this crate links it whole
+/// and the linker sends llama.cpp's calls to `gguf_kv_to_str` (by its mangled
+/// name) to its `__wrap_` version.
+fn metadata_dump() {
+    let source = "src/engine/metadata_dump.cpp";
+    println!("cargo:rerun-if-changed={source}");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(source)
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .link_lib_modifier("+whole-archive")
+        .compile("llama_router_metadata_dump");
+    println!("cargo:rustc-link-arg=-Wl,--wrap=_Z14gguf_kv_to_strB5cxx11PK12gguf_contexti");
 }

@@ -275,7 +275,8 @@ fn unix_ms() -> u64 {
 
 /// Where our swap's time goes, from the daemon's own log lines (their
 /// arrival times, to the millisecond): the old worker's stop, the new one's
-/// spawn up to llama.cpp's first line, llama.cpp's metadata and vocabulary,
+/// start (the spare worker handed its command line, else a spawn) up to
+/// llama.cpp's first line, llama.cpp's metadata and vocabulary,
 /// its tensors (mapped, with the CPU weight repack), context and KV
 /// allocation up to READY, then prompt and first token.
 fn swap_breakdown(server: &Server) {
@@ -307,7 +308,7 @@ fn swap_breakdown(server: &Server) {
     };
     let ms = |a: u64, b: u64| b.saturating_sub(a);
     println!(
-        "swap breakdown (llama-router, ms): request -> old worker stopped {}, -> new worker spawned {}, -> llama.cpp's first line {}, metadata + vocabulary {}, tensors (mapped, CPU repack) {}, context + KV + warm-up to READY {}, READY -> first token {}; total {}",
+        "swap breakdown (llama-router, ms): request -> old worker stopped {}, -> new worker started (the spare, else spawned) {}, -> llama.cpp's first line {}, metadata + vocabulary {}, tensors (mapped, CPU repack) {}, context + KV + warm-up to READY {}, READY -> first token {}; total {}",
         ms(asked, stopped),
         ms(stopped.min(spawned), spawned),
         ms(spawned, first),

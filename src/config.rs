@@ -68,6 +68,9 @@ pub struct Config {
     pub gpu_memory_budget: u64,
     /// Lock loaded models' pages in RAM (mlock).
     pub mlock: bool,
+    /// Keep one worker process started ahead of need, llama.cpp initialised
+    /// and no model loaded, for the next load to take (`worker::spare`).
+    pub spare_worker: bool,
     /// Load requests that may wait for a free slot before RESOURCE_EXHAUSTED.
     pub load_queue: usize,
     /// Threads reading a model into RAM.
@@ -138,6 +141,7 @@ impl Default for Config {
             park_bytes: 0,
             gpu_memory_budget: 0,
             mlock: false,
+            spare_worker: true,
             load_queue: 64,
             prefetch_threads: 4,
             watch_debounce_ms: 500,

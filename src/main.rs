@@ -41,7 +41,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker(args) => worker(args),
+        Command::Worker(args) => worker(args.parent_pid, &args.log_level.clone(), |rt| {
+            rt.block_on(llama_router::child::server::run(args, None))
+        }),
+        Command::WorkerStandby(standby) => {
+            worker(standby.parent_pid, &standby.log_level.clone(), |rt| {
+                let (args, backend) = llama_router::child::standby::wait_for_model(&standby)?;
+                rt.block_on(llama_router::child::server::run(args, Some(backend)))
+            })
+        }
         Command::GpuProbe => {
             let found = llama_router::gpu::probe::discover_here();
             match serde_json::to_vec(&found) {
@@ -123,18 +131,23 @@ fn llama_server(args: Vec<String>) -> ExitCode {
     daemon_exit(result)
 }
 
-/// The hidden `worker` subcommand: logs JSON lines on stderr for the daemon to forward.
-fn worker(args: llama_router::worker::WorkerArgs) -> ExitCode {
+/// The hidden `worker` and `worker-standby` subcommands: log JSON lines on
+/// stderr for the daemon to forward, die with the daemon, then `serve`.
+fn worker(
+    parent_pid: u32,
+    log_level: &str,
+    serve: impl FnOnce(&tokio::runtime::Runtime) -> Result<(), llama_router::child::server::WorkerError>,
+) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         telemetry::init_with_tap(
             telemetry::LogFormat::Json,
-            &args.log_level,
+            log_level,
             Some(llama_router::engine::offload::tap),
         )?;
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-        llama_router::child::server::tie_to_parent(args.parent_pid)?;
+        llama_router::child::server::tie_to_parent(parent_pid)?;
         llama_router::child::server::default_fault_signals();
-        runtime()?.block_on(llama_router::child::server::run(args))?;
+        serve(&runtime()?)?;
         Ok(())
     })();
     match result {
@@ -189,6 +202,7 @@ fn run_client(command: Command) -> ExitCode {
             | Command::LlamaServer(_)
             | Command::Inspect(_)
             | Command::Worker(_)
+            | Command::WorkerStandby(_)
             | Command::GpuProbe
             | Command::Config(_) => Ok(()),
         }

@@ -167,8 +167,10 @@ fn builtin_named(path: &Path) -> Option<&'static str> {
     path.to_str().and_then(templates::builtin)
 }
 
-/// Loads the model, serves it, and returns after SIGTERM/SIGINT once in-flight requests end.
-pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+/// Loads the model, serves it, and returns after SIGTERM/SIGINT once in-flight
+/// requests end. `backend`: llama.cpp as a spare worker initialised it (None:
+/// initialise it here).
+pub async fn run(args: WorkerArgs, backend: Option<LlamaBackend>) -> Result<(), WorkerError> {
     // First of all, so that a crash while loading is captured too.
     let _capture = args.crash_socket.as_deref().and_then(|socket| {
         super::capture::install(socket)
@@ -178,7 +180,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let first = check_shards(&args.shards)?.to_path_buf();
     let (model, engine) = tokio::task::spawn_blocking({
         let args = args.clone();
-        move || load(&first, &args)
+        move || load(&first, &args, backend)
     })
     .await
     .map_err(|e| WorkerError::Llama(format!("loading panicked: {e}")))??;
@@ -225,8 +227,15 @@ pub async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     served.map_err(WorkerError::from)
 }
 
-fn load(first: &Path, args: &WorkerArgs) -> Result<(Arc<LlamaModel>, EngineHandle), WorkerError> {
-    let backend = LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?;
+fn load(
+    first: &Path,
+    args: &WorkerArgs,
+    backend: Option<LlamaBackend>,
+) -> Result<(Arc<LlamaModel>, EngineHandle), WorkerError> {
+    let backend = match backend {
+        Some(backend) => backend,
+        None => LlamaBackend::init().map_err(|e| WorkerError::Llama(e.to_string()))?,
+    };
     let backend = Arc::new(backend);
     let mut params = LlamaModelParams::default();
     // One device, main_gpu: the daemon's ledger holds the model's memory there

@@ -134,6 +134,9 @@ pub enum Command {
     /// Runs one model's inference engine (started by the daemon, not by hand).
     #[command(hide = true)]
     Worker(crate::worker::WorkerArgs),
+    /// A spare worker: initialises llama.cpp, then reads its `worker` command line on stdin.
+    #[command(hide = true)]
+    WorkerStandby(crate::worker::args::StandbyArgs),
     /// Prints the GPUs this machine has as JSON (what the daemon runs at start-up).
     #[command(hide = true)]
     GpuProbe,

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Lock loaded models in RAM.
     #[arg(long)]
     pub mlock: bool,
+    /// Keep no spare worker (a worker process started ahead of the next load).
+    #[arg(long)]
+    pub no_spare_worker: bool,
     /// Load requests that may wait for a slot [default: 64].
     #[arg(long, value_name = "N")]
     pub load_queue: Option<usize>,
@@ -132,6 +135,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     mlock: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    spare_worker: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     load_queue: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prefetch_threads: Option<usize>,
@@ -182,6 +187,7 @@ impl ServeArgs {
             park_bytes: self.park_bytes,
             gpu_memory_budget: self.gpu_memory_budget,
             mlock: self.mlock.then_some(true),
+            spare_worker: self.no_spare_worker.then_some(false),
             load_queue: self.load_queue,
             prefetch_threads: self.prefetch_threads,
             watch_debounce_ms: self.watch_debounce_ms,

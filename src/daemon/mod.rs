@@ -123,6 +123,7 @@ pub async fn serve(
         gpus: discover_gpus(config.gpu_memory_budget).await,
         logs: crate::worker::LogBook::default(),
         crashes: open_crash_store(&config, &metrics),
+        spares: crate::worker::spare::Spares::new(config.spare_worker),
     };
     warn_offload_without_gpu(&config.params, &worker_env.gpus);
     let crashes = worker_env.crashes.clone();

@@ -16,11 +16,22 @@ pub(super) fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
     }
 }
 
+/// The host cache left to models: a spare worker's RAM comes out of a limit.
+fn host_cache_bytes(config: &Config) -> u64 {
+    match config.host_cache_bytes {
+        0 => 0,
+        limit if config.spare_worker => limit
+            .saturating_sub(crate::worker::spare::SPARE_BYTES)
+            .max(1),
+        limit => limit,
+    }
+}
+
 /// The supervisor's limits from a configuration.
 pub(super) fn supervisor_settings(config: &Config) -> SupervisorSettings {
     SupervisorSettings {
         models_max: config.models_max,
-        host_cache_bytes: config.host_cache_bytes,
+        host_cache_bytes: host_cache_bytes(config),
         park_bytes: config.park_bytes,
         load_queue: config.load_queue,
         idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),
@@ -100,6 +111,9 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     }
     if old.worker_wrapper != new.worker_wrapper {
         keys.push("worker_wrapper");
+    }
+    if old.spare_worker != new.spare_worker {
+        keys.push("spare_worker");
     }
     keys
 }

@@ -10,6 +10,7 @@ pub mod grammar;
 pub mod infill;
 pub mod limits;
 pub mod logprobs;
+mod metadata_dump;
 pub mod offload;
 mod progress;
 mod prompt_cache;

@@ -13,6 +13,60 @@ use crate::params::{ModelParams, SamplingSettings, to_argv};
 /// What the worker prints on stdout once it serves (the daemon waits for it).
 pub const READY_LINE: &str = "READY";
 
+/// The most a spare worker reads on its stdin: a worker's command line (the
+/// kernel caps a real argv at a few MiB; ours are far shorter).
+pub const MAX_STANDBY_INPUT: u64 = 1 << 20;
+
+/// Arguments of the hidden `worker-standby` subcommand: a spare worker,
+/// started before any model needs it (`worker::spare`). It reads the
+/// `worker` command line it is to run on its stdin.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct StandbyArgs {
+    /// The daemon's pid: the worker exits at once if its parent is another process.
+    #[arg(long)]
+    pub parent_pid: u32,
+    /// Log filter.
+    #[arg(long)]
+    pub log_level: String,
+}
+
+impl StandbyArgs {
+    /// The argv after the binary's path: `worker-standby --parent-pid ...`.
+    pub fn to_argv(&self) -> Vec<OsString> {
+        vec![
+            "worker-standby".into(),
+            "--parent-pid".into(),
+            self.parent_pid.to_string().into(),
+            "--log-level".into(),
+            self.log_level.clone().into(),
+        ]
+    }
+}
+
+/// Why a spare worker could not take the command line it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum StandbyInputError {
+    /// Not a `worker` command line this binary parses.
+    #[error("not a worker command line: {0}")]
+    Parse(#[from] clap::Error),
+    /// Longer than [`MAX_STANDBY_INPUT`].
+    #[error("a worker command line over {MAX_STANDBY_INPUT} bytes")]
+    TooLong,
+}
+
+/// The `worker` command line as a parser sees it.
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct WorkerLine {
+    #[command(subcommand)]
+    command: WorkerCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum WorkerCommand {
+    Worker(WorkerArgs),
+}
+
 /// Arguments of the hidden `worker` subcommand (started by the daemon only).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct WorkerArgs {
@@ -73,6 +127,32 @@ impl WorkerArgs {
         argv.extend(self.shards.iter().map(|s| s.clone().into_os_string()));
         argv
     }
+
+    /// What a spare worker is sent on its stdin: the argv of [`to_argv`](Self::to_argv),
+    /// each argument ended by a NUL (no argument holds one; any may hold a newline).
+    pub fn to_standby_input(&self) -> Vec<u8> {
+        let mut input = Vec::new();
+        for arg in self.to_argv() {
+            input.extend_from_slice(arg.as_encoded_bytes());
+            input.push(0);
+        }
+        input
+    }
+
+    /// Parses what [`to_standby_input`](Self::to_standby_input) wrote.
+    pub fn from_standby_input(input: &[u8]) -> Result<Self, StandbyInputError> {
+        if input.len() as u64 > MAX_STANDBY_INPUT {
+            return Err(StandbyInputError::TooLong);
+        }
+        let body = input.strip_suffix(&[0]).unwrap_or(input);
+        let argv = body.split(|&b| b == 0).map(|arg| {
+            use std::os::unix::ffi::OsStrExt;
+            std::ffi::OsStr::from_bytes(arg).to_os_string()
+        });
+        let WorkerCommand::Worker(args) =
+            <WorkerLine as clap::Parser>::try_parse_from(argv)?.command;
+        Ok(args)
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +160,7 @@ mod tests {
     use super::*;
     use crate::params::{CacheType, FlashAttn, GpuLayers};
     use clap::Parser;
+    use std::os::unix::ffi::OsStrExt;
 
     #[derive(Parser)]
     struct Wrapper {
@@ -129,6 +210,8 @@ mod tests {
         argv.extend(args.to_argv());
         let Sub::Worker(parsed) = Wrapper::parse_from(argv).command;
         assert_eq!(parsed, args);
+        let sent = args.to_standby_input();
+        assert_eq!(WorkerArgs::from_standby_input(&sent).unwrap(), args);
         for layers in [GpuLayers::All, GpuLayers::Auto] {
             let args = WorkerArgs {
                 params: ModelParams {
@@ -143,5 +226,50 @@ mod tests {
             let Sub::Worker(parsed) = Wrapper::parse_from(argv).command;
             assert_eq!(parsed, args);
         }
+    }
+
+    #[test]
+    fn a_spare_takes_any_path_and_refuses_other_input() {
+        let args = WorkerArgs {
+            model_id: "m".into(),
+            socket: "/run/x/w 1.sock".into(),
+            queue: 1,
+            parent_pid: 7,
+            log_level: "debug".into(),
+            chat_template: None,
+            crash_socket: None,
+            params: ModelParams::default(),
+            sampling: SamplingSettings::default(),
+            // A newline and bytes that are not UTF-8 are legal in a file name.
+            shards: vec![PathBuf::from(std::ffi::OsStr::from_bytes(
+                b"/m/a\nb\xff.gguf",
+            ))],
+        };
+        let sent = args.to_standby_input();
+        assert_eq!(WorkerArgs::from_standby_input(&sent).unwrap(), args);
+        assert!(WorkerArgs::from_standby_input(b"").is_err());
+        assert!(WorkerArgs::from_standby_input(b"serve\0--models-dir\0/m\0").is_err());
+        let huge = vec![b'x'; (MAX_STANDBY_INPUT + 1) as usize];
+        assert!(matches!(
+            WorkerArgs::from_standby_input(&huge),
+            Err(StandbyInputError::TooLong)
+        ));
+        let standby = StandbyArgs {
+            parent_pid: 7,
+            log_level: "info".into(),
+        };
+        #[derive(Parser)]
+        struct Spare {
+            #[command(subcommand)]
+            command: SpareSub,
+        }
+        #[derive(clap::Subcommand)]
+        enum SpareSub {
+            WorkerStandby(StandbyArgs),
+        }
+        let mut argv = vec![OsString::from("llama-router")];
+        argv.extend(standby.to_argv());
+        let SpareSub::WorkerStandby(parsed) = Spare::parse_from(argv).command;
+        assert_eq!(parsed, standby);
     }
 }

@@ -3,7 +3,8 @@
 //! `logs` relays and bounds its output, `logbook` keeps every model's recent
 //! lines for the console, `liveness` pings it, `exit` says how
 //! it ended, `sockets` owns the directory of their sockets, `sleep` parks
-//! and wakes one, and `args` is the command line both sides share.
+//! and wakes one, `spare` keeps a worker started ahead of need, and `args`
+//! is the command line both sides share.
 
 pub mod args;
 mod command;
@@ -16,6 +17,7 @@ mod logs;
 pub mod process;
 mod sleep;
 pub mod sockets;
+pub mod spare;
 
 pub use args::WorkerArgs;
 pub use exit::{WorkerEnded, WorkerExit};

@@ -23,6 +23,7 @@ use super::in_flight::InFlight;
 use super::liveness::liveness;
 use super::logbook::LogBook;
 use super::logs::{OutputMeter, StderrTail};
+use super::spare::{self, Spares};
 use crate::crashes::{CaptureServer, CrashStore};
 use crate::proto::worker_pb::worker_service_client::WorkerServiceClient;
 use crate::settings::{WorkerExtras, WorkerSettings};
@@ -51,6 +52,8 @@ pub struct WorkerEnv {
     pub logs: LogBook,
     /// Where crash reports go (none: not kept).
     pub crashes: Option<CrashStore>,
+    /// The spare worker a start takes instead of spawning (`spare`).
+    pub spares: Spares,
 }
 
 /// What requests hold of a running worker: its channel and how it ended.
@@ -150,16 +153,28 @@ impl WorkerProcess {
             sampling: extras.sampling,
             shards: shards.clone(),
         };
-        let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-        let mut child = worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
-            .spawn()
-            .map_err(|e| WorkerExit::SpawnFailed {
-                program: describe_program(&env.wrapper, &env.exe),
-                error: e.to_string(),
-            })?;
+        let spare = match env.spares.take(env, !extras.env.is_empty()) {
+            // One that would not take it is dropped, which kills it.
+            Some(spare) => spare::hand_over(spare, &args).await.ok(),
+            None => None,
+        };
+        let from_spare = spare.is_some();
+        let mut child = match spare {
+            Some(child) => child,
+            None => {
+                let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
+                worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
+                    .spawn()
+                    .map_err(|e| WorkerExit::SpawnFailed {
+                        program: describe_program(&env.wrapper, &env.exe),
+                        error: e.to_string(),
+                    })?
+            }
+        };
         let pid = child.id().unwrap_or(0);
+        let how = if from_spare { ", the spare worker" } else { "" };
         env.logs
-            .push(model_id, "INFO", format!("worker started (pid {pid})"));
+            .push(model_id, "INFO", format!("worker started (pid {pid}{how})"));
         let tail = Arc::new(Mutex::new(StderrTail::default()));
         let output = OutputMeter::new();
         let stderr_relay = child.stderr.take().map(|stderr| {

@@ -58,6 +58,7 @@ async fn supervisor(
             log_level: "info".into(),
             gpus: Default::default(),
             logs: Default::default(),
+            spares: crate::worker::spare::Spares::new(false),
         },
     )
 }
