@@ -522,9 +522,16 @@ async fn host_cache_bytes_limits_what_is_resident() {
     sparse_model(&dir.path().join("m2.gguf"), 6 << 20);
     sparse_model(&dir.path().join("huge.gguf"), 64 << 20);
     let limit = (10u64 << 20).to_string();
+    // No spare worker: its 16 MiB would not leave these models room.
     let d = Daemon::start(
         dir.path(),
-        &["--host-cache-bytes", &limit, "--models-max", "0"],
+        &[
+            "--host-cache-bytes",
+            &limit,
+            "--models-max",
+            "0",
+            "--no-spare-worker",
+        ],
     )
     .await;
     let err = load(&d, "huge").await.unwrap_err();

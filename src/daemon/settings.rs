@@ -16,22 +16,16 @@ pub(super) fn header_limits(config: &Config) -> crate::gguf::HeaderLimits {
     }
 }
 
-/// The host cache left to models: a spare worker's RAM comes out of a limit.
-fn host_cache_bytes(config: &Config) -> u64 {
-    match config.host_cache_bytes {
-        0 => 0,
-        limit if config.spare_worker => limit
-            .saturating_sub(crate::worker::spare::SPARE_BYTES)
-            .max(1),
-        limit => limit,
-    }
-}
-
 /// The supervisor's limits from a configuration.
 pub(super) fn supervisor_settings(config: &Config) -> SupervisorSettings {
     SupervisorSettings {
         models_max: config.models_max,
-        host_cache_bytes: host_cache_bytes(config),
+        host_cache_bytes: config.host_cache_bytes,
+        host_cache_reserved: if config.spare_worker {
+            crate::worker::spare::SPARE_BYTES
+        } else {
+            0
+        },
         park_bytes: config.park_bytes,
         load_queue: config.load_queue,
         idle_ttl: (config.idle_ttl > 0).then(|| Duration::from_secs(config.idle_ttl)),

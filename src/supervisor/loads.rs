@@ -37,9 +37,15 @@ impl<R: ModelRuntime> SupervisorState<R> {
             return Ok(watch::channel(LoadStatus::Ready(Box::new(view))).1);
         }
         let limit = self.settings.host_cache_bytes;
-        if limit > 0 && model.size() > limit {
+        let reserved = self.settings.host_cache_reserved;
+        if limit > 0 && model.size().saturating_add(reserved) > limit {
+            let spare = if reserved > 0 {
+                format!(", {reserved} of it held by the spare worker (--no-spare-worker frees it)")
+            } else {
+                String::new()
+            };
             return Err(SupervisorError::ResourceExhausted(format!(
-                "model {id} needs {} bytes but --host-cache-bytes is {limit}",
+                "model {id} needs {} bytes but --host-cache-bytes is {limit}{spare}",
                 model.size()
             )));
         }

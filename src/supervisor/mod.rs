@@ -59,6 +59,9 @@ pub struct SupervisorSettings {
     pub models_max: u32,
     /// Host RAM the resident tier may hold (0 = no limit).
     pub host_cache_bytes: u64,
+    /// Host RAM counted in `host_cache_bytes` that no model holds: the
+    /// spare worker's (`worker::spare`).
+    pub host_cache_reserved: u64,
     /// Host RAM evicted models may keep with their worker, parked (0 = none:
     /// an evicted model is released).
     pub park_bytes: u64,

@@ -163,13 +163,14 @@ impl<R: ModelRuntime> SupervisorState<R> {
         self.models.values().filter(|m| m.state.is_active()).count()
     }
 
-    /// Host RAM that active and parked models hold or are about to.
+    /// Host RAM that active and parked models hold or are about to, and
+    /// what is reserved beside them.
     pub(super) fn cache_used(&self) -> u64 {
         self.models
             .values()
             .filter(|m| m.holds_host_cache())
             .map(ModelRecord::host_bytes)
-            .sum()
+            .fold(self.settings.host_cache_reserved, u64::saturating_add)
     }
 
     /// Whether `size` more bytes fit in the host cache.

@@ -7,8 +7,7 @@
 //!
 //! Its terms: a spare exists only once a first worker started (a daemon that
 //! never loads a model starts none); it holds no model, no socket and no GPU
-//! memory (its RAM is counted against `--host-cache-bytes`: see
-//! [`SPARE_BYTES`]); nothing pings it, and one found dead when taken is
+//! memory (its own RAM counts in `--host-cache-bytes`: [`SPARE_BYTES`]); nothing pings it, and one found dead when taken is
 //! replaced and the worker spawned as before. A model with its own `env`
 //! table, or a daemon with a `worker_wrapper`, never uses one: a process's
 //! environment and wrapper are fixed when it starts.
@@ -23,11 +22,11 @@ use super::args::{StandbyArgs, WorkerArgs};
 use super::command::worker_command;
 use super::process::WorkerEnv;
 
-/// Host RAM a spare worker holds, reserved out of `--host-cache-bytes` when
+/// Host RAM a spare worker holds, counted in `--host-cache-bytes` when
 /// spares are on. Measured with the Vulkan build: 75 MiB resident, of which
 /// 15 MiB its own (runtime, llama.cpp's backend state) and the rest the
-/// binary's pages, shared with the daemon through the page cache.
-pub const SPARE_BYTES: u64 = 64 << 20;
+/// binary's pages, which the daemon maps too (one copy, in the page cache).
+pub const SPARE_BYTES: u64 = 16 << 20;
 
 /// The daemon's spare worker, shared by every worker start.
 #[derive(Debug, Clone, Default)]

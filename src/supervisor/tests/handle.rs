@@ -38,6 +38,7 @@ async fn supervisor(
         SupervisorSettings {
             models_max,
             host_cache_bytes: 0,
+            host_cache_reserved: 0,
             park_bytes: 0,
             load_queue: 8,
             idle_ttl: None,

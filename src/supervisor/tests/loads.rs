@@ -183,6 +183,28 @@ fn a_model_bigger_than_the_host_cache_is_refused() {
 }
 
 #[test]
+fn the_spare_workers_reserve_counts_in_the_host_cache() {
+    let settings = SupervisorSettings {
+        host_cache_bytes: 250,
+        host_cache_reserved: 60,
+        ..settings(0)
+    };
+    let mut h = Harness::new(settings, &[("a", 100), ("b", 100), ("big", 200)]);
+    match h.load("big") {
+        Err(SupervisorError::ResourceExhausted(m)) => {
+            assert!(m.contains("60 of it held by the spare worker"), "{m}")
+        }
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    h.load_ready("a");
+    h.tick(1);
+    h.take_calls();
+    // 60 + 100 + 100 is over 250: a goes for b.
+    h.load("b").unwrap();
+    assert_eq!(h.unloaded(), ["a"]);
+}
+
+#[test]
 fn a_full_host_cache_evicts_to_make_room() {
     let settings = SupervisorSettings {
         host_cache_bytes: 250,

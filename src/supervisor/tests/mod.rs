@@ -50,6 +50,7 @@ pub(super) fn settings(models_max: u32) -> SupervisorSettings {
     SupervisorSettings {
         models_max,
         host_cache_bytes: 0,
+        host_cache_reserved: 0,
         park_bytes: 0,
         load_queue: 4,
         idle_ttl: None,
