@@ -153,7 +153,8 @@ impl WorkerProcess {
             sampling: extras.sampling,
             shards: shards.clone(),
         };
-        let spare = match env.spares.take(env, !extras.env.is_empty()) {
+        let own_env = !extras.env.is_empty();
+        let spare = match env.spares.take(env, own_env) {
             // One that would not take it is dropped, which kills it.
             Some(spare) => spare::hand_over(spare, &args).await.ok(),
             None => None,
@@ -171,6 +172,7 @@ impl WorkerProcess {
                     })?
             }
         };
+        env.spares.refill(env, own_env);
         let pid = child.id().unwrap_or(0);
         let how = if from_spare { ", the spare worker" } else { "" };
         env.logs

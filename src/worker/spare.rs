@@ -1,9 +1,9 @@
 //! The spare worker: one `llama-router worker-standby` process kept ready
 //! (`child::standby`), which has started and initialised llama.cpp's
 //! backends and devices but loads no model. The next worker start takes it
-//! and sends it its command line instead of spawning a process, and a new
-//! spare starts in its place. That start overlaps the taken worker's model
-//! load, whose metadata and vocabulary phase keeps one core busy.
+//! and sends it its command line instead of spawning a process; once that
+//! worker runs, a new spare starts in its place, beside the taken worker's
+//! model load (whose metadata and vocabulary phase keeps one core busy).
 //!
 //! Its terms: a spare exists only once a first worker started (a daemon that
 //! never loads a model starts none); it holds no model, no socket and no GPU
@@ -50,22 +50,37 @@ impl Spares {
         }
     }
 
-    /// A live spare for a worker started in `env` (`own_env`: with
-    /// environment variables of its own), if it may use one; another is
-    /// started in its place.
+    /// Whether a worker started in `env` (`own_env`: with environment
+    /// variables of its own) may be a spare.
+    fn apply(&self, env: &WorkerEnv, own_env: bool) -> bool {
+        self.on && !own_env && env.wrapper.is_empty()
+    }
+
+    /// A live spare for a worker started in `env`, if it may use one.
     pub fn take(&self, env: &WorkerEnv, own_env: bool) -> Option<Child> {
-        if !self.on || own_env || !env.wrapper.is_empty() {
+        if !self.apply(env, own_env) {
             return None;
         }
-        let mut slot = self.slot.lock().ok()?;
-        let taken = slot.take().and_then(|mut child| {
-            // Still waiting: a spare that died is dropped (reaped by tokio).
-            matches!(child.try_wait(), Ok(None)).then_some(child)
-        });
-        *slot = start(env)
-            .map_err(|e| tracing::warn!(error = %e, "cannot start a spare worker: {e}"))
-            .ok();
-        taken
+        let mut child = self.slot.lock().ok()?.take()?;
+        // Still waiting: a spare that died is dropped (reaped by tokio).
+        matches!(child.try_wait(), Ok(None)).then_some(child)
+    }
+
+    /// Starts a spare for the next worker like this one, unless one waits.
+    /// Called once a start has its process, so that the fork and exec are
+    /// not on that start's path.
+    pub fn refill(&self, env: &WorkerEnv, own_env: bool) {
+        if !self.apply(env, own_env) {
+            return;
+        }
+        let Ok(mut slot) = self.slot.lock() else {
+            return;
+        };
+        if slot.is_none() {
+            *slot = start(env)
+                .map_err(|e| tracing::warn!(error = %e, "cannot start a spare worker: {e}"))
+                .ok();
+        }
     }
 }
 
@@ -146,11 +161,14 @@ mod tests {
             env.spares.take(&env, false).is_none(),
             "the first start finds none"
         );
+        env.spares.refill(&env, false);
         let spare = env
             .spares
             .take(&env, false)
             .expect("the one the first start left");
+        assert!(env.spares.slot.lock().unwrap().is_none(), "taken");
         let mut worker = hand_over(spare, &args()).await.unwrap();
+        env.spares.refill(&env, false);
         assert!(worker.wait().await.unwrap().success());
         let sent = std::fs::read(&got).unwrap();
         assert_eq!(WorkerArgs::from_standby_input(&sent).unwrap(), args());
@@ -164,7 +182,7 @@ mod tests {
     async fn a_dead_spare_is_not_handed_out() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_with(dir.path(), "exit 3");
-        assert!(env.spares.take(&env, false).is_none());
+        env.spares.refill(&env, false);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(env.spares.take(&env, false).is_none(), "it had exited");
     }
@@ -173,7 +191,12 @@ mod tests {
     async fn no_spare_for_a_model_with_its_own_env_a_wrapper_or_when_off() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_with(dir.path(), "exec sleep 30");
-        env.spares.take(&env, false);
+        env.spares.refill(&env, true);
+        assert!(
+            env.spares.slot.lock().unwrap().is_none(),
+            "none made for such a start"
+        );
+        env.spares.refill(&env, false);
         assert!(
             env.spares.take(&env, true).is_none(),
             "its env is fixed at spawn"
@@ -194,7 +217,7 @@ mod tests {
             spares: Spares::new(false),
             ..env.clone()
         };
-        assert!(off.spares.take(&off, false).is_none());
+        off.spares.refill(&off, false);
         assert!(off.spares.take(&off, false).is_none());
     }
 }
