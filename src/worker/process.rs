@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::args::{READY_LINE, WorkerArgs};
-use super::command::{describe_program, worker_command};
 use super::crash::{Crashed, Pending, capture_server, device_names, log_when_symbolized, record};
 use super::exit::{WorkerEnded, WorkerExit};
 use super::in_flight::InFlight;
@@ -153,26 +152,7 @@ impl WorkerProcess {
             sampling: extras.sampling,
             shards: shards.clone(),
         };
-        let own_env = !extras.env.is_empty();
-        let spare = match env.spares.take(env, own_env) {
-            // One that would not take it is dropped, which kills it.
-            Some(spare) => spare::hand_over(spare, &args).await.ok(),
-            None => None,
-        };
-        let from_spare = spare.is_some();
-        let mut child = match spare {
-            Some(child) => child,
-            None => {
-                let extra_env = extras.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-                worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
-                    .spawn()
-                    .map_err(|e| WorkerExit::SpawnFailed {
-                        program: describe_program(&env.wrapper, &env.exe),
-                        error: e.to_string(),
-                    })?
-            }
-        };
-        env.spares.refill(env, own_env);
+        let (mut child, from_spare) = spare::launch(env, &args, &extras.env).await?;
         let pid = child.id().unwrap_or(0);
         let how = if from_spare { ", the spare worker" } else { "" };
         env.logs

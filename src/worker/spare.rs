@@ -12,6 +12,7 @@
 //! table, or a daemon with a `worker_wrapper`, never uses one: a process's
 //! environment and wrapper are fixed when it starts.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
 use super::args::{StandbyArgs, WorkerArgs};
-use super::command::worker_command;
+use super::command::{describe_program, worker_command};
+use super::exit::WorkerExit;
 use super::process::WorkerEnv;
 
 /// Host RAM a spare worker holds, counted in `--host-cache-bytes` when
@@ -57,7 +59,7 @@ impl Spares {
     }
 
     /// A live spare for a worker started in `env`, if it may use one.
-    pub fn take(&self, env: &WorkerEnv, own_env: bool) -> Option<Child> {
+    fn take(&self, env: &WorkerEnv, own_env: bool) -> Option<Child> {
         if !self.apply(env, own_env) {
             return None;
         }
@@ -69,7 +71,7 @@ impl Spares {
     /// Starts a spare for the next worker like this one, unless one waits.
     /// Called once a start has its process, so that the fork and exec are
     /// not on that start's path.
-    pub fn refill(&self, env: &WorkerEnv, own_env: bool) {
+    fn refill(&self, env: &WorkerEnv, own_env: bool) {
         if !self.apply(env, own_env) {
             return;
         }
@@ -82,6 +84,37 @@ impl Spares {
                 .ok();
         }
     }
+}
+
+/// The process of the worker `args` describe: the spare, handed its command
+/// line, when one may serve; else a fresh spawn with the model's `own_env`.
+/// Either way a spare for the next start is then started. True: the spare.
+pub async fn launch(
+    env: &WorkerEnv,
+    args: &WorkerArgs,
+    own_env: &BTreeMap<String, String>,
+) -> Result<(Child, bool), WorkerExit> {
+    let has_env = !own_env.is_empty();
+    let spare = match env.spares.take(env, has_env) {
+        // One that would not take it is dropped, which kills it.
+        Some(spare) => hand_over(spare, args).await.ok(),
+        None => None,
+    };
+    let launched = match spare {
+        Some(child) => (child, true),
+        None => {
+            let extra_env = own_env.iter().map(|(k, v)| (k.clone(), v.clone()));
+            let child = worker_command(&env.wrapper, &env.exe, args.to_argv(), extra_env)
+                .spawn()
+                .map_err(|e| WorkerExit::SpawnFailed {
+                    program: describe_program(&env.wrapper, &env.exe),
+                    error: e.to_string(),
+                })?;
+            (child, false)
+        }
+    };
+    env.spares.refill(env, has_env);
+    Ok(launched)
 }
 
 /// Starts a spare: the worker's command with a piped stdin and no model.
@@ -97,7 +130,7 @@ fn start(env: &WorkerEnv) -> std::io::Result<Child> {
 
 /// Makes `spare` the worker `args` describe: sends it the command line and
 /// closes its stdin. Gives the spare back when it would not take it.
-pub async fn hand_over(mut spare: Child, args: &WorkerArgs) -> Result<Child, Child> {
+async fn hand_over(mut spare: Child, args: &WorkerArgs) -> Result<Child, Child> {
     let Some(mut stdin) = spare.stdin.take() else {
         return Err(spare);
     };
