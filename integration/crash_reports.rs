@@ -306,6 +306,14 @@ async fn a_model_file_truncated_under_a_stream_is_a_sigbus_report_naming_the_fil
         }),
         "no ggml/llama frame with file:line: {frames:#?}"
     );
+    // And on up through llama.cpp into ours, whichever ggml kernel it hit
+    // (those that realign their stack take the CFI expressions of crashes::cfi).
+    assert!(
+        frames.iter().any(|f| f["function"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("llama_router::engine::"))),
+        "the stack stops short of the engine's decode loop: {frames:#?}"
+    );
     let requests = report["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 1, "the stream in flight: {report:#}");
     // The one ERROR event carries the top frames.

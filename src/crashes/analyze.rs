@@ -1,7 +1,8 @@
 //! A worker's minidump, read: the crash reason and address, the mapped file
 //! the address lies in (a model file truncated under the worker shows as an
 //! offset past its end), and every thread's stack, unwound and symbolized
-//! with the binary's own DWARF (function, `file:line`) by minidump-processor.
+//! with the binary's own DWARF (function, `file:line`) by minidump-processor,
+//! and through frames framehop cannot unwind by [`super::cfi`].
 
 use std::path::{Path, PathBuf};
 
@@ -102,8 +103,15 @@ pub async fn analyze(dump: Vec<u8>, fault_address: Option<u64>) -> Result<Analys
     let modules: MinidumpModuleList = dump
         .get_stream()
         .map_err(|e| format!("the minidump has no module list: {e}"))?;
-    let provider =
-        minidump_unwind::debuginfo::DebugInfoSymbolProvider::new(&system, &modules).await;
+    let mut provider = minidump_unwind::MultiSymbolProvider::new();
+    // First, for the frames framehop would unwind by guesswork; it answers
+    // for no other.
+    if system.cpu == minidump::system_info::Cpu::X86_64 {
+        provider.add(Box::new(super::cfi::ExpressionCfi::default()));
+    }
+    provider.add(Box::new(
+        minidump_unwind::debuginfo::DebugInfoSymbolProvider::new(&system, &modules).await,
+    ));
     let state = minidump_processor::process_minidump(&dump, &provider)
         .await
         .map_err(|e| format!("unwinding the minidump: {e}"))?;

@@ -11,6 +11,7 @@
 
 pub mod analyze;
 pub mod capture;
+mod cfi;
 mod store;
 
 use std::path::PathBuf;
