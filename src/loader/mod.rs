@@ -96,8 +96,41 @@ pub enum LoadError {
 
 /// One mapped shard.
 struct MappedShard {
+    path: PathBuf,
     file: File,
     map: Mmap,
+    /// Its length when opened.
+    len: u64,
+}
+
+impl MappedShard {
+    fn open(path: &Path) -> Result<Self, LoadError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let len = file.metadata().map_err(io_error(path))?.len();
+        // SAFETY: read-only private mapping. The daemon never dereferences it
+        // for tensor data (prefetch uses pread), so a file truncated under it
+        // cannot raise SIGBUS here.
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
+        // Readahead is advisory; a refusal is harmless.
+        let _ = map.advise(Advice::WillNeed);
+        Ok(MappedShard {
+            path: path.to_path_buf(),
+            file,
+            map,
+            len,
+        })
+    }
+
+    /// `Changed` when the file is no longer as long as when it was opened.
+    fn changed(&self) -> Option<LoadError> {
+        let found = self.file.metadata().ok()?.len();
+        (found != self.len).then(|| LoadError::Changed {
+            path: self.path.clone(),
+            expected: self.len,
+            found,
+        })
+    }
 }
 
 /// A model resident in host RAM: its validated headers and one mapping per shard.
@@ -141,60 +174,53 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
 /// Loads the model made of `files` (in shard order).
 ///
 /// Blocking: run it on a blocking thread. `progress` is called from the
-/// reading threads; `cancel` is checked between chunks.
+/// reading threads; `cancel` is checked between chunks. The reads need only
+/// the files' lengths, so they start before the headers are parsed and run
+/// beside the parse (a cold load's header reads then wait on the same I/O
+/// instead of ahead of it); a header that fails stops them.
 pub fn load(
     files: &[PathBuf],
     options: LoadOptions,
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<ResidentModel, LoadError> {
-    let mut headers = Vec::with_capacity(files.len());
+    if files.is_empty() {
+        return Err(LoadError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "model has no files"),
+        });
+    }
     let mut mapped = Vec::with_capacity(files.len());
     for path in files {
-        // llama.cpp reads the vocabulary itself; the loader needs the tensors.
-        let header = read_header_with(path, &options.header, Decode::Summary)?;
-        let file = File::open(path).map_err(io_error(path))?;
-        let len = file.metadata().map_err(io_error(path))?.len();
-        if len != header.file_len {
-            return Err(LoadError::Changed {
-                path: path.clone(),
-                expected: header.file_len,
-                found: len,
-            });
-        }
-        // SAFETY: read-only private mapping. The daemon never dereferences it
-        // for tensor data (prefetch uses pread), so a file truncated under it
-        // cannot raise SIGBUS here.
-        #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
-        // Readahead is advisory; a refusal is harmless.
-        let _ = map.advise(Advice::WillNeed);
-        headers.push(Shard {
-            path: path.clone(),
-            header,
-        });
-        mapped.push(MappedShard { file, map });
+        mapped.push(MappedShard::open(path)?);
         progress(Progress {
             phase: Phase::Mapping,
             bytes_done: 0,
             bytes_total: 0,
         });
     }
-    let mut headers = headers.into_iter();
-    let Some(first) = headers.next() else {
-        return Err(LoadError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "model has no files"),
-        });
+    let stop = AtomicBool::new(false);
+    let (model, read) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| prefetch(&mapped, options.threads, cancel, &stop, progress));
+        let model = parse_headers(&mapped, &options.header);
+        if model.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        (model, reading.join().unwrap_or(Err(LoadError::Cancelled)))
+    });
+    let model = match model {
+        Ok(model) => model,
+        // A header cut short by a file that changed since it was opened says
+        // less than the change does.
+        Err(e) => return Err(mapped.iter().find_map(MappedShard::changed).unwrap_or(e)),
     };
-    let model = GgufModel::from_shards(first, headers.collect())?;
-    prefetch(&model, &mapped, options.threads, cancel, progress)?;
+    read?;
     if options.mlock {
-        for (shard, m) in model.shards().zip(&mapped) {
-            check_len(&m.file, &shard.path, shard.header.file_len)?;
+        for m in &mapped {
+            check_len(&m.file, &m.path, m.len)?;
             m.map.lock().map_err(|source| LoadError::Mlock {
-                path: shard.path.clone(),
-                bytes: shard.header.file_len,
+                path: m.path.clone(),
+                bytes: m.len,
                 source,
             })?;
         }
@@ -203,6 +229,33 @@ pub fn load(
         model,
         shards: mapped,
     })
+}
+
+/// The shards' headers, validated as one model whose files are as long as
+/// when they were opened.
+fn parse_headers(mapped: &[MappedShard], caps: &HeaderLimits) -> Result<GgufModel, LoadError> {
+    let mut shards = Vec::with_capacity(mapped.len());
+    for m in mapped {
+        // llama.cpp reads the vocabulary itself; the loader needs the tensors.
+        let header = read_header_with(&m.path, caps, Decode::Summary)?;
+        if header.file_len != m.len {
+            return Err(LoadError::Changed {
+                path: m.path.clone(),
+                expected: m.len,
+                found: header.file_len,
+            });
+        }
+        shards.push(Shard {
+            path: m.path.clone(),
+            header,
+        });
+    }
+    let mut shards = shards.into_iter();
+    let first = shards.next().ok_or_else(|| LoadError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "model has no files"),
+    })?;
+    Ok(GgufModel::from_shards(first, shards.collect())?)
 }
 
 fn check_len(file: &File, path: &Path, expected: u64) -> Result<(), LoadError> {
@@ -217,28 +270,22 @@ fn check_len(file: &File, path: &Path, expected: u64) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Reads every byte of every shard once, in parallel, reporting progress.
+/// Reads every byte of every shard once, in parallel, reporting progress;
+/// stops at `cancel` (the caller's) or `stop` (the header parse failed).
 fn prefetch(
-    model: &GgufModel,
     mapped: &[MappedShard],
     threads: usize,
     cancel: &AtomicBool,
+    stop: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(), LoadError> {
-    let total = model.total_bytes();
-    let chunks: Vec<(&Path, &MappedShard, u64, u64)> = model
-        .shards()
-        .zip(mapped)
-        .flat_map(|(shard, m)| {
-            let len = shard.header.file_len;
-            (0..len.div_ceil(CHUNK)).map(move |i| {
+    let total = mapped.iter().map(|m| m.len).sum();
+    let chunks: Vec<(&MappedShard, u64, u64)> = mapped
+        .iter()
+        .flat_map(|m| {
+            (0..m.len.div_ceil(CHUNK)).map(move |i| {
                 let start = i.saturating_mul(CHUNK);
-                (
-                    shard.path.as_path(),
-                    m,
-                    start,
-                    CHUNK.min(len.saturating_sub(start)),
-                )
+                (m, start, CHUNK.min(m.len.saturating_sub(start)))
             })
         })
         .collect();
@@ -253,18 +300,23 @@ fn prefetch(
         let mut buf = vec![0u8; CHUNK as usize];
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(path, shard, start, len)) = chunks.get(i) else {
+            let Some(&(shard, start, len)) = chunks.get(i) else {
                 return Ok(());
             };
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                 return Err(LoadError::Cancelled);
             }
-            if resident(&shard.map, start, len) {
+            let read = if resident(&shard.map, start, len) {
                 // In the page cache already: only make sure the file still holds it.
-                check_len(&shard.file, path, start.saturating_add(len))?;
+                check_len(&shard.file, &shard.path, start.saturating_add(len))
             } else {
                 let want = buf.get_mut(..len as usize).unwrap_or_default();
-                read_chunk(&shard.file, path, want, start)?;
+                read_chunk(&shard.file, &shard.path, want, start)
+            };
+            if read.is_err() {
+                // The other readers stop at their next chunk.
+                stop.store(true, Ordering::Relaxed);
+                return read;
             }
             let now = done.fetch_add(len, Ordering::Relaxed).saturating_add(len);
             progress(Progress {
@@ -280,11 +332,14 @@ fn prefetch(
         let mut result = Ok(());
         for h in handles {
             let r = h.join().unwrap_or(Err(LoadError::Cancelled));
-            if result.is_ok() {
-                if r.is_err() {
-                    // Stop the other readers early.
-                    cancel.store(true, Ordering::Relaxed);
-                }
+            // The error that stopped the others, over their Cancelled.
+            let replaces = match (&result, &r) {
+                (_, Ok(())) => false,
+                (Ok(()), Err(_)) => true,
+                (Err(LoadError::Cancelled), Err(e)) => !matches!(e, LoadError::Cancelled),
+                (Err(_), Err(_)) => false,
+            };
+            if replaces {
                 result = r;
             }
         }

@@ -103,3 +103,39 @@ fn cancel_stops_the_load() {
     let err = load(&[path], opts(), &cancel, &|_| {}).unwrap_err();
     assert!(matches!(err, LoadError::Cancelled));
 }
+
+#[test]
+fn a_bad_header_fails_as_such_though_the_reads_had_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.write_all_at(b"NOTAGGUF", 0).unwrap();
+    let err = load(&[path], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
+    assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn with_several_readers_a_file_shrinking_mid_load_is_changed_not_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 16 << 20);
+    let shrunk = AtomicBool::new(false);
+    let result = load(
+        std::slice::from_ref(&path),
+        opts(),
+        &AtomicBool::new(false),
+        &|p| {
+            if p.phase == Phase::Prefetching
+                && p.bytes_done > 0
+                && !shrunk.swap(true, Ordering::SeqCst)
+            {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(4096).unwrap();
+            }
+        },
+    );
+    assert!(
+        matches!(result, Err(LoadError::Changed { found: 4096, .. })),
+        "{result:?}"
+    );
+}
