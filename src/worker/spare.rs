@@ -188,8 +188,10 @@ mod tests {
     #[tokio::test]
     async fn a_start_takes_the_spare_the_one_before_it_left_and_sends_it_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
+        // Each process its own file: the replacing spare's shell opens its
+        // own at once, which must not truncate the one the worker wrote.
         let got = dir.path().join("got");
-        let env = env_with(dir.path(), &format!("cat > '{}'", got.display()));
+        let env = env_with(dir.path(), &format!("cat > '{}'.$$", got.display()));
         assert!(
             env.spares.take(&env, false).is_none(),
             "the first start finds none"
@@ -202,8 +204,9 @@ mod tests {
         assert!(env.spares.slot.lock().unwrap().is_none(), "taken");
         let mut worker = hand_over(spare, &args()).await.unwrap();
         env.spares.refill(&env, false);
+        let pid = worker.id().unwrap();
         assert!(worker.wait().await.unwrap().success());
-        let sent = std::fs::read(&got).unwrap();
+        let sent = std::fs::read(got.with_extension(pid.to_string())).unwrap();
         assert_eq!(WorkerArgs::from_standby_input(&sent).unwrap(), args());
         assert!(
             env.spares.slot.lock().unwrap().is_some(),
