@@ -104,8 +104,8 @@ pub async fn analyze(dump: Vec<u8>, fault_address: Option<u64>) -> Result<Analys
         .get_stream()
         .map_err(|e| format!("the minidump has no module list: {e}"))?;
     let mut provider = minidump_unwind::MultiSymbolProvider::new();
-    // First, for the frames framehop would unwind by guesswork; it answers
-    // for no other.
+    // First, for frames whose rules are expressions (framehop unwinds those
+    // by guesswork); it leaves every other frame to framehop.
     if system.cpu == minidump::system_info::Cpu::X86_64 {
         provider.add(Box::new(super::cfi::ExpressionCfi::default()));
     }

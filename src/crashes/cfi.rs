@@ -5,7 +5,9 @@
 //! expression, and where it cannot evaluate a rule it guesses with the frame
 //! pointer (`rbp + 16`, 8 to 24 bytes off after a realignment), so a crash in
 //! such a kernel unwound one frame and stopped there. This provider is asked
-//! before framehop and answers only for such frames: it evaluates the
+//! before framehop and answers only for frames whose CFA, return address or
+//! rbp rule is an expression (those, and a few framehop could do, such as
+//! PLT entries and the signal trampoline): it evaluates the
 //! frame's `.eh_frame` row with gimli, reading the stack from the minidump.
 //! x86-64 only (the register names are its).
 
@@ -103,8 +105,9 @@ impl UnwindSections {
     /// Unwinds the walker's frame, whose instruction lies at `address` in
     /// this module, if its row has an expression: sets the caller's stack
     /// pointer (the CFA), instruction pointer and the callee-saved registers
-    /// the row restores. None (framehop's to unwind) when no row covers it,
-    /// its rules are plain offsets, or a rule cannot be evaluated.
+    /// the row restores (one whose rule cannot be evaluated is cleared).
+    /// None (framehop's to unwind) when no row covers it, its rules are plain
+    /// offsets, or its CFA or return address cannot be evaluated.
     pub fn unwind(&self, address: u64, walker: &mut (dyn FrameWalker + Send)) -> Option<()> {
         let (eh_frame, bases, fde) = self.fde(address)?;
         let encoding = fde.cie().encoding();
@@ -146,10 +149,14 @@ impl UnwindSections {
                 rule => Some((register, restore(&rule, cfa, &eh_frame, encoding, walker))),
             })
             .collect();
+        // Names first: a walker left half-written would mislead framehop.
+        let restored = restored
+            .into_iter()
+            .map(|(register, value)| Some((X86_64::register_name(register)?, value)))
+            .collect::<Option<Vec<_>>>()?;
         walker.set_cfa(cfa)?;
         walker.set_ra(return_address)?;
-        for (register, value) in restored {
-            let name = X86_64::register_name(register)?;
+        for (name, value) in restored {
             match value {
                 Some(v) => walker.set_caller_register(name, v)?,
                 None => walker.clear_caller_register(name),

@@ -36,9 +36,10 @@ pub struct LoadOptions {
 /// What the loader is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Reading headers, mapping and validating.
+    /// Opening and mapping the files.
     Mapping,
-    /// Reading the files into RAM.
+    /// Reading the files into RAM (and, beside it, parsing and validating
+    /// the headers).
     Prefetching,
 }
 
@@ -177,7 +178,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
 /// reading threads; `cancel` is checked between chunks. The reads need only
 /// the files' lengths, so they start before the headers are parsed and run
 /// beside the parse (a cold load's header reads then wait on the same I/O
-/// instead of ahead of it); a header that fails stops them.
+/// instead of ahead of it); a header that fails stops these reads (not the
+/// kernel's readahead, which `MADV_WILLNEED` asked for).
 pub fn load(
     files: &[PathBuf],
     options: LoadOptions,
@@ -206,7 +208,12 @@ pub fn load(
         if model.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
-        (model, reading.join().unwrap_or(Err(LoadError::Cancelled)))
+        // A reader's panic stays a panic (the caller reports it), as when
+        // the reads ran on this thread.
+        let read = reading
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (model, read)
     });
     let model = match model {
         Ok(model) => model,
@@ -271,7 +278,8 @@ fn check_len(file: &File, path: &Path, expected: u64) -> Result<(), LoadError> {
 }
 
 /// Reads every byte of every shard once, in parallel, reporting progress;
-/// stops at `cancel` (the caller's) or `stop` (the header parse failed).
+/// stops at `cancel` (the caller's) or `stop` (the header parse or another
+/// reader failed).
 fn prefetch(
     mapped: &[MappedShard],
     threads: usize,
