@@ -186,12 +186,6 @@ pub fn load(
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<ResidentModel, LoadError> {
-    if files.is_empty() {
-        return Err(LoadError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "model has no files"),
-        });
-    }
     let mut mapped = Vec::with_capacity(files.len());
     for path in files {
         mapped.push(MappedShard::open(path)?);
@@ -337,21 +331,16 @@ fn prefetch(
     let threads = threads.clamp(1, chunks.len().max(1));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads).map(|_| scope.spawn(reader)).collect();
-        let mut result = Ok(());
-        for h in handles {
-            let r = h.join().unwrap_or(Err(LoadError::Cancelled));
-            // The error that stopped the others, over their Cancelled.
-            let replaces = match (&result, &r) {
-                (_, Ok(())) => false,
-                (Ok(()), Err(_)) => true,
-                (Err(LoadError::Cancelled), Err(e)) => !matches!(e, LoadError::Cancelled),
-                (Err(_), Err(_)) => false,
-            };
-            if replaces {
-                result = r;
-            }
-        }
-        result
+        let errors: Vec<LoadError> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap_or(Err(LoadError::Cancelled)).err())
+            .collect();
+        // The error that stopped the others, over their Cancelled (the first
+        // of the least: min_by_key keeps the first of equals).
+        errors
+            .into_iter()
+            .min_by_key(|e| matches!(e, LoadError::Cancelled))
+            .map_or(Ok(()), Err)
     })
 }
 

@@ -139,3 +139,12 @@ fn with_several_readers_a_file_shrinking_mid_load_is_changed_not_cancelled() {
         "{result:?}"
     );
 }
+
+#[test]
+fn a_model_without_files_is_an_error() {
+    let err = load(&[], opts(), &AtomicBool::new(false), &|_| {}).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+}
