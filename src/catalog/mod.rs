@@ -14,8 +14,10 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -60,6 +62,7 @@ enum Msg {
 pub struct CatalogHandle {
     tx: mpsc::Sender<Msg>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    scans: Arc<AtomicU64>,
 }
 
 impl CatalogHandle {
@@ -68,6 +71,7 @@ impl CatalogHandle {
     pub fn spawn(root: PathBuf, debounce: Duration, caps: HeaderLimits) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let scans = Arc::new(AtomicU64::new(0));
         let actor = CatalogActor {
             root,
             debounce,
@@ -77,9 +81,19 @@ impl CatalogHandle {
             watcher: None,
             retry: RETRY_FIRST,
             problems: Vec::new(),
+            scans: scans.clone(),
         };
         tokio::spawn(actor.run(rx));
-        CatalogHandle { tx, snapshots }
+        CatalogHandle {
+            tx,
+            snapshots,
+            scans,
+        }
+    }
+
+    /// How many times the directory has been scanned since the start.
+    pub fn scans(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
     }
 
     /// Scans now and returns the resulting snapshot (also published).
@@ -119,6 +133,7 @@ struct CatalogActor {
     retry: Duration,
     /// What the last scan could not read (warned about once, not every retry).
     problems: Vec<String>,
+    scans: Arc<AtomicU64>,
 }
 
 impl CatalogActor {
@@ -160,6 +175,9 @@ impl CatalogActor {
                 let tx = fs_tx.clone();
                 let watcher =
                     notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                        if res.as_ref().is_ok_and(|event| !may_change_the_list(&event.kind)) {
+                            return;
+                        }
                         if let Err(e) = &res {
                             // Events may have been lost (queue overflow): look again.
                             tracing::warn!(error = %e, "the models directory watch reported an error; rescanning");
@@ -189,6 +207,7 @@ impl CatalogActor {
     }
 
     async fn scan(&mut self, rescan_at: &mut Option<Instant>) -> Arc<Snapshot> {
+        self.scans.fetch_add(1, Ordering::Relaxed);
         let root = self.root.clone();
         let settle = self.debounce;
         let caps = self.caps;
@@ -291,6 +310,18 @@ impl CatalogActor {
         due(rescan_at, self.retry);
         self.retry = self.retry.saturating_mul(2).min(RETRY_MAX);
         self.problems = problems;
+    }
+}
+
+/// Whether a watch event may change what a scan finds. Opening or reading a
+/// file does not (and the scan itself opens the directory: counting that
+/// rescanned an idle directory every debounce, forever); a file closed after
+/// writing does (a copy just finished).
+fn may_change_the_list(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

@@ -159,3 +159,62 @@ async fn the_actor_keeps_the_list_while_the_directory_is_away() {
     );
     assert_eq!(back.entries, first.entries);
 }
+
+#[test]
+fn opening_or_reading_a_file_is_no_reason_to_rescan_but_a_finished_write_is() {
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
+    for quiet in [
+        EventKind::Access(AccessKind::Open(AccessMode::Any)),
+        EventKind::Access(AccessKind::Open(AccessMode::Read)),
+        EventKind::Access(AccessKind::Read),
+        EventKind::Access(AccessKind::Close(AccessMode::Read)),
+    ] {
+        assert!(!super::may_change_the_list(&quiet), "{quiet:?}");
+    }
+    for change in [
+        EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        EventKind::Create(CreateKind::File),
+        EventKind::Modify(ModifyKind::Any),
+        EventKind::Remove(RemoveKind::File),
+        EventKind::Any,
+        EventKind::Other,
+    ] {
+        assert!(super::may_change_the_list(&change), "{change:?}");
+    }
+}
+
+/// Waits (up to 5 s) until `catalog` has scanned more than `than` times.
+async fn scanned_past(catalog: &CatalogHandle, than: u64) -> bool {
+    for _ in 0..100 {
+        if catalog.scans() > than {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_idle_directory_is_not_scanned_again_nor_one_whose_models_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    model(&dir.path().join("a.gguf"), "A");
+    let debounce = Duration::from_millis(40);
+    let catalog = CatalogHandle::spawn(dir.path().to_path_buf(), debounce, HeaderLimits::default());
+    // The watch starts on the first poll and scans once.
+    assert!(scanned_past(&catalog, 0).await, "the catalog never scanned");
+    tokio::time::sleep(debounce * 5).await;
+    let settled = catalog.scans();
+    std::fs::read(dir.path().join("a.gguf")).unwrap();
+    tokio::time::sleep(debounce * 15).await;
+    assert_eq!(
+        catalog.scans(),
+        settled,
+        "scans went on in an idle directory whose model was only read"
+    );
+    // The watch still works: a new model is a reason.
+    model(&dir.path().join("b.gguf"), "B");
+    assert!(
+        scanned_past(&catalog, settled).await,
+        "a new model did not rescan"
+    );
+}
