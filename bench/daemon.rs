@@ -6,8 +6,10 @@
 //!    plain `read`s of the same header bytes.
 //! 2. ListModels throughput over the Unix socket with 1,000 models, 8
 //!    concurrent clients, vs GetStatus (the cheapest call) in the same run.
-//! 3. Load-to-ready of the demo model with a cold page cache
-//!    (`echo 3 > /proc/sys/vm/drop_caches`) vs `cat FILE > /dev/null`, also cold.
+//! 3. Load-to-ready of the demo model with a cold page cache vs
+//!    `cat FILE > /dev/null`, also cold: once with everything cold
+//!    (`echo 3 > /proc/sys/vm/drop_caches`), once with the model file alone
+//!    cold (`posix_fadvise(DONTNEED)`, the daemon's own code staying resident).
 //!
 //! `make bench` runs it; or `DEMO_MODEL=path cargo bench --bench daemon`.
 
@@ -137,63 +139,107 @@ async fn bench_list_models(dir: &Path) {
 /// drift then moves both alike); the medians are compared.
 const COLD_ROUNDS: usize = 5;
 
+/// How a round makes the model cold.
+#[derive(Clone, Copy)]
+enum Cooling {
+    /// `drop_caches`: everything is cold, the daemon's own code pages too
+    /// (a daemon that has run a while has them resident; `cat` is tiny).
+    Everything,
+    /// `posix_fadvise(DONTNEED)` on the model file alone: what a running
+    /// daemon meets when it loads a model nobody has read lately.
+    ModelFile,
+}
+
+impl Cooling {
+    fn apply(self, model: &Path) -> bool {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        match self {
+            Cooling::Everything => support::drop_caches(),
+            Cooling::ModelFile => File::open(model).is_ok_and(|file| {
+                posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).is_ok()
+            }),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Cooling::Everything => "all cold",
+            Cooling::ModelFile => "file cold",
+        }
+    }
+}
+
+/// One load of `demo` to ready (host tier only, no worker), then its unload.
+async fn load_to_ready(d: &Daemon) -> Duration {
+    let mut client = d.client().await;
+    let started = Instant::now();
+    let mut stream = client
+        .load_model(pb::LoadModelRequest {
+            id: "demo".into(),
+            dry_run: false,
+            start_worker: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = stream.next().await {
+        if p.unwrap().model.is_some() {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    client
+        .unload_model(pb::UnloadModelRequest { id: "demo".into() })
+        .await
+        .unwrap();
+    took
+}
+
 async fn bench_cold_load(demo: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("demo.gguf");
     std::fs::copy(demo, &model).unwrap();
     let d = Daemon::start(dir.path(), &[]).await;
-    let mut cold = true;
-    let mut loads = Vec::with_capacity(COLD_ROUNDS);
-    let mut cats = Vec::with_capacity(COLD_ROUNDS);
-    for _ in 0..COLD_ROUNDS {
-        cold &= support::drop_caches();
-        let started = Instant::now();
-        let mut stream = d
-            .client()
-            .await
-            .load_model(pb::LoadModelRequest {
-                id: "demo".into(),
-                dry_run: false,
-                start_worker: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(p) = stream.next().await {
-            if p.unwrap().model.is_some() {
-                break;
-            }
-        }
-        loads.push(started.elapsed());
-        d.client()
-            .await
-            .unload_model(pb::UnloadModelRequest { id: "demo".into() })
-            .await
-            .unwrap();
-        cold &= support::drop_caches();
-        cats.push(timed(|| {
+    let cat = || {
+        timed(|| {
             let status = std::process::Command::new("cat")
                 .arg(&model)
                 .stdout(std::process::Stdio::null())
                 .status()
                 .unwrap();
             assert!(status.success());
-        }));
-    }
-    if !cold {
-        println!("  (cannot drop the page cache here: not root? the numbers below are warm)");
-    }
+        })
+    };
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v.get(v.len() / 2).copied().unwrap()
     };
-    let which = if cold { "cold cache" } else { "warm cache" };
-    support::print_ratio(
-        &format!("load-to-ready, demo model ({which}), median of {COLD_ROUNDS}"),
-        median(&mut loads),
-        "cat FILE > /dev/null",
-        median(&mut cats),
-    );
+    for cooling in [Cooling::Everything, Cooling::ModelFile] {
+        let mut cold = true;
+        let mut loads = Vec::with_capacity(COLD_ROUNDS);
+        let mut cats = Vec::with_capacity(COLD_ROUNDS);
+        for _ in 0..COLD_ROUNDS {
+            cold &= cooling.apply(&model);
+            loads.push(load_to_ready(&d).await);
+            cold &= cooling.apply(&model);
+            cats.push(cat());
+        }
+        if !cold {
+            println!(
+                "  ({}: cannot evict the page cache here; the numbers below are warm)",
+                cooling.label()
+            );
+        }
+        support::print_ratio(
+            &format!(
+                "load-to-ready, demo ({}), median of {COLD_ROUNDS}",
+                cooling.label()
+            ),
+            median(&mut loads),
+            "cat FILE > /dev/null",
+            median(&mut cats),
+        );
+    }
 }
 
 fn main() {

@@ -73,18 +73,32 @@ pub fn read_header_with(
     caps: &HeaderLimits,
     decode: Decode,
 ) -> Result<GgufHeader, GgufError> {
+    let file = File::open(path).map_err(|source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_header_of(&file, path, caps, decode)
+}
+
+/// [`read_header_with`] on a file already open (`path` names it in errors):
+/// what is read is that file, whatever `path` has become since.
+pub fn read_header_of(
+    file: &File,
+    path: &Path,
+    caps: &HeaderLimits,
+    decode: Decode,
+) -> Result<GgufHeader, GgufError> {
     let max_header = caps.header_bytes();
     let io_err = |source| GgufError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err)?;
     let mut file_len = file.metadata().map_err(io_err)?.len();
     let mut buf = Vec::new();
     let mut want = INITIAL_READ.min(file_len);
     let mut walk = HeaderWalk::default();
     loop {
-        fill(&file, &mut buf, usize::try_from(want).unwrap_or(usize::MAX)).map_err(io_err)?;
+        fill(file, &mut buf, usize::try_from(want).unwrap_or(usize::MAX)).map_err(io_err)?;
         if (buf.len() as u64) < want {
             // The file shrank since we sized it; parse what is really there.
             file_len = buf.len() as u64;
@@ -158,16 +172,19 @@ fn fill(file: &File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One `read(2)` of at most `most` bytes appended to `buf` (within its capacity).
+/// One `pread(2)` of at most `most` bytes, at the file's offset `buf.len()`,
+/// appended to `buf` (within its capacity). By offset, not the descriptor's
+/// position: a descriptor the caller shares reads the same.
 #[allow(unsafe_code)]
 fn read_into_spare(file: &File, buf: &mut Vec<u8>, most: usize) -> std::io::Result<usize> {
+    let offset = libc::off_t::try_from(buf.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(most);
     // SAFETY: `spare` is writable memory owned by `buf`, at least `len`
-    // bytes long; read(2) writes at most `len` bytes at its start.
-    let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    // bytes long; pread(2) writes at most `len` bytes at its start.
+    let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, offset) };
     let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
-    // SAFETY: read(2) returned `n <= len`: the first `n` spare bytes are
+    // SAFETY: pread(2) returned `n <= len`: the first `n` spare bytes are
     // initialized, by that read.
     unsafe { buf.set_len(buf.len().saturating_add(n.min(len))) };
     Ok(n)

@@ -25,7 +25,9 @@ pub mod writer;
 mod tests;
 
 pub use error::{GgufError, Problem};
-pub use file::{MAX_HEADER_BYTES, MappedFile, parse_slice, read_header, read_header_with};
+pub use file::{
+    MAX_HEADER_BYTES, MappedFile, parse_slice, read_header, read_header_of, read_header_with,
+};
 pub use ggml_type::{GgmlType, TypeIdError};
 pub use header::{
     DEFAULT_ALIGNMENT, GgufHeader, KEY_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME_BYTES,

@@ -1,22 +1,23 @@
 //! The loader: maps a model's shards, validates them and brings them into host RAM.
 //!
-//! Pages are brought in with `pread` into a scratch buffer (plus
-//! `MADV_WILLNEED` on the mapping), never by touching the mapping: a file that
-//! shrinks or vanishes mid-load then gives a short read and a clean error, not
-//! a SIGBUS in the daemon. A chunk already in the page cache (`mincore`, which
+//! Pages are brought in by reading the file (`read`: `sendfile` to
+//! `/dev/null`, plus `MADV_WILLNEED` on the mapping), never by touching the
+//! mapping: a file that shrinks or vanishes mid-load then gives a short read
+//! and a clean error, not a SIGBUS in the daemon. A chunk already in the page cache (`mincore`, which
 //! reads page tables only) is not read again, only checked to still be in the
 //! file: a swap back to a model read moments ago copies nothing. Each shard
 //! keeps its own mapping (and its mlock, when asked) until the model is
 //! unloaded.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memmap2::{Advice, Mmap};
 
-use crate::gguf::{Decode, GgufError, GgufModel, HeaderLimits, Shard, read_header_with};
+use read::{Sink, resident};
+
+use crate::gguf::{Decode, GgufError, GgufModel, HeaderLimits, Shard, read_header_of};
 
 /// Bytes read per prefetch request.
 const CHUNK: u64 = 8 << 20;
@@ -238,7 +239,8 @@ fn parse_headers(mapped: &[MappedShard], caps: &HeaderLimits) -> Result<GgufMode
     let mut shards = Vec::with_capacity(mapped.len());
     for m in mapped {
         // llama.cpp reads the vocabulary itself; the loader needs the tensors.
-        let header = read_header_with(&m.path, caps, Decode::Summary)?;
+        // From the file opened and mapped, not whatever the path names now.
+        let header = read_header_of(&m.file, &m.path, caps, Decode::Summary)?;
         if header.file_len != m.len {
             return Err(LoadError::Changed {
                 path: m.path.clone(),
@@ -299,7 +301,7 @@ fn prefetch(
         bytes_total: total,
     });
     let reader = || -> Result<(), LoadError> {
-        let mut buf = vec![0u8; CHUNK as usize];
+        let mut sink = Sink::open();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(&(shard, start, len)) = chunks.get(i) else {
@@ -312,8 +314,7 @@ fn prefetch(
                 // In the page cache already: only make sure the file still holds it.
                 check_len(&shard.file, &shard.path, start.saturating_add(len))
             } else {
-                let want = buf.get_mut(..len as usize).unwrap_or_default();
-                read_chunk(&shard.file, &shard.path, want, start)
+                sink.read(&shard.file, &shard.path, start, len)
             };
             if read.is_err() {
                 // The other readers stop at their next chunk.
@@ -344,64 +345,7 @@ fn prefetch(
     })
 }
 
-/// Reads `want.len()` bytes at `start` of `file`; a short file is `Changed`.
-fn read_chunk(file: &File, path: &Path, want: &mut [u8], start: u64) -> Result<(), LoadError> {
-    let end = start.saturating_add(want.len() as u64);
-    let mut filled = 0usize;
-    while filled < want.len() {
-        let rest = want.get_mut(filled..).unwrap_or_default();
-        match file.read_at(rest, start.saturating_add(filled as u64)) {
-            Ok(0) => {
-                let found = file.metadata().map(|m| m.len()).unwrap_or(0);
-                return Err(LoadError::Changed {
-                    path: path.to_path_buf(),
-                    expected: end,
-                    found,
-                });
-            }
-            Ok(n) => filled = filled.saturating_add(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(path)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Whether the `len` bytes at `start` of `map` are all in the page cache
-/// (`mincore(2)`: it reads the page tables and never faults a page in, so a
-/// truncated file cannot raise SIGBUS here). False when it cannot tell: since
-/// Linux 5.0 that includes a file the daemon may not write (it then reports
-/// only pages this process has mapped), which is read again as before.
-fn resident(map: &Mmap, start: u64, len: u64) -> bool {
-    let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
-        return false;
-    };
-    let Some(range) = map.get(start..start.saturating_add(len)) else {
-        return false;
-    };
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let Some(page) = usize::try_from(page).ok().filter(|&p| p > 0) else {
-        return false;
-    };
-    if range.is_empty() || start % page != 0 {
-        return range.is_empty();
-    }
-    let mut pages = vec![0u8; range.len().div_ceil(page)];
-    // SAFETY: `range` lies inside a live mapping and starts on a page
-    // boundary (checked above); `pages` has one byte per page of it, as
-    // mincore(2) asks. mincore only reads the page tables.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::mincore(
-            range.as_ptr().cast_mut().cast::<libc::c_void>(),
-            range.len(),
-            pages.as_mut_ptr(),
-        )
-    };
-    rc == 0 && pages.iter().all(|p| p & 1 == 1)
-}
+mod read;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::gguf::GgmlType;
 use crate::gguf::writer::GgufWriter;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 /// A model file with one F32 tensor of `elements` elements.
@@ -147,4 +148,59 @@ fn a_model_without_files_is_an_error() {
         matches!(&err, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
         "{err:?}"
     );
+}
+
+/// Drops `path`'s pages from the page cache (written back first: dirty pages
+/// stay). False where they stay anyway (tmpfs).
+fn evict(path: &Path) -> bool {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let file = File::open(path).unwrap();
+    file.sync_all().unwrap();
+    posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.unwrap();
+    !resident(&map, 0, 4096)
+}
+
+/// The two ways a reader reads: `sendfile` to `/dev/null`, and `pread`.
+fn sinks() -> [(&'static str, Sink); 2] {
+    let splicing = Sink::open();
+    assert!(splicing.splices(), "no /dev/null to send to");
+    [("sendfile", splicing), ("pread", Sink::copying())]
+}
+
+#[test]
+fn each_way_of_reading_leaves_a_cold_range_in_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 3 << 20);
+    let len = std::fs::metadata(&path).unwrap().len();
+    for (how, mut sink) in sinks() {
+        if !evict(&path) {
+            eprintln!("skipped: the page cache keeps {} (tmpfs?)", path.display());
+            return;
+        }
+        let file = File::open(&path).unwrap();
+        sink.read(&file, &path, 0, len).unwrap();
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        assert!(
+            resident(&map, 0, len),
+            "{how}: not all of the file was read"
+        );
+    }
+}
+
+#[test]
+fn each_way_of_reading_calls_a_range_past_the_end_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_file(&dir, 1 << 20);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = File::open(&path).unwrap();
+    for (how, mut sink) in sinks() {
+        let err = sink.read(&file, &path, len - 100, 4096).unwrap_err();
+        assert!(
+            matches!(err, LoadError::Changed { expected, found, .. } if expected == len - 100 + 4096 && found == len),
+            "{how}: {err:?}"
+        );
+    }
 }

@@ -195,3 +195,28 @@ fn a_summary_read_still_refuses_what_a_full_read_refuses_in_structure() {
         .and_then(Value::as_array);
     assert_eq!(tokens.map(Array::len), Some(5000));
 }
+
+#[test]
+fn a_header_read_from_an_open_file_is_that_files_though_its_path_now_names_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let other = dir.path().join("other.gguf");
+    // Same length, different tensor names: only the contents tell them apart.
+    GgufWriter::new()
+        .tensor("a", GgmlType::F32, &[32])
+        .write(&path)
+        .unwrap();
+    GgufWriter::new()
+        .tensor("b", GgmlType::F32, &[32])
+        .write(&other)
+        .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    // The descriptor's position is not where the read starts.
+    std::io::Read::read(&mut &file, &mut [0u8; 7]).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let caps = HeaderLimits::default();
+    let opened = read_header_of(&file, &path, &caps, Decode::Summary).unwrap();
+    let by_path = read_header_with(&path, &caps, Decode::Summary).unwrap();
+    assert_eq!(opened.tensors.first().map(|t| t.name.as_str()), Some("a"));
+    assert_eq!(by_path.tensors.first().map(|t| t.name.as_str()), Some("b"));
+}
