@@ -137,7 +137,7 @@ async fn bench_list_models(dir: &Path) {
 
 /// Rounds of the cold load and of `cat`, taken in turns (a shared host's
 /// drift then moves both alike); the medians are compared.
-const COLD_ROUNDS: usize = 5;
+const COLD_ROUNDS: usize = 9;
 
 /// How a round makes the model cold.
 #[derive(Clone, Copy)]
