@@ -177,12 +177,13 @@ fn fill(file: &File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
 /// position: a descriptor the caller shares reads the same.
 #[allow(unsafe_code)]
 fn read_into_spare(file: &File, buf: &mut Vec<u8>, most: usize) -> std::io::Result<usize> {
-    let offset = libc::off_t::try_from(buf.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let offset =
+        libc::off64_t::try_from(buf.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(most);
     // SAFETY: `spare` is writable memory owned by `buf`, at least `len`
     // bytes long; pread(2) writes at most `len` bytes at its start.
-    let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, offset) };
+    let n = unsafe { libc::pread64(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, offset) };
     let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
     // SAFETY: pread(2) returned `n <= len`: the first `n` spare bytes are
     // initialized, by that read.

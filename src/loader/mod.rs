@@ -110,7 +110,7 @@ impl MappedShard {
         let file = File::open(path).map_err(io_error(path))?;
         let len = file.metadata().map_err(io_error(path))?.len();
         // SAFETY: read-only private mapping. The daemon never dereferences it
-        // for tensor data (prefetch uses pread), so a file truncated under it
+        // for tensor data (prefetch reads the file: `read`), so a file truncated under it
         // cannot raise SIGBUS here.
         #[allow(unsafe_code)]
         let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
