@@ -218,3 +218,71 @@ async fn an_idle_directory_is_not_scanned_again_nor_one_whose_models_are_read() 
         "a new model did not rescan"
     );
 }
+
+/// Waits (up to 10 s: the directory is checked every 2 s) until the published
+/// list is `want`.
+async fn listed(catalog: &CatalogHandle, want: &[&str]) -> bool {
+    let mut snapshots = catalog.subscribe();
+    let wait = async {
+        loop {
+            if ids(&snapshots.borrow_and_update().entries) == want {
+                return;
+            }
+            if snapshots.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_directory_renamed_over_the_path_is_watched_in_its_place() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("models");
+    std::fs::create_dir(&dir).unwrap();
+    model(&dir.join("a.gguf"), "A");
+    let catalog = CatalogHandle::spawn(
+        dir.clone(),
+        Duration::from_millis(40),
+        HeaderLimits::default(),
+    );
+    assert!(listed(&catalog, &["a"]).await);
+    let new = parent.path().join("new");
+    std::fs::create_dir(&new).unwrap();
+    model(&new.join("b.gguf"), "B");
+    std::fs::rename(&dir, parent.path().join("old")).unwrap();
+    std::fs::rename(&new, &dir).unwrap();
+    assert!(
+        listed(&catalog, &["b"]).await,
+        "the new directory was not scanned"
+    );
+    // Found by a watch on the new directory, not the old one's.
+    model(&dir.join("c.gguf"), "C");
+    assert!(
+        listed(&catalog, &["b", "c"]).await,
+        "a model added to the new directory went unseen"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unprompted_scan_comes_once_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    model(&dir.path().join("a.gguf"), "A");
+    let catalog = CatalogHandle::spawn(
+        dir.path().to_path_buf(),
+        Duration::from_millis(40),
+        HeaderLimits::default(),
+    );
+    assert!(listed(&catalog, &["a"]).await);
+    let settled = catalog.scans();
+    tokio::time::sleep(super::SAFETY_RESCAN - Duration::from_secs(5)).await;
+    assert_eq!(catalog.scans(), settled, "scanned before the minute was up");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        scanned_past(&catalog, settled).await,
+        "no scan after a minute"
+    );
+}
