@@ -196,7 +196,8 @@ async fn load_to_ready(d: &Daemon) -> Duration {
 }
 
 async fn bench_cold_load(demo: &Path) {
-    let dir = tempfile::tempdir().unwrap();
+    // Beside the build, on disk: a tmpfs /tmp would never be cold.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let model = dir.path().join("demo.gguf");
     std::fs::copy(demo, &model).unwrap();
     let d = Daemon::start(dir.path(), &[]).await;
