@@ -152,12 +152,9 @@ enum Cooling {
 
 impl Cooling {
     fn apply(self, model: &Path) -> bool {
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
         match self {
             Cooling::Everything => support::drop_caches(),
-            Cooling::ModelFile => File::open(model).is_ok_and(|file| {
-                posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).is_ok()
-            }),
+            Cooling::ModelFile => support::fadvise_dontneed(model),
         }
     }
 
@@ -211,10 +208,6 @@ async fn bench_cold_load(demo: &Path) {
             assert!(status.success());
         })
     };
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v.get(v.len() / 2).copied().unwrap()
-    };
     for cooling in [Cooling::Everything, Cooling::ModelFile] {
         let mut cold = true;
         let mut loads = Vec::with_capacity(COLD_ROUNDS);
@@ -236,9 +229,9 @@ async fn bench_cold_load(demo: &Path) {
                 "load-to-ready, demo ({}), median of {COLD_ROUNDS}",
                 cooling.label()
             ),
-            median(&mut loads),
+            support::median(loads),
             "cat FILE > /dev/null",
-            median(&mut cats),
+            support::median(cats),
         );
     }
 }

@@ -31,11 +31,6 @@ const ROUNDS: usize = 15;
 const CATALOG_ROUNDS: usize = 3;
 const COPIES: usize = 1000;
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
-
 /// Median over `rounds` of running `f` once, after one warm-up run.
 fn time_rounds(rounds: usize, f: impl FnMut()) -> Duration {
     time_prepared(rounds, || {}, f)
@@ -44,7 +39,7 @@ fn time_rounds(rounds: usize, f: impl FnMut()) -> Duration {
 /// Median over `rounds` of running `f` once, each after `prepare` (not timed).
 fn time_prepared(rounds: usize, mut prepare: impl FnMut(), mut f: impl FnMut()) -> Duration {
     f();
-    median(
+    support::median(
         (0..rounds)
             .map(|_| {
                 prepare();

@@ -395,13 +395,24 @@ pub fn drop_caches() -> bool {
 /// process still maps stay either way). False when neither worked.
 #[allow(dead_code)]
 pub fn evict_from_page_cache(path: &Path) -> bool {
+    drop_caches() || fadvise_dontneed(path)
+}
+
+/// `posix_fadvise(DONTNEED)` on `path` alone: its clean pages leave the page
+/// cache, the rest of it stays. False when the call failed.
+#[allow(dead_code)]
+pub fn fadvise_dontneed(path: &Path) -> bool {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    if drop_caches() {
-        return true;
-    }
     std::fs::File::open(path).is_ok_and(|file| {
         posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).is_ok()
     })
+}
+
+/// The middle of `samples` once sorted (zero when there are none).
+#[allow(dead_code)]
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 /// One benchmark line: our time, the baseline's, and their ratio.
