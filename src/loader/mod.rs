@@ -3,9 +3,10 @@
 //! Pages are brought in by reading the file (`read`: `sendfile` to
 //! `/dev/null`, plus `MADV_WILLNEED` on the mapping), never by touching the
 //! mapping: a file that shrinks or vanishes mid-load then gives a short read
-//! and a clean error, not a SIGBUS in the daemon. A chunk already in the page cache (`mincore`, which
-//! reads page tables only) is not read again, only checked to still be in the
-//! file: a swap back to a model read moments ago copies nothing. Each shard
+//! and a clean error, not a SIGBUS in the daemon. A chunk already in the page
+//! cache (`mincore`, which reads page tables only) is not read again, only
+//! checked to still be in the file: a swap back to a model read moments ago
+//! reads nothing. Each shard
 //! keeps its own mapping (and its mlock, when asked) until the model is
 //! unloaded.
 
@@ -110,8 +111,8 @@ impl MappedShard {
         let file = File::open(path).map_err(io_error(path))?;
         let len = file.metadata().map_err(io_error(path))?.len();
         // SAFETY: read-only private mapping. The daemon never dereferences it
-        // for tensor data (prefetch reads the file: `read`), so a file truncated under it
-        // cannot raise SIGBUS here.
+        // for tensor data (prefetch reads the file: `read`), so a file
+        // truncated under it cannot raise SIGBUS here.
         #[allow(unsafe_code)]
         let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
         // Readahead is advisory; a refusal is harmless.

@@ -56,26 +56,31 @@ fn a_truncated_file_is_an_error_not_a_crash() {
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
 }
 
-#[test]
-fn a_file_shrinking_mid_load_fails_cleanly() {
+/// Loads a 64 MiB model with `threads` readers, cutting the file to 4 KiB
+/// at the first progress report that `now` picks.
+fn load_shrinking(
+    threads: usize,
+    now: impl Fn(&Progress) -> bool + Sync,
+) -> Result<ResidentModel, LoadError> {
     let dir = tempfile::tempdir().unwrap();
     let path = model_file(&dir, 16 << 20);
     let shrunk = AtomicBool::new(false);
-    let result = load(
+    load(
         std::slice::from_ref(&path),
-        LoadOptions {
-            mlock: false,
-            threads: 1,
-            header: HeaderLimits::default(),
-        },
+        LoadOptions { threads, ..opts() },
         &AtomicBool::new(false),
         &|p| {
-            if p.phase == Phase::Prefetching && !shrunk.swap(true, Ordering::SeqCst) {
+            if p.phase == Phase::Prefetching && now(&p) && !shrunk.swap(true, Ordering::SeqCst) {
                 let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
                 f.set_len(4096).unwrap();
             }
         },
-    );
+    )
+}
+
+#[test]
+fn a_file_shrinking_mid_load_fails_cleanly() {
+    let result = load_shrinking(1, |_| true);
     assert!(
         matches!(result, Err(LoadError::Changed { found: 4096, .. })),
         "{result:?}"
@@ -118,23 +123,7 @@ fn a_bad_header_fails_as_such_though_the_reads_had_started() {
 
 #[test]
 fn with_several_readers_a_file_shrinking_mid_load_is_changed_not_cancelled() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = model_file(&dir, 16 << 20);
-    let shrunk = AtomicBool::new(false);
-    let result = load(
-        std::slice::from_ref(&path),
-        opts(),
-        &AtomicBool::new(false),
-        &|p| {
-            if p.phase == Phase::Prefetching
-                && p.bytes_done > 0
-                && !shrunk.swap(true, Ordering::SeqCst)
-            {
-                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-                f.set_len(4096).unwrap();
-            }
-        },
-    );
+    let result = load_shrinking(opts().threads, |p| p.bytes_done > 0);
     assert!(
         matches!(result, Err(LoadError::Changed { found: 4096, .. })),
         "{result:?}"
