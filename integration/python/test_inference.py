@@ -21,10 +21,11 @@ GEMMA3_TEMPLATE = (
 )
 
 
-def copy_model(source, dest, split_max_tensors=0, extra=None, drop=(), extra_ints=None):
+def copy_model(source, dest, split_max_tensors=0, extra=None, drop=(), extra_ints=None, rename_tokens=None):
     """Rewrites `source` (every key but those in `drop`, and every tensor) to
     `dest`, with the string keys of `extra` and the uint32 keys of
-    `extra_ints` added, optionally split gguf-split style into shards of at
+    `extra_ints` added and the vocabulary's tokens renamed as `rename_tokens`
+    (id -> text) says, optionally split gguf-split style into shards of at
     most `split_max_tensors` tensors."""
     reader = GGUFReader(source)
     arch = reader.fields["general.architecture"].contents()
@@ -36,7 +37,10 @@ def copy_model(source, dest, split_max_tensors=0, extra=None, drop=(), extra_int
             continue
         vtype = field.types[0]
         sub_type = field.types[-1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+        value = field.contents()
+        if field.name == "tokenizer.ggml.tokens" and rename_tokens:
+            value = [rename_tokens.get(i, text) for i, text in enumerate(value)]
+        writer.add_key_value(field.name, value, vtype, sub_type=sub_type)
     for key, value in (extra or {}).items():
         writer.add_key_value(key, value, GGUFValueType.STRING)
     for key, value in (extra_ints or {}).items():
