@@ -24,6 +24,11 @@
 if(NOT PROJECT_NAME STREQUAL "llama.cpp")
     return() # ggml's own project() call, or a project that is not llama.cpp
 endif()
+# A version check, not cmake_minimum_required(), which would reset llama.cpp's
+# own policy settings: file(COPY_FILE ... ONLY_IF_DIFFERENT) needs 3.21.
+if(CMAKE_VERSION VERSION_LESS 3.21)
+    message(FATAL_ERROR "llama-router patch: CMake 3.21 or newer is needed, this is ${CMAKE_VERSION}")
+endif()
 
 set(LLAMA_ROUTER_VOCAB_SHA256 18f624c7f5a64f6bd4458248d2cde0ba989cbd46c47b8007be1765e31486c938)
 
